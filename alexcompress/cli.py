@@ -1,0 +1,522 @@
+"""The `alexcompress` command line: parse options, open files and streams, call the library, print with rich.
+
+No algorithm lives here. Logs and tables go to stderr so stdout can carry data (`-o -`). Bad input is one
+line on stderr and exit 1; bad usage is exit 2 (Typer/click's own handling).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import re
+import signal
+import sys
+from dataclasses import dataclass
+from enum import Enum
+from typing import TYPE_CHECKING, Any, Callable, Optional, TypeVar
+
+import typer
+from rich.console import Console
+from rich.table import Table
+from typing_extensions import Annotated
+
+from . import __version__
+from .errors import AlexCompressError
+from .fileio import STDIO, check_output, default_output, read_input, write_output
+
+if TYPE_CHECKING:
+    import torch
+
+app = typer.Typer(
+    name="alexcompress",
+    help="Deep Compression for AlexNet: prune, quantize, Huffman-code into a real .dcz file, and back.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _fail(message: str, code: int = 1) -> typer.Exit:
+    Console(stderr=True, highlight=False, soft_wrap=True).print(f"alexcompress: error: {message}", markup=False)
+    return typer.Exit(code)
+
+
+def command(func: F) -> F:
+    """Run a subcommand with the project's error contract: one line on stderr, exit 1, no traceback."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except AlexCompressError as exc:
+            raise _fail(str(exc)) from None
+        except BrokenPipeError:
+            raise _fail("output pipe closed before all data was written") from None
+        except KeyboardInterrupt:
+            raise _fail("interrupted; no output was written", 130) from None
+        except MemoryError:
+            raise _fail("out of memory") from None
+        except OSError as exc:
+            where = f"{exc.filename}: " if exc.filename else ""
+            raise _fail(f"{where}{exc.strerror or exc}") from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _console(quiet: bool = False, stderr: bool = True) -> Console:
+    # wide enough for the Table-4 report when output is a file or pipe; a terminal keeps its own width
+    stream = sys.stderr if stderr else sys.stdout
+    width = None if stream is not None and stream.isatty() else 140
+    return Console(stderr=stderr, quiet=quiet, highlight=False, width=width)
+
+
+# ------------------------------------------------------------------------------------------ model input
+
+
+@dataclass
+class ModelInput:
+    state: "dict[str, torch.Tensor]"
+    arch: str
+    label: str
+    stem: str | None  # output-name stem for keyword sources
+    header: Any = None  # the DczHeader when the input was a .dcz
+
+
+_RANDOM = re.compile(r"random(?::(\d+))?(?::(\d+))?")
+
+MODEL_HELP = (
+    "A state-dict .pt file, a .dcz, '-' for stdin, 'random[:SEED[:CLASSES]]' for a seeded random-init "
+    "model (default seed 0, 1000 classes), or 'pretrained' for torchvision's ImageNet AlexNet (downloads once)."
+)
+
+
+def read_model(spec: str, arch: Optional[str] = None) -> ModelInput:
+    """Resolve a MODEL argument; an existing file always wins over a keyword of the same name."""
+    from .models import get_arch, load_state_dict, pretrained_alexnet, random_model, to_float32
+
+    if arch is not None:
+        get_arch(arch)
+    if spec != STDIO and not os.path.exists(spec):
+        match = _RANDOM.fullmatch(spec)
+        if match:
+            seed = int(match.group(1) or 0)
+            classes = int(match.group(2) or 1000)
+            name = arch or "alexnet"
+            return ModelInput(random_model(name, classes, seed), name, spec, f"{name}-random")
+        if spec == "pretrained":
+            if arch not in (None, "alexnet"):
+                raise AlexCompressError("'pretrained' is torchvision's AlexNet; other architectures need a file")
+            return ModelInput(pretrained_alexnet(), "alexnet", spec, "alexnet-pretrained")
+    label = "<stdin>" if spec == STDIO else spec
+    data = read_input(spec, "MODEL")
+    from .container import is_dcz
+
+    if is_dcz(data):
+        from .codec import decode
+        from .container import parse_header
+
+        header = parse_header(data)
+        state, dcz_arch = decode(data)
+        return ModelInput(state, dcz_arch, label, None, header)
+    state, found = load_state_dict(data, arch=arch, name=label)
+    return ModelInput(to_float32(state), found, label, None)
+
+
+def _plan_output(spec: str, model_stem: Optional[str], output: Optional[str], suffix: str, force: bool) -> str:
+    target = output if output is not None else default_output(spec, suffix, model_stem)
+    check_output(target, inputs=(spec,), force=force)
+    return target
+
+
+def _keyword_stem(spec: str, arch: Optional[str]) -> Optional[str]:
+    if spec != STDIO and not os.path.exists(spec):
+        if _RANDOM.fullmatch(spec):
+            return f"{arch or 'alexnet'}-random"
+        if spec == "pretrained":
+            return "alexnet-pretrained"
+    return None
+
+
+def _save_state(target: str, state: Any) -> None:
+    from .models import state_dict_bytes
+
+    write_output(target, state_dict_bytes(state))
+
+
+def _wrote(console: Console, target: str) -> None:
+    if target != STDIO:
+        console.print(f"wrote {target} ({os.path.getsize(target):,} bytes)")
+
+
+# ------------------------------------------------------------------------------------------ options
+
+ModelArg = Annotated[str, typer.Argument(help=MODEL_HELP, show_default=False, metavar="MODEL")]
+OutputOpt = Annotated[Optional[str], typer.Option("--output", "-o", help="Output path, or '-' for stdout. Default: derived from MODEL.", show_default=False)]
+ForceOpt = Annotated[bool, typer.Option("--force", "-f", help="Overwrite an existing output file (never the input).")]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing but errors.")]
+ArchOpt = Annotated[Optional[str], typer.Option("--arch", help="Architecture: alexnet (default), vgg16, resnet18. Files are detected.", show_default=False)]
+
+
+class Preset(str, Enum):
+    paper = "paper"
+
+
+class InitMethod(str, Enum):
+    linear = "linear"
+    density = "density"
+    random = "random"
+
+
+@dataclass
+class PruneOptions:
+    sparsity: Optional[float] = None
+    rates: Optional[str] = None
+    preset: Optional[Preset] = None
+    std_scale: Optional[float] = None
+
+    def chosen(self) -> int:
+        return sum(x is not None for x in (self.sparsity, self.rates, self.preset, self.std_scale))
+
+
+def _run_prune(state: Any, arch: str, options: PruneOptions, console: Console) -> Any:
+    from .prune import parse_rates, prune_by_rates, prune_by_std, prune_global, prune_paper
+
+    if options.preset is not None:
+        if arch != "alexnet":
+            raise AlexCompressError(f"--preset paper holds AlexNet's keep rates; for {arch} use --sparsity or --rates")
+        result = prune_paper(state, inplace=True)
+    elif options.rates is not None:
+        result = prune_by_rates(state, parse_rates(options.rates), arch=arch, inplace=True)
+    elif options.std_scale is not None:
+        result = prune_by_std(state, options.std_scale, arch=arch, inplace=True)
+    else:
+        result = prune_global(state, options.sparsity if options.sparsity is not None else 0.9, arch=arch, inplace=True)
+    table = Table(title=f"pruning: {result.method}", title_justify="left")
+    for column in ("layer", "weights", "kept", "kept %", "threshold"):
+        table.add_column(column, justify="left" if column == "layer" else "right")
+    for layer in result.layers:
+        table.add_row(layer.name, f"{layer.weights:,}", f"{layer.kept:,}", f"{layer.kept_fraction:.2%}", f"{layer.threshold:.8f}")
+    console.print(table)
+    if options.sparsity is not None or options.chosen() == 0:
+        console.print(f"Pruning threshold: {result.layers[0].threshold:.8f}" if result.layers else "")
+    console.print(f"Total non-zero weights: {result.kept:,} / {result.weights:,}")
+    console.print(f"Achieved sparsity: {result.sparsity:.2%}")
+    return result
+
+
+def _run_quantize(state: Any, arch: str, console: Console, **kwargs: Any) -> Any:
+    from .quantize import quantize
+
+    result = quantize(state, arch=arch, inplace=True, **kwargs)
+    table = Table(title="quantization: per-layer k-means" + (" (shared codebook)" if kwargs.get("shared_codebook") else ""), title_justify="left")
+    for column in ("layer", "bits", "nonzeros", "clusters", "mean |error|", "iterations"):
+        table.add_column(column, justify="left" if column == "layer" else "right")
+    for layer in result.layers:
+        table.add_row(layer.name, str(layer.bits), f"{layer.nonzeros:,}", str(layer.clusters), f"{layer.mean_abs_error:.3e}", str(layer.iterations))
+    console.print(table)
+    return result
+
+
+def _parse_index_bits(text: str) -> Optional[int]:
+    from .sparse import MAX_INDEX_BITS, MIN_INDEX_BITS
+
+    if text == "auto":
+        return None
+    try:
+        value = int(text)
+    except ValueError:
+        raise AlexCompressError(f"--index-bits must be 'auto' or an integer, got {text!r}") from None
+    if not MIN_INDEX_BITS <= value <= MAX_INDEX_BITS:
+        raise AlexCompressError(f"--index-bits must be between {MIN_INDEX_BITS} and {MAX_INDEX_BITS}, got {value}")
+    return value
+
+
+SparsityOpt = Annotated[Optional[float], typer.Option("--sparsity", "-s", help="Global magnitude pruning: fraction of all conv/fc weights to zero, in [0, 1).", show_default=False)]
+RatesOpt = Annotated[Optional[str], typer.Option("--rates", help="Per-layer keep rates, e.g. conv1=0.84,fc6=0.09 (layers not named are kept whole).", show_default=False)]
+PresetOpt = Annotated[Optional[Preset], typer.Option("--preset", help="'paper': the keep rates of the paper's Table 4 (AlexNet).", show_default=False)]
+StdOpt = Annotated[Optional[float], typer.Option("--std-scale", help="Prune |w| < SCALE * std(layer) in every layer.", show_default=False)]
+ConvBitsOpt = Annotated[int, typer.Option("--conv-bits", help="Bits per conv weight code (1-8).")]
+FcBitsOpt = Annotated[int, typer.Option("--fc-bits", help="Bits per fc weight code (1-8).")]
+BitsOpt = Annotated[Optional[int], typer.Option("--bits", help="Bits for every layer (overrides --conv-bits/--fc-bits).", show_default=False)]
+InitOpt = Annotated[InitMethod, typer.Option("--init", help="Centroid initialisation (linear is the paper's finding).")]
+SeedOpt = Annotated[int, typer.Option("--seed", help="Seed for random init (and anything random).")]
+SharedOpt = Annotated[bool, typer.Option("--shared-codebook", help="One codebook for all layers (the seed script's method).")]
+IndexBitsOpt = Annotated[str, typer.Option("--index-bits", help="Relative-index width per layer: 'auto' (smallest file) or 1-12 (paper: 4).")]
+
+
+def _prune_options(sparsity: Optional[float], rates: Optional[str], preset: Optional[Preset], std_scale: Optional[float]) -> PruneOptions:
+    options = PruneOptions(sparsity, rates, preset, std_scale)
+    if options.chosen() > 1:
+        raise typer.BadParameter("give only one of --sparsity, --rates, --preset, --std-scale")
+    return options
+
+
+# ------------------------------------------------------------------------------------------ commands
+
+
+@app.command()
+@command
+def init(
+    output: Annotated[str, typer.Option("--output", "-o", help="Where to write the state dict (.pt), or '-'.")] = "alexnet.pt",
+    num_classes: Annotated[int, typer.Option("--num-classes", help="Output classes of the random-init model.")] = 1000,
+    seed: SeedOpt = 0,
+    pretrained: Annotated[bool, typer.Option("--pretrained", help="torchvision's ImageNet AlexNet weights instead (needs the network once).")] = False,
+    arch: ArchOpt = None,
+    force: ForceOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Write a starting model: a seeded random-init AlexNet (offline), or the pretrained one."""
+    from .models import pretrained_alexnet, random_model
+
+    console = _console(quiet)
+    check_output(output, force=force)
+    if pretrained:
+        if arch not in (None, "alexnet"):
+            raise AlexCompressError("--pretrained is available for alexnet only")
+        state = pretrained_alexnet()
+    else:
+        state = random_model(arch or "alexnet", num_classes, seed)
+    _save_state(output, state)
+    _wrote(console, output)
+
+
+@app.command()
+@command
+def prune(
+    model: ModelArg,
+    output: OutputOpt = None,
+    sparsity: SparsityOpt = None,
+    rates: RatesOpt = None,
+    preset: PresetOpt = None,
+    std_scale: StdOpt = None,
+    arch: ArchOpt = None,
+    force: ForceOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Stage 1: zero small-magnitude weights (default --sparsity 0.9). Writes a state dict .pt."""
+    options = _prune_options(sparsity, rates, preset, std_scale)
+    console = _console(quiet)
+    target = _plan_output(model, _keyword_stem(model, arch), output, ".pruned.pt", force)
+    source = read_model(model, arch)
+    result = _run_prune(source.state, source.arch, options, console)
+    _save_state(target, result.state)
+    _wrote(console, target)
+
+
+@app.command()
+@command
+def quantize(
+    model: ModelArg,
+    output: OutputOpt = None,
+    conv_bits: ConvBitsOpt = 8,
+    fc_bits: FcBitsOpt = 5,
+    bits: BitsOpt = None,
+    init: InitOpt = InitMethod.linear,
+    seed: SeedOpt = 0,
+    shared_codebook: SharedOpt = False,
+    arch: ArchOpt = None,
+    force: ForceOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Stage 2: per-layer k-means weight sharing. Writes a state dict .pt with <= 2^bits values per layer."""
+    from .quantize import check_bits
+
+    for what, value in (("--conv-bits", conv_bits), ("--fc-bits", fc_bits), ("--bits", bits)):
+        if value is not None:
+            check_bits(what, value)
+    console = _console(quiet)
+    target = _plan_output(model, _keyword_stem(model, arch), output, ".quantized.pt", force)
+    source = read_model(model, arch)
+    result = _run_quantize(
+        source.state, source.arch, console, conv_bits=conv_bits, fc_bits=fc_bits, bits=bits,
+        init=init.value, seed=seed, shared_codebook=shared_codebook,
+    )
+    _save_state(target, result.state)
+    _wrote(console, target)
+
+
+@app.command()
+@command
+def encode(
+    model: ModelArg,
+    output: OutputOpt = None,
+    index_bits: IndexBitsOpt = "auto",
+    arch: ArchOpt = None,
+    force: ForceOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Stage 3: Huffman-code a quantized model into a .dcz (lossless)."""
+    from .codec import encode as encode_state
+    from .container import parse_header
+    from .report import print_info
+
+    width = _parse_index_bits(index_bits)
+    console = _console(quiet)
+    target = _plan_output(model, _keyword_stem(model, arch), output, ".dcz", force)
+    source = read_model(model, arch)
+    data = encode_state(source.state, arch=source.arch, index_bits=width, options={"index_bits": index_bits})
+    write_output(target, data)
+    print_info(console, parse_header(data), target if target != STDIO else "<stdout>")
+
+
+@app.command()
+@command
+def decode(
+    model: Annotated[str, typer.Argument(help="A .dcz file, or '-' for stdin.", metavar="FILE.dcz")],
+    output: OutputOpt = None,
+    force: ForceOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Decode a .dcz back into a state dict .pt that torchvision's model loads (bit-exact)."""
+    from .codec import decode as decode_bytes
+    from .container import is_dcz
+
+    console = _console(quiet)
+    target = _plan_output(model, None, output, ".decoded.pt", force)
+    data = read_input(model, "FILE")
+    if not is_dcz(data):
+        raise AlexCompressError(f"{model}: not a .dcz file (bad magic number)")
+    state, _ = decode_bytes(data)
+    _save_state(target, state)
+    _wrote(console, target)
+
+
+@app.command()
+@command
+def info(
+    model: Annotated[str, typer.Argument(help="A .dcz file (or a .pt state dict), or '-' for stdin.", metavar="FILE")],
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Also the most frequent codes and sample Huffman codes per layer.")] = False,
+) -> None:
+    """The paper's Table 4 for a .dcz: per-layer bits, sizes and ratios; every number from the file."""
+    from .container import is_dcz, parse_header
+    from .report import print_info
+
+    console = _console(stderr=False)  # info's table is the data: it goes to stdout
+    data = read_input(model, "FILE")
+    label = "<stdin>" if model == STDIO else model
+    if not is_dcz(data):
+        _info_state_dict(console, data, label)
+        return
+    header = parse_header(data)
+    print_info(console, header, label)
+    if verbose:
+        _print_codes(console, header, data)
+
+
+def _print_codes(console: Console, header: Any, data: bytes) -> None:
+    from . import huffman
+    from .container import read_code_tables, section_bytes
+    from .models import layer_names
+    from .report import print_codes
+
+    sparse = [t for t in header.tensors if t.encoding == "sparse_huffman"]
+    names = layer_names(header.arch, [t.name for t in sparse])
+    for entry in sparse:
+        codebook, code_lengths, _ = read_code_tables(header, data, entry)
+        where = f"tensor {entry.name} section codes"
+        symbols = huffman.decode(bytes(section_bytes(header, data, entry.section("codes"), where)), entry.code_bits, code_lengths, entry.entries, where)
+        print_codes(console, entry, names[entry.name], symbols, code_lengths, codebook)
+
+
+def _info_state_dict(console: Console, data: bytes, label: str) -> None:
+    from .models import is_compressible, layer_names, load_state_dict, num_classes_of
+
+    state, arch = load_state_dict(data, name=label)
+    keys = [k for k, v in state.items() if is_compressible(k, v)]
+    names = layer_names(arch, keys)
+    table = Table(title=f"{label}: {arch} state dict, {num_classes_of(state, arch)} classes", title_justify="left")
+    for column in ("layer", "weights", "nonzeros", "kept", "distinct nonzero values"):
+        table.add_column(column, justify="left" if column == "layer" else "right")
+    for key in keys:
+        flat = state[key].reshape(-1)
+        nonzero = flat[flat != 0]
+        table.add_row(names[key], f"{flat.numel():,}", f"{nonzero.numel():,}", f"{nonzero.numel() / max(flat.numel(), 1):.2%}", f"{nonzero.unique().numel():,}")
+    console.print(table)
+    total = sum(v.numel() * v.element_size() for v in state.values())
+    console.print(f"dense size: {total:,} bytes")
+
+
+@app.command()
+@command
+def compress(
+    model: ModelArg,
+    output: OutputOpt = None,
+    sparsity: SparsityOpt = None,
+    rates: RatesOpt = None,
+    preset: PresetOpt = None,
+    std_scale: StdOpt = None,
+    conv_bits: ConvBitsOpt = 8,
+    fc_bits: FcBitsOpt = 5,
+    bits: BitsOpt = None,
+    init: InitOpt = InitMethod.linear,
+    seed: SeedOpt = 0,
+    shared_codebook: SharedOpt = False,
+    index_bits: IndexBitsOpt = "auto",
+    verify: Annotated[bool, typer.Option("--verify", help="Decode the written file and check it against the quantized model.")] = False,
+    arch: ArchOpt = None,
+    force: ForceOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """All three stages in one process: prune, quantize, encode. AlexNet defaults to --preset paper."""
+    from .codec import decode as decode_bytes
+    from .codec import encode as encode_state
+    from .container import parse_header
+    from .quantize import check_bits
+    from .report import print_info, print_ladder
+
+    options = _prune_options(sparsity, rates, preset, std_scale)
+    for what, value in (("--conv-bits", conv_bits), ("--fc-bits", fc_bits), ("--bits", bits)):
+        if value is not None:
+            check_bits(what, value)
+    width = _parse_index_bits(index_bits)
+    console = _console(quiet)
+    target = _plan_output(model, _keyword_stem(model, arch), output, ".dcz", force)
+    source = read_model(model, arch)
+    if options.chosen() == 0 and source.arch == "alexnet":
+        options.preset = Preset.paper
+    pruned = _run_prune(source.state, source.arch, options, console)
+    quantized = _run_quantize(
+        pruned.state, source.arch, console, conv_bits=conv_bits, fc_bits=fc_bits, bits=bits,
+        init=init.value, seed=seed, shared_codebook=shared_codebook,
+    )
+    recorded = {
+        "prune": pruned.method, "conv_bits": bits or conv_bits, "fc_bits": bits or fc_bits, "init": init.value,
+        "seed": seed, "shared_codebook": shared_codebook, "index_bits": index_bits,
+    }
+    data = encode_state(quantized.state, arch=source.arch, index_bits=width, options=recorded)
+    if verify:
+        decoded, _ = decode_bytes(data)
+        bad = [k for k, v in quantized.state.items() if not decoded[k].equal(v)]
+        if bad:
+            raise AlexCompressError(f"verification failed: {', '.join(bad)} differ after decoding (a bug: please report it)")
+        console.print("verified: the file decodes bit for bit to the quantized model")
+    write_output(target, data)
+    header = parse_header(data)
+    print_info(console, header, target if target != STDIO else "<stdout>")
+    print_ladder(console, header)
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"alexcompress {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version and exit.")] = False,
+) -> None:
+    """Deep Compression for AlexNet: prune, quantize, Huffman-code into a real .dcz file, and back."""
+
+
+def _terminate(signum: int, frame: Any) -> None:
+    # SIGTERM unwinds like Ctrl-C, so atomic writers remove their temporary files on the way out
+    raise KeyboardInterrupt
+
+
+def main() -> None:
+    signal.signal(signal.SIGTERM, _terminate)
+    app(prog_name="alexcompress")

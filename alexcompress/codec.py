@@ -1,0 +1,91 @@
+"""Torch-facing encode/decode: state dict <-> `.dcz` bytes, and `load()` for users' code.
+
+`encode` is lossless: the codebook is each layer's distinct nonzero values, so decode(encode(q)) == q bit
+for bit. Container work itself lives in `container` and needs no torch.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import OrderedDict
+from typing import TYPE_CHECKING, Any, Mapping
+
+from . import __version__
+from .container import EncodedTensor, encode_raw, encode_sparse, read_dcz, write_dcz
+from .errors import DczError, ModelError
+from .models import get_arch, is_compressible, num_classes_of, validate_state_dict
+
+if TYPE_CHECKING:
+    import torch
+
+PRODUCER = f"alexcompress {__version__}"
+
+
+def encode(
+    state: Mapping[str, "torch.Tensor"],
+    *,
+    arch: str = "alexnet",
+    index_bits: int | None = None,
+    options: Mapping[str, Any] | None = None,
+) -> bytes:
+    """A quantized state dict as a `.dcz` file image. `index_bits=None` picks the best width per layer.
+
+    >>> from alexcompress.models import random_model
+    >>> from alexcompress.prune import prune_global
+    >>> from alexcompress.quantize import quantize
+    >>> q = quantize(prune_global(random_model(num_classes=10), 0.9).state).state
+    >>> state, _ = decode(encode(q))
+    >>> all(state[k].equal(q[k]) for k in q)
+    True
+    """
+    validate_state_dict(state, arch)
+    tensors: list[EncodedTensor] = []
+    for key, value in state.items():
+        array = value.detach().cpu().contiguous().numpy()
+        if is_compressible(key, value):
+            if array.dtype != "float32":
+                raise ModelError(f"{key} is {value.dtype}; encode expects the float32 output of 'quantize'")
+            tensors.append(encode_sparse(key, array, index_bits))
+        else:
+            tensors.append(encode_raw(key, array))
+    return write_dcz(
+        tensors, arch=arch, num_classes=num_classes_of(state, arch), producer=PRODUCER, options=options or {}
+    )
+
+
+def decode(data: bytes | memoryview) -> tuple["OrderedDict[str, torch.Tensor]", str]:
+    """A `.dcz` file image back into (state dict, architecture), bit for bit what `encode` was given."""
+    import torch
+
+    header, arrays = read_dcz(data)
+    get_arch(header.arch) if header.arch in ("alexnet", "vgg16", "resnet18") else _unknown_arch(header.arch)
+    state = OrderedDict((name, torch.from_numpy(array)) for name, array in arrays.items())
+    try:
+        validate_state_dict(state, header.arch, "container")
+    except ModelError as exc:
+        raise DczError(str(exc)) from None
+    return state, header.arch
+
+
+def _unknown_arch(arch: str) -> None:
+    raise DczError(f"header: unknown architecture {arch!r}")
+
+
+def load(path: str | os.PathLike[str]) -> "torch.nn.Module":
+    """Decode a `.dcz` file into its torchvision model, in eval mode, with the right num_classes.
+
+    >>> import tempfile, pathlib
+    >>> from alexcompress.models import random_model
+    >>> from alexcompress.prune import prune_global
+    >>> from alexcompress.quantize import quantize
+    >>> q = quantize(prune_global(random_model(num_classes=10), 0.9).state).state
+    >>> path = pathlib.Path(tempfile.mkdtemp()) / "m.dcz"
+    >>> _ = path.write_bytes(encode(q))
+    >>> load(path).classifier[6].out_features
+    10
+    """
+    from .models import build_model
+
+    with open(path, "rb") as handle:
+        state, arch = decode(handle.read())
+    return build_model(state, arch)

@@ -1,0 +1,112 @@
+"""Where bytes enter and leave: paths or `-` for stdin/stdout, default output names, atomic writes.
+
+An output is written to a hidden temporary file in the target directory, fsynced, then renamed over the
+target, so an error, Ctrl-C or SIGTERM never leaves a partial file and never damages an existing one.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+from .errors import AlexCompressError
+
+STDIO = "-"
+
+
+def read_input(path: str, what: str = "input") -> bytes:
+    """All bytes of a file, or of stdin for `-`."""
+    if path == STDIO:
+        if sys.stdin is None or sys.stdin.isatty():
+            raise AlexCompressError(f"{what} is '-' but nothing is piped into stdin")
+        return sys.stdin.buffer.read()
+    p = Path(path)
+    if not p.exists():
+        raise AlexCompressError(f"{path}: no such file")
+    if p.is_dir():
+        raise AlexCompressError(f"{path}: is a directory, expected a file")
+    try:
+        return p.read_bytes()
+    except OSError as exc:
+        raise AlexCompressError(f"{path}: cannot read ({exc.strerror or exc})") from None
+
+
+def default_output(input_path: str, suffix: str, keyword_stem: str | None = None) -> str:
+    """`alexnet.pt` -> `alexnet{suffix}`; stdin -> stdout; a model keyword -> `{keyword_stem}{suffix}`."""
+    if input_path == STDIO:
+        return STDIO
+    if keyword_stem is not None:
+        return keyword_stem + suffix
+    p = Path(input_path)
+    stem = p.name
+    for ending in (".pruned.pt", ".quantized.pt", ".decoded.pt", ".pt", ".pth", ".dcz"):
+        if stem.endswith(ending) and len(stem) > len(ending):
+            stem = stem[: -len(ending)]
+            break
+    return str(p.with_name(stem + suffix))
+
+
+def check_output(output: str, *, inputs: tuple[str, ...] = (), force: bool = False) -> None:
+    """Refuse, before any work is done, an output that would clobber an input or an existing file."""
+    if output == STDIO:
+        if sys.stdout is None or sys.stdout.isatty():
+            raise AlexCompressError("refusing to write binary data to a terminal; use -o FILE or redirect stdout")
+        return
+    out = Path(output)
+    for source in inputs:
+        if source != STDIO and Path(source).exists() and out.exists() and os.path.samefile(source, out):
+            raise AlexCompressError(f"{output}: is the input file; refusing to overwrite it (choose another -o)")
+    if out.is_dir():
+        raise AlexCompressError(f"{output}: is a directory; give a file name with -o")
+    if out.exists() and not force:
+        raise AlexCompressError(f"{output}: already exists; use --force to overwrite it")
+    parent = out.parent if str(out.parent) else Path(".")
+    if not parent.exists():
+        raise AlexCompressError(f"{output}: directory {parent} does not exist")
+    if not parent.is_dir():
+        raise AlexCompressError(f"{output}: {parent} is not a directory")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise AlexCompressError(f"{output}: directory {parent} is not writable")
+
+
+def write_output(output: str, data: bytes) -> None:
+    """Write all of `data` to stdout or atomically to a file (temp file, fsync, rename)."""
+    if output == STDIO:
+        sys.stdout.buffer.write(data)
+        sys.stdout.buffer.flush()
+        return
+    write_atomic(Path(output), data)
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    directory = path.parent if str(path.parent) else Path(".")
+    try:
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
+    except OSError as exc:
+        raise AlexCompressError(f"{path}: cannot write in {directory} ({exc.strerror or exc})") from None
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            view = memoryview(data)
+            chunk = 1 << 22  # chunked, so a signal can interrupt a large write between chunks
+            for start in range(0, len(view), chunk):
+                handle.write(view[start : start + chunk])
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(tmp_name, 0o666 & ~_umask())
+        os.replace(tmp_name, path)
+    except BaseException as exc:  # KeyboardInterrupt and SystemExit (SIGTERM) included: leave nothing behind
+        try:
+            os.unlink(tmp_name)
+        except FileNotFoundError:
+            pass
+        if isinstance(exc, OSError):
+            raise AlexCompressError(f"{path}: cannot write ({exc.strerror or exc})") from None
+        raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask

@@ -1,0 +1,321 @@
+"""Architectures, the layer-name table, and loading/saving state dicts safely.
+
+Every intermediate file of the pipeline is a plain torchvision state dict, so this module owns the one
+place where files become tensors: `weights_only=True` always, common checkpoint layouts unwrapped, and the
+result validated against the architecture before any stage sees it.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import pickle
+import re
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import IO, TYPE_CHECKING, Callable, Mapping
+
+from .errors import ModelError
+
+if TYPE_CHECKING:  # torch is imported lazily: `info` must not pay for it
+    import torch
+
+StateDict = "OrderedDict[str, torch.Tensor]"
+
+#: The paper's AlexNet layer names and the torchvision state-dict prefixes they correspond to.
+ALEXNET_LAYERS: "OrderedDict[str, str]" = OrderedDict(
+    [
+        ("conv1", "features.0"),
+        ("conv2", "features.3"),
+        ("conv3", "features.6"),
+        ("conv4", "features.8"),
+        ("conv5", "features.10"),
+        ("fc6", "classifier.1"),
+        ("fc7", "classifier.4"),
+        ("fc8", "classifier.6"),
+    ]
+)
+
+#: Table 4 of the paper: the fraction of weights kept after pruning, per AlexNet layer.
+PAPER_KEEP_RATES: dict[str, float] = {
+    "conv1": 0.84,
+    "conv2": 0.38,
+    "conv3": 0.35,
+    "conv4": 0.37,
+    "conv5": 0.37,
+    "fc6": 0.09,
+    "fc7": 0.09,
+    "fc8": 0.25,
+}
+
+MAX_NUM_CLASSES = 1_000_000
+
+
+@dataclass(frozen=True)
+class Arch:
+    """A supported torchvision architecture: how to build it and where its classifier lives."""
+
+    name: str
+    classifier_key: str  # the final linear layer's weight: its first dimension is num_classes
+
+    def build(self, num_classes: int) -> "torch.nn.Module":
+        import torchvision
+
+        builder: Callable[..., torch.nn.Module] = getattr(torchvision.models, self.name)
+        return builder(weights=None, num_classes=num_classes)
+
+
+ARCHS: dict[str, Arch] = {
+    "alexnet": Arch("alexnet", "classifier.6.weight"),
+    "vgg16": Arch("vgg16", "classifier.6.weight"),
+    "resnet18": Arch("resnet18", "fc.weight"),
+}
+
+
+def get_arch(name: str) -> Arch:
+    """The architecture called `name`, or a ModelError listing the supported ones."""
+    try:
+        return ARCHS[name]
+    except KeyError:
+        raise ModelError(f"unknown architecture {name!r}; supported: {', '.join(ARCHS)}") from None
+
+
+def is_compressible(key: str, tensor: "torch.Tensor") -> bool:
+    """Conv and linear weights are pruned, quantized and coded; biases, norms and buffers stay raw."""
+    return key.endswith(".weight") and tensor.dim() >= 2
+
+
+def layer_names(arch: str, keys: list[str]) -> dict[str, str]:
+    """Map compressible weight keys to display names: the paper's conv1..fc8 for AlexNet, else the key."""
+    names = {}
+    by_prefix = {prefix: name for name, prefix in ALEXNET_LAYERS.items()} if arch == "alexnet" else {}
+    for key in keys:
+        prefix = key[: -len(".weight")] if key.endswith(".weight") else key
+        names[key] = by_prefix.get(prefix, prefix)
+    return names
+
+
+def resolve_layer(arch: str, name: str, keys: list[str]) -> str:
+    """The state-dict weight key for a layer name (conv1..fc8 or a key prefix), or a ModelError."""
+    names = layer_names(arch, keys)
+    for key, display in names.items():
+        if name in (display, key, key[: -len(".weight")]):
+            return key
+    raise ModelError(f"unknown layer {name!r}; known layers: {', '.join(names.values())}")
+
+
+def expected_shapes(arch: str, num_classes: int) -> dict[str, tuple[int, ...]]:
+    """Shapes of every entry of `arch`'s state dict, built on the meta device (no memory, no weights)."""
+    import torch
+
+    with torch.device("meta"):
+        model = get_arch(arch).build(num_classes)
+    return {k: tuple(v.shape) for k, v in model.state_dict().items()}
+
+
+def random_model(arch: str = "alexnet", num_classes: int = 1000, seed: int = 0) -> "OrderedDict[str, torch.Tensor]":
+    """A seeded random-init state dict (torchvision's own initialisation), for trying the tool offline.
+
+    >>> sd = random_model("alexnet", num_classes=10, seed=0)
+    >>> tuple(sd["classifier.6.weight"].shape)
+    (10, 4096)
+    """
+    import torch
+
+    _check_num_classes(num_classes)
+    with torch.random.fork_rng(devices=[]):  # seeded, without disturbing the caller's global RNG
+        torch.manual_seed(seed)
+        model = get_arch(arch).build(num_classes)
+    return OrderedDict((k, v.detach().clone()) for k, v in model.state_dict().items())
+
+
+def pretrained_alexnet() -> "OrderedDict[str, torch.Tensor]":
+    """torchvision's ImageNet AlexNet (IMAGENET1K_V1), downloaded once into torch's cache.
+
+    Offline, this fails fast with a ModelError that says what to do instead of hanging.
+    """
+    import socket
+
+    import torchvision
+
+    weights = torchvision.models.AlexNet_Weights.IMAGENET1K_V1
+    previous = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(10.0)  # torch.hub has no timeout of its own: a blackholed network would hang
+    try:
+        state = weights.get_state_dict(progress=False, check_hash=True)
+    except Exception as exc:  # URLError, socket.timeout, hash mismatch: all mean "not available here"
+        raise ModelError(
+            f"cannot download the pretrained AlexNet weights ({weights.url}): {_one_line(exc)}; "
+            "check your network, or copy the file into torch's cache (torch.hub.get_dir()/checkpoints), "
+            "or use 'random' / 'alexcompress init' for a seeded random-init AlexNet"
+        ) from None
+    finally:
+        socket.setdefaulttimeout(previous)
+    return OrderedDict(state)
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def _check_num_classes(num_classes: int) -> None:
+    if not 1 <= num_classes <= MAX_NUM_CLASSES:
+        raise ModelError(f"num_classes must be between 1 and {MAX_NUM_CLASSES}, got {num_classes}")
+
+
+# --------------------------------------------------------------------------------------------- loading
+
+_CHECKPOINT_KEYS = ("state_dict", "model_state_dict", "model", "net", "weights")
+
+
+def load_state_dict(
+    source: str | os.PathLike[str] | bytes, *, arch: str | None = None, name: str | None = None
+) -> tuple["OrderedDict[str, torch.Tensor]", str]:
+    """Read a `.pt` file (path or bytes) into a validated state dict; returns it with its architecture.
+
+    Only `torch.load(weights_only=True)` is used: a pickled module or arbitrary object is refused with a
+    message saying how to re-save it as a state dict.
+    """
+    import torch
+
+    label = name or (os.fspath(source) if not isinstance(source, bytes) else "<stdin>")
+    if isinstance(source, bytes):
+        handle: IO[bytes] | str | os.PathLike[str] = io.BytesIO(source)
+        if not source:
+            raise ModelError(f"{label}: empty input, expected a torch .pt file")
+    else:
+        if not os.path.exists(source):
+            raise ModelError(f"{label}: no such file")
+        if os.path.isdir(source):
+            raise ModelError(f"{label}: is a directory, expected a torch .pt file")
+        if os.path.getsize(source) == 0:
+            raise ModelError(f"{label}: empty file, expected a torch .pt file")
+        handle = source
+    try:
+        obj = torch.load(handle, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        text = str(exc)
+        detail = " ".join(text.split("WeightsUnpickler error:", 1)[-1].split())
+        if "Unsupported global" in text:
+            found = re.search(r"GLOBAL ([\w.]+)", text)
+            what = found.group(1) if found else "Python objects"
+            raise ModelError(
+                f"{label}: holds a pickled {what} (a whole nn.Module?), which is never unpickled here; "
+                "re-save it as a state dict: torch.save(model.state_dict(), 'model.pt')"
+            ) from None
+        raise ModelError(f"{label}: not a readable torch file ({detail[:200]})") from None
+    except Exception as exc:  # torch.load on hostile bytes raises anything (KeyError, struct.error, ...)
+        raise ModelError(f"{label}: not a readable torch file, or truncated ({_one_line(exc)})") from None
+    state = _unwrap(obj, label)
+    arch_name = arch or guess_arch(state)
+    validate_state_dict(state, arch_name, label)
+    return state, arch_name
+
+
+def _unwrap(obj: object, label: str) -> "OrderedDict[str, torch.Tensor]":
+    import torch
+
+    for _ in range(3):  # {"state_dict": {"model": ...}} nests at most a little
+        if isinstance(obj, Mapping) and not _all_tensors(obj):
+            inner = next((obj[k] for k in _CHECKPOINT_KEYS if k in obj and isinstance(obj[k], Mapping)), None)
+            if inner is None:
+                break
+            obj = inner
+    if not isinstance(obj, Mapping):
+        raise ModelError(
+            f"{label}: holds a {type(obj).__name__}, not a state dict; "
+            "save one with torch.save(model.state_dict(), 'model.pt')"
+        )
+    state: OrderedDict[str, torch.Tensor] = OrderedDict()
+    for key, value in obj.items():
+        if not isinstance(key, str) or not isinstance(value, torch.Tensor):
+            raise ModelError(f"{label}: entry {key!r} is not a tensor; expected a state dict of tensors")
+        for prefix in ("module.", "_orig_mod."):  # DataParallel / torch.compile wrappers
+            if key.startswith(prefix):
+                key = key[len(prefix) :]
+        state[key] = value
+    return state
+
+
+def _all_tensors(obj: Mapping) -> bool:
+    import torch
+
+    return len(obj) > 0 and all(isinstance(v, torch.Tensor) for v in obj.values())
+
+
+def guess_arch(state: Mapping[str, "torch.Tensor"]) -> str:
+    """Tell AlexNet, VGG-16 and ResNet-18 state dicts apart by their keys."""
+    if "fc.weight" in state and "layer1.0.conv1.weight" in state:
+        return "resnet18"
+    if "features.28.weight" in state:
+        return "vgg16"
+    return "alexnet"
+
+
+def num_classes_of(state: Mapping[str, "torch.Tensor"], arch: str) -> int:
+    key = get_arch(arch).classifier_key
+    if key not in state or state[key].dim() != 2:
+        raise ModelError(f"missing the classifier weight {key!r}: not a torchvision {arch} state dict")
+    return int(state[key].shape[0])
+
+
+def validate_state_dict(state: Mapping[str, "torch.Tensor"], arch: str, label: str = "model") -> int:
+    """Check keys, shapes and dtypes against torchvision's `arch`; returns num_classes."""
+    try:
+        num_classes = num_classes_of(state, arch)
+        _check_num_classes(num_classes)
+    except ModelError as exc:
+        raise ModelError(f"{label}: {exc}") from None
+    expected = expected_shapes(arch, num_classes)
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    if missing or unexpected:
+        parts = []
+        if missing:
+            parts.append(f"missing keys {_few(missing)}")
+        if unexpected:
+            parts.append(f"unexpected keys {_few(unexpected)}")
+        raise ModelError(f"{label}: not a torchvision {arch} state dict: {'; '.join(parts)}")
+    for key, shape in expected.items():
+        if tuple(state[key].shape) != shape:
+            raise ModelError(
+                f"{label}: {key} has shape {tuple(state[key].shape)}, expected {shape} for {arch}"
+            )
+        if key.endswith("num_batches_tracked"):
+            continue
+        if not state[key].is_floating_point():
+            raise ModelError(f"{label}: {key} has dtype {state[key].dtype}, expected a floating-point tensor")
+    return num_classes
+
+
+def _few(keys: list[str], limit: int = 4) -> str:
+    shown = ", ".join(keys[:limit])
+    return shown + (f" and {len(keys) - limit} more" if len(keys) > limit else "")
+
+
+def to_float32(state: "OrderedDict[str, torch.Tensor]") -> "OrderedDict[str, torch.Tensor]":
+    """Contiguous CPU float32 copies where needed (half-precision checkpoints load as float32)."""
+    import torch
+
+    out: OrderedDict[str, torch.Tensor] = OrderedDict()
+    for key, value in state.items():
+        if value.is_floating_point() and value.dtype != torch.float32:
+            value = value.to(torch.float32)
+        out[key] = value.detach().cpu().contiguous()
+    return out
+
+
+def state_dict_bytes(state: Mapping[str, "torch.Tensor"]) -> bytes:
+    """Serialise a state dict the way torch.save does, into memory."""
+    import torch
+
+    buffer = io.BytesIO()
+    torch.save(OrderedDict(state), buffer)
+    return buffer.getvalue()
+
+
+def build_model(state: Mapping[str, "torch.Tensor"], arch: str) -> "torch.nn.Module":
+    """The torchvision module for `state`, weights loaded, in eval mode."""
+    model = get_arch(arch).build(num_classes_of(state, arch))
+    model.load_state_dict(state)
+    return model.eval()

@@ -1,0 +1,216 @@
+"""Stage 2: weight sharing. Per layer, 1-D k-means over the nonzero weights; each weight becomes its centroid.
+
+The output is still a plain state dict: every layer's nonzeros take at most 2**bits distinct float32 values,
+pruned zeros stay exactly zero, and no centroid is 0.0 (it would silently prune weights). The k-means is an
+exact Lloyd iteration exploiting 1-D structure: on sorted values the clusters are contiguous runs split at
+the midpoints between centroids, so one iteration is a `searchsorted` plus prefix sums, O(k log n).
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal, Mapping
+
+import numpy as np
+
+from .errors import AlexCompressError
+from .models import is_compressible, layer_names
+
+if TYPE_CHECKING:
+    import torch
+
+Init = Literal["linear", "density", "random"]
+INITS: tuple[str, ...] = ("linear", "density", "random")
+MIN_BITS, MAX_BITS = 1, 8
+
+
+@dataclass(frozen=True)
+class LayerQuantization:
+    name: str
+    key: str
+    bits: int
+    nonzeros: int
+    clusters: int  # distinct nonzero values after quantization (<= 2**bits)
+    mean_abs_error: float  # over the nonzero weights
+    iterations: int
+
+
+@dataclass(frozen=True)
+class QuantizeResult:
+    state: "OrderedDict[str, torch.Tensor]"
+    layers: list[LayerQuantization]
+
+
+def initial_centroids(sorted_values: np.ndarray, k: int, init: str, seed: int = 0) -> np.ndarray:
+    """k starting centroids: linear (evenly spaced min..max), density (evenly spaced on the CDF), random."""
+    n = sorted_values.size
+    if init == "linear":
+        return _linear_over_support(sorted_values, k)
+    if init == "density":
+        return sorted_values[np.minimum(((np.arange(k) + 0.5) / k * n).astype(np.int64), n - 1)].astype(np.float64)
+    if init == "random":  # Forgy: k distinct weights chosen at random
+        rng = np.random.default_rng(seed)
+        return np.sort(sorted_values[rng.choice(n, size=min(k, n), replace=False)]).astype(np.float64)
+    raise AlexCompressError(f"unknown init {init!r}; choose one of {', '.join(INITS)}")
+
+
+def _linear_over_support(v: np.ndarray, k: int) -> np.ndarray:
+    """Evenly spaced from min to max, skipping the empty band that pruning leaves around zero.
+
+    The paper spaces centroids over [min, max]. After pruning, the band (-t, t) holds no weights, and every
+    centroid placed there stays empty (at 90% pruning, ~90% of the codebook). Spacing the same k centroids
+    evenly over the two occupied intervals keeps linear's virtue (rare large weights are represented) and
+    uses the whole codebook. Without a band (unpruned weights) this is exactly the paper's linear init.
+    """
+    negative, positive = v[v < 0], v[v > 0]
+    if negative.size == 0 or positive.size == 0 or (v == 0).any():
+        return np.linspace(v[0], v[-1], k)
+    width_neg = float(negative[-1] - negative[0])
+    width_pos = float(positive[-1] - positive[0])
+    k_neg = int(round(k * width_neg / (width_neg + width_pos))) if width_neg + width_pos > 0 else k // 2
+    k_neg = min(max(k_neg, 1), k - 1)
+    return np.concatenate((np.linspace(negative[0], negative[-1], k_neg), np.linspace(positive[0], positive[-1], k - k_neg)))
+
+
+def kmeans_1d(
+    values: np.ndarray, k: int, *, init: str = "linear", seed: int = 0, max_iter: int = 1000
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """Exact Lloyd k-means on 1-D data. Returns (sorted float64 centroids, labels, iterations).
+
+    Iterates until no assignment changes (Lloyd's fixed point) or `max_iter`. Empty clusters keep their
+    centroid. With at most k distinct values, each distinct value is its own centroid (no error).
+
+    >>> c, labels, _ = kmeans_1d(np.array([0.1, 0.11, 0.9, 1.0]), 2)
+    >>> np.round(c, 3).tolist(), labels.tolist()
+    ([0.105, 0.95], [0, 0, 1, 1])
+    """
+    x = np.asarray(values, dtype=np.float64).reshape(-1)
+    if x.size == 0:
+        return np.empty(0), np.empty(0, dtype=np.int64), 0
+    v = np.sort(x)
+    distinct = v[np.concatenate(([True], v[1:] != v[:-1]))]
+    if distinct.size <= k:
+        return distinct, np.searchsorted(distinct, x), 0
+    centroids = np.unique(initial_centroids(v, k, init, seed))
+    prefix = np.concatenate(([0.0], np.cumsum(v)))
+    ends = None
+    iterations = 0
+    for iterations in range(1, max_iter + 1):
+        boundaries = (centroids[:-1] + centroids[1:]) / 2
+        new_ends = np.concatenate(([0], np.searchsorted(v, boundaries, side="right"), [v.size]))
+        if ends is not None and np.array_equal(new_ends, ends):
+            break
+        ends = new_ends
+        counts = np.diff(ends)
+        sums = prefix[ends[1:]] - prefix[ends[:-1]]
+        filled = counts > 0
+        centroids = np.where(filled, sums / np.maximum(counts, 1), centroids)
+        centroids = np.unique(centroids)  # merged or crossed centroids collapse; keeps them sorted
+    boundaries = (centroids[:-1] + centroids[1:]) / 2
+    return centroids, np.searchsorted(boundaries, x, side="left"), iterations
+
+
+def kmeans_sklearn(values: np.ndarray, k: int, *, init: str = "linear", seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """scikit-learn's KMeans on the same problem (same init, n_init=1): the reference `kmeans_1d` is checked
+    and benchmarked against. Returns (sorted centroids, labels)."""
+    from sklearn.cluster import KMeans
+
+    x = np.asarray(values, dtype=np.float64).reshape(-1, 1)
+    start = np.unique(initial_centroids(np.sort(x[:, 0]), k, init, seed))
+    model = KMeans(n_clusters=start.size, init=start.reshape(-1, 1), n_init=1, random_state=seed, max_iter=300, tol=0.0)
+    model.fit(x)
+    order = np.argsort(model.cluster_centers_[:, 0])
+    rank = np.empty_like(order)
+    rank[order] = np.arange(order.size)
+    return model.cluster_centers_[order, 0], rank[model.labels_]
+
+
+def centroids_to_float32(centroids: np.ndarray) -> np.ndarray:
+    """float32 centroids with exact zeros moved to the smallest normal float32 of the same sign."""
+    c32 = centroids.astype(np.float32)
+    zero = c32 == 0
+    if zero.any():
+        c32[zero] = np.copysign(np.finfo(np.float32).tiny, centroids[zero]).astype(np.float32)
+    return c32
+
+
+def check_bits(what: str, bits: int) -> None:
+    if not MIN_BITS <= bits <= MAX_BITS:
+        raise AlexCompressError(f"{what} must be between {MIN_BITS} and {MAX_BITS} (2 to 256 clusters), got {bits}")
+
+
+def quantize(
+    state: Mapping[str, "torch.Tensor"],
+    *,
+    conv_bits: int = 8,
+    fc_bits: int = 5,
+    bits: int | None = None,
+    init: str = "linear",
+    seed: int = 0,
+    shared_codebook: bool = False,
+    arch: str = "alexnet",
+    inplace: bool = False,
+) -> QuantizeResult:
+    """Per-layer k-means weight sharing (conv layers `conv_bits`, fc layers `fc_bits`; `bits` sets both).
+
+    With `shared_codebook`, one codebook of 2**bits (default `fc_bits`) centroids serves every layer, as
+    in the seed script.
+
+    >>> from alexcompress.models import random_model
+    >>> from alexcompress.prune import prune_global
+    >>> q = quantize(prune_global(random_model(num_classes=10), 0.9).state, bits=4)
+    >>> max(layer.clusters for layer in q.layers) <= 16
+    True
+    """
+    import torch
+
+    if bits is not None:
+        check_bits("--bits", bits)
+        conv_bits = fc_bits = bits
+    check_bits("--conv-bits", conv_bits)
+    check_bits("--fc-bits", fc_bits)
+    if init not in INITS:
+        raise AlexCompressError(f"unknown init {init!r}; choose one of {', '.join(INITS)}")
+    out: OrderedDict[str, torch.Tensor] = OrderedDict()
+    keys = []
+    for key, value in state.items():
+        if is_compressible(key, value):
+            if value.dtype != torch.float32:
+                raise AlexCompressError(f"{key} is {value.dtype}; quantization works on float32 weights")
+            value = value.detach().contiguous() if inplace else value.detach().clone().contiguous()
+            if not torch.isfinite(value).all():
+                raise AlexCompressError(f"{key} contains NaN or infinite weights")
+            keys.append(key)
+        out[key] = value
+    names = layer_names(arch, keys)
+    flats = {key: out[key].numpy().reshape(-1) for key in keys}
+    nonzero = {key: np.flatnonzero(flats[key]) for key in keys}
+    layer_bits = {key: conv_bits if out[key].dim() > 2 else fc_bits for key in keys}
+
+    fits: dict[str, tuple[np.ndarray, np.ndarray, int]] = {}
+    if shared_codebook:
+        shared_bits = bits if bits is not None else fc_bits
+        everything = np.concatenate([flats[k][nonzero[k]] for k in keys]) if keys else np.empty(0, np.float32)
+        centroids, labels, iters = kmeans_1d(everything, 2**shared_bits, init=init, seed=seed)
+        start = 0
+        for key in keys:
+            n = nonzero[key].size
+            fits[key] = (centroids, labels[start : start + n], iters)
+            layer_bits[key] = shared_bits
+            start += n
+    else:
+        for key in keys:
+            fits[key] = kmeans_1d(flats[key][nonzero[key]], 2 ** layer_bits[key], init=init, seed=seed)
+
+    layers = []
+    for key in keys:
+        centroids, labels, iters = fits[key]
+        flat, where = flats[key], nonzero[key]
+        original = flat[where].astype(np.float64)
+        new_values = centroids_to_float32(centroids)[labels]
+        flat[where] = new_values
+        error = float(np.abs(original - new_values).mean()) if where.size else 0.0
+        clusters = int(np.unique(new_values).size)
+        layers.append(LayerQuantization(names[key], key, layer_bits[key], int(where.size), clusters, error, iters))
+    return QuantizeResult(out, layers)

@@ -1,0 +1,182 @@
+"""The command line as a user meets it: exit codes, the lines printed, files written (or not), real pipes."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torchvision
+from typer.testing import CliRunner
+
+from alexcompress.cli import app
+from alexcompress.models import state_dict_bytes
+
+runner = CliRunner()
+
+
+def run(*args: str):
+    return runner.invoke(app, [str(a) for a in args], catch_exceptions=False)
+
+
+def one_error_line(result, code=1):
+    assert result.exit_code == code, result.output
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("alexcompress: error: "), result.stderr
+    return lines[0]
+
+
+def test_prune_writes_pruned_state_dict_and_reports_on_stderr(tmp_path, files):
+    out = tmp_path / "p.pt"
+    result = run("prune", files["model"], "-o", out, "--sparsity", "0.9")
+    assert result.exit_code == 0, result.output
+    assert result.stdout == ""
+    assert "Achieved sparsity: 90.00%" in result.stderr
+    assert "fc6" in result.stderr and "threshold" in result.stderr
+    state = torch.load(out, weights_only=True)
+    torchvision.models.alexnet(num_classes=10).load_state_dict(state)
+    weights = [v for k, v in state.items() if k.endswith(".weight")]
+    zeros = sum(int((w == 0).sum()) for w in weights)
+    assert zeros == round(0.9 * sum(w.numel() for w in weights))
+
+
+def test_default_output_name_and_refusal_to_overwrite(tmp_path, files):
+    model = tmp_path / "net.pt"
+    model.write_bytes(files["model"].read_bytes())
+    assert run("prune", model, "--rates", "fc8=0.5", "-q").exit_code == 0
+    derived = tmp_path / "net.pruned.pt"
+    assert derived.exists()
+    before = derived.read_bytes()
+    line = one_error_line(run("prune", model, "--rates", "fc8=0.5"))
+    assert line == f"alexcompress: error: {derived}: already exists; use --force to overwrite it"
+    assert derived.read_bytes() == before
+    assert run("prune", model, "--rates", "fc8=0.25", "--force", "-q").exit_code == 0
+    assert derived.read_bytes() != before
+    line = one_error_line(run("prune", model, "-o", model, "--force"))
+    assert "is the input file; refusing to overwrite it" in line
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["prune", "{missing}"], "{missing}: no such file"),
+        (["prune", "{text}"], "not a readable torch file"),
+        (["prune", "{truncated}"], "truncated"),
+        (["prune", "{foreign}"], "not a torchvision alexnet state dict: missing keys"),
+        (["prune", "{model}", "--sparsity", "1.5"], "sparsity must be in [0, 1), got 1.5"),
+        (["quantize", "{model}", "--fc-bits", "9"], "--fc-bits must be between 1 and 8"),
+        (["prune", "{model}", "--rates", "conv9=0.5"], "unknown layer 'conv9'"),
+        (["prune", "{model}", "-o", "{tmp}/no/such/dir/x.pt"], "does not exist"),
+        (["prune", "{model}", "-o", "{text}/x.pt"], "is not a directory"),
+        (["decode", "{model}"], "not a .dcz file"),
+        (["encode", "{model}", "--index-bits", "13"], "--index-bits must be between 1 and 12"),
+    ],
+)
+def test_bad_input_is_one_line_exit_1_and_no_output(tmp_path, files, args, message):
+    text = tmp_path / "notes.txt"
+    text.write_text("not a model")
+    truncated = tmp_path / "cut.pt"
+    truncated.write_bytes(files["model"].read_bytes()[:100_000])
+    foreign = tmp_path / "resnet_like.pt"
+    torch.save({"classifier.6.weight": torch.zeros(10, 4096), "fc.bias": torch.zeros(3)}, foreign)
+    names = {"missing": tmp_path / "nope.pt", "text": text, "truncated": truncated, "foreign": foreign,
+             "model": files["model"], "tmp": tmp_path}
+    before = set(tmp_path.iterdir())
+    result = run(*[a.format(**names) for a in args])
+    assert message.format(**names) in one_error_line(result)
+    assert set(tmp_path.iterdir()) == before  # nothing written, not even a temporary file
+
+
+def test_unwritable_directory(tmp_path, files, monkeypatch):
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda path, mode: False if str(path) == str(tmp_path) else real_access(path, mode))
+    assert "is not writable" in one_error_line(run("prune", files["model"], "-o", tmp_path / "x.pt"))
+
+
+def test_usage_errors_exit_2(files):
+    assert run("prune", files["model"], "--sparsity", "0.5", "--preset", "paper").exit_code == 2
+    assert run("prune", files["model"], "--bogus").exit_code == 2
+    assert run("quantize", files["model"], "--init", "kmeans++").exit_code == 2
+    assert run().exit_code in (0, 2)  # no command: help
+
+
+def test_encode_decode_info_round_trip(tmp_path, files, quantized10):
+    dcz = tmp_path / "m.dcz"
+    result = run("encode", files["quantized"], "-o", dcz)
+    assert result.exit_code == 0, result.output
+    assert "fc6" in result.stderr and result.stdout == ""
+    decoded = tmp_path / "m.decoded.pt"
+    assert run("decode", dcz, "-q").exit_code == 0  # default name derived from m.dcz
+    state = torch.load(decoded, weights_only=True)
+    assert all(state[k].equal(quantized10[k]) for k in quantized10)
+    info = run("info", dcz)
+    assert info.exit_code == 0
+    assert f"{dcz.stat().st_size:,}" in info.stdout  # the size reported is the size on disk
+    assert "total" in info.stdout and "conv1" in info.stdout
+    verbose = run("info", dcz, "--verbose")
+    assert "Huffman code" in verbose.stdout and "top 5 of 32 codes" in verbose.stdout
+
+
+def test_damaged_dcz_is_one_line(tmp_path, files):
+    dcz = tmp_path / "m.dcz"
+    run("encode", files["quantized"], "-o", dcz, "-q")
+    data = bytearray(dcz.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    dcz.write_bytes(bytes(data))
+    assert "CRC-32 mismatch" in one_error_line(run("decode", dcz, "-o", tmp_path / "x.pt"))
+    dcz.write_bytes(bytes(data[:1000]))
+    assert "truncated" in one_error_line(run("info", dcz))
+    assert not (tmp_path / "x.pt").exists()
+
+
+def test_compress_random_keyword_with_verify(tmp_path):
+    out = tmp_path / "a.dcz"
+    result = run("compress", "random:0:10", "-o", out, "--sparsity", "0.9", "--bits", "5", "--verify")
+    assert result.exit_code == 0, result.output
+    assert "verified: the file decodes bit for bit" in result.stderr
+    assert "after P + Q + Huffman: the file on disk" in result.stderr
+    assert f"{out.stat().st_size / 1e6:,.3f} MB" in result.stderr
+
+
+def test_init_writes_a_loadable_model(tmp_path):
+    out = tmp_path / "alexnet.pt"
+    assert run("init", "-o", out, "--num-classes", "7", "--seed", "3", "-q").exit_code == 0
+    torchvision.models.alexnet(num_classes=7).load_state_dict(torch.load(out, weights_only=True))
+
+
+def alexcompress(*args, **kwargs):
+    return subprocess.run([sys.executable, "-m", "alexcompress", *map(str, args)], capture_output=True, **kwargs)
+
+
+def test_shell_pipeline_equals_steps_through_files(tmp_path, files):
+    piped = tmp_path / "piped.pt"
+    pipeline = (
+        f"{sys.executable} -m alexcompress prune {files['model']} -o - --sparsity 0.9 -q"
+        f" | {sys.executable} -m alexcompress quantize - -o {piped} -q"
+    )
+    done = subprocess.run(["bash", "-o", "pipefail", "-c", pipeline], capture_output=True)
+    assert done.returncode == 0, done.stderr.decode()
+    step = tmp_path / "step.pruned.pt"
+    assert alexcompress("prune", files["model"], "-o", step, "--sparsity", "0.9", "-q").returncode == 0
+    assert alexcompress("quantize", step, "-o", tmp_path / "step.q.pt", "-q").returncode == 0
+    assert piped.read_bytes() == (tmp_path / "step.q.pt").read_bytes()
+
+
+def test_stdin_to_dcz_on_stdout_and_logs_stay_on_stderr(files, tmp_path):
+    done = alexcompress("encode", "-", "-o", "-", stdin=open(files["quantized"], "rb"))
+    assert done.returncode == 0, done.stderr.decode()
+    assert done.stdout[:4] == b"\x89DCZ"
+    assert b"fc6" in done.stderr
+    (tmp_path / "x.dcz").write_bytes(done.stdout)
+    done = alexcompress("decode", tmp_path / "x.dcz", "-o", tmp_path / "x.pt")
+    assert done.returncode == 0
+    assert (tmp_path / "x.pt").read_bytes() == files["quantized"].read_bytes()
+
+
+def test_bad_input_in_a_subprocess_has_no_traceback(tmp_path):
+    done = alexcompress("prune", tmp_path / "missing.pt")
+    assert done.returncode == 1
+    assert done.stderr.decode().strip() == f"alexcompress: error: {tmp_path / 'missing.pt'}: no such file"
