@@ -55,8 +55,9 @@ def command(func: F) -> F:
             raise _fail(str(exc)) from None
         except BrokenPipeError:
             raise _fail("output pipe closed before all data was written") from None
-        except KeyboardInterrupt:
-            raise _fail("interrupted; no output was written", 130) from None
+        except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM (see main): temporary files are already gone
+            terminated = isinstance(exc, Terminated)
+            raise _fail("terminated" if terminated else "interrupted", 143 if terminated else 130) from None
         except MemoryError:
             raise _fail("out of memory") from None
         except OSError as exc:
@@ -512,9 +513,12 @@ def _root(
     """Deep Compression for AlexNet: prune, quantize, Huffman-code into a real .dcz file, and back."""
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, unwound like Ctrl-C so that atomic writers remove their temporary files on the way out."""
+
+
 def _terminate(signum: int, frame: Any) -> None:
-    # SIGTERM unwinds like Ctrl-C, so atomic writers remove their temporary files on the way out
-    raise KeyboardInterrupt
+    raise Terminated
 
 
 def main() -> None:

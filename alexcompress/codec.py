@@ -11,9 +11,9 @@ from collections import OrderedDict
 from typing import TYPE_CHECKING, Any, Mapping
 
 from . import __version__
-from .container import EncodedTensor, encode_raw, encode_sparse, read_dcz, write_dcz
+from .container import EncodedTensor, decode_tensor, encode_raw, encode_sparse, parse_header, write_dcz
 from .errors import DczError, ModelError
-from .models import get_arch, is_compressible, num_classes_of, validate_state_dict
+from .models import ARCHS, expected_shapes, is_compressible, num_classes_of, validate_state_dict
 
 if TYPE_CHECKING:
     import torch
@@ -54,21 +54,31 @@ def encode(
 
 
 def decode(data: bytes | memoryview) -> tuple["OrderedDict[str, torch.Tensor]", str]:
-    """A `.dcz` file image back into (state dict, architecture), bit for bit what `encode` was given."""
+    """A `.dcz` file image back into (state dict, architecture), bit for bit what `encode` was given.
+
+    The tensor table is checked against the architecture's real shapes before anything is decoded, so a
+    hostile header cannot make the decoder allocate more than the model it claims to be.
+    """
     import torch
 
-    header, arrays = read_dcz(data)
-    get_arch(header.arch) if header.arch in ("alexnet", "vgg16", "resnet18") else _unknown_arch(header.arch)
-    state = OrderedDict((name, torch.from_numpy(array)) for name, array in arrays.items())
-    try:
-        validate_state_dict(state, header.arch, "container")
-    except ModelError as exc:
-        raise DczError(str(exc)) from None
+    header = parse_header(data)
+    if header.arch not in ARCHS:
+        raise DczError(f"header: unknown architecture {header.arch!r}; supported: {', '.join(ARCHS)}")
+    expected = expected_shapes(header.arch, header.num_classes)
+    found = {t.name: t.shape for t in header.tensors}
+    if found != expected:
+        missing = [k for k in expected if k not in found]
+        unexpected = [k for k in found if k not in expected]
+        wrong = [k for k in expected if k in found and found[k] != expected[k]]
+        detail = "; ".join(
+            f"{what} {', '.join(keys[:3])}" for what, keys in
+            (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong)) if keys
+        )
+        raise DczError(f"header: tensor table does not match torchvision {header.arch}({header.num_classes} classes): {detail}")
+    state = OrderedDict(
+        (entry.name, torch.from_numpy(decode_tensor(header, data, entry))) for entry in header.tensors
+    )
     return state, header.arch
-
-
-def _unknown_arch(arch: str) -> None:
-    raise DczError(f"header: unknown architecture {arch!r}")
 
 
 def load(path: str | os.PathLike[str]) -> "torch.nn.Module":

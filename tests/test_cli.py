@@ -180,3 +180,15 @@ def test_bad_input_in_a_subprocess_has_no_traceback(tmp_path):
     done = alexcompress("prune", tmp_path / "missing.pt")
     assert done.returncode == 1
     assert done.stderr.decode().strip() == f"alexcompress: error: {tmp_path / 'missing.pt'}: no such file"
+
+
+def test_same_input_and_options_give_identical_files_across_processes(tmp_path):
+    args = ["compress", "random:5:10", "--sparsity", "0.9", "--bits", "5", "--init", "random", "--seed", "3", "-q"]
+    children = [
+        subprocess.Popen([sys.executable, "-m", "alexcompress", *args, "-o", str(tmp_path / f"{i}.dcz")], stderr=subprocess.PIPE)
+        for i in range(2)
+    ]
+    for child in children:
+        assert child.wait(timeout=600) == 0, child.stderr.read().decode()
+    first, second = (tmp_path / "0.dcz").read_bytes(), (tmp_path / "1.dcz").read_bytes()
+    assert first == second and first[:4] == b"\x89DCZ"

@@ -1,0 +1,95 @@
+"""Outputs appear whole or not at all; inputs and existing files are never damaged."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from alexcompress.errors import AlexCompressError
+from alexcompress.fileio import check_output, default_output, write_atomic
+
+# Runs the real CLI in a child whose disk is "slow": fsync blocks, so the signal lands mid-write, after the
+# data is in the temporary file and before the rename.
+SLOW_DISK = """
+import os, sys, time
+os.fsync = lambda fd: time.sleep(60)
+from alexcompress.cli import main
+sys.argv = ["alexcompress"] + sys.argv[1:]
+main()
+"""
+
+
+def leftovers(directory: Path) -> list[str]:
+    return sorted(p.name for p in directory.iterdir() if p.name.endswith(".tmp"))
+
+
+def test_default_output_names():
+    assert default_output("nets/alexnet.pt", ".pruned.pt") == "nets/alexnet.pruned.pt"
+    assert default_output("alexnet.pruned.pt", ".quantized.pt") == "alexnet.quantized.pt"
+    assert default_output("m.dcz", ".decoded.pt") == "m.decoded.pt"
+    assert default_output("-", ".dcz") == "-"
+    assert default_output("random", ".dcz", "alexnet-random") == "alexnet-random.dcz"
+
+
+def test_failed_write_leaves_nothing_and_keeps_the_old_file(tmp_path, monkeypatch):
+    target = tmp_path / "out.pt"
+    target.write_bytes(b"precious")
+
+    def broken(fd):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(os, "fsync", broken)
+    with pytest.raises(KeyboardInterrupt):
+        write_atomic(target, b"x" * 10_000)
+    assert target.read_bytes() == b"precious"
+    assert leftovers(tmp_path) == []
+
+
+def test_write_error_is_a_one_line_error(tmp_path, monkeypatch):
+    def full(fd):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", full)
+    with pytest.raises(AlexCompressError, match="No space left on device"):
+        write_atomic(tmp_path / "x.pt", b"data")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_check_output_refuses_before_any_work(tmp_path):
+    existing = tmp_path / "a.pt"
+    existing.write_bytes(b"1")
+    with pytest.raises(AlexCompressError, match="already exists; use --force"):
+        check_output(str(existing))
+    with pytest.raises(AlexCompressError, match="is the input file"):
+        check_output(str(existing), inputs=(str(existing),), force=True)
+    link = tmp_path / "b.pt"
+    link.symlink_to(existing)
+    with pytest.raises(AlexCompressError, match="is the input file"):
+        check_output(str(link), inputs=(str(existing),), force=True)
+
+
+@pytest.mark.parametrize("sig, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_signal_mid_write_leaves_no_partial_output(tmp_path, sig, code):
+    target = tmp_path / "model.pt"
+    target.write_bytes(b"the user's file")
+    child = subprocess.Popen(
+        [sys.executable, "-c", SLOW_DISK, "init", "-o", str(target), "--num-classes", "2", "--force"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )
+    deadline = time.monotonic() + 120
+    while not leftovers(tmp_path) and time.monotonic() < deadline and child.poll() is None:
+        time.sleep(0.05)
+    assert leftovers(tmp_path), "the child never started writing"
+    time.sleep(0.5)  # let it reach the blocking fsync
+    child.send_signal(sig)
+    _, stderr = child.communicate(timeout=60)
+    assert child.returncode == code, stderr.decode()
+    assert stderr.decode().strip().startswith("alexcompress: error: ")
+    assert leftovers(tmp_path) == []
+    assert target.read_bytes() == b"the user's file"
