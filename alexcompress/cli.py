@@ -22,7 +22,7 @@ from typing_extensions import Annotated
 
 from . import __version__
 from .errors import AlexCompressError
-from .fileio import STDIO, check_output, default_output, read_input, write_output
+from .fileio import STDIO, check_output, default_output, read_input, read_prefix, write_output
 
 if TYPE_CHECKING:
     import torch
@@ -83,7 +83,6 @@ class ModelInput:
     arch: str
     label: str
     stem: str | None  # output-name stem for keyword sources
-    header: Any = None  # the DczHeader when the input was a .dcz
 
 
 _RANDOM = re.compile(r"random(?::(\d+))?(?::(\d+))?")
@@ -111,17 +110,20 @@ def read_model(spec: str, arch: Optional[str] = None) -> ModelInput:
             if arch not in (None, "alexnet"):
                 raise AlexCompressError("'pretrained' is torchvision's AlexNet; other architectures need a file")
             return ModelInput(pretrained_alexnet(), "alexnet", spec, "alexnet-pretrained")
+    from .container import MAGIC, is_dcz
+
     label = "<stdin>" if spec == STDIO else spec
-    data = read_input(spec, "MODEL")
-    from .container import is_dcz
-
-    if is_dcz(data):
+    if spec == STDIO:
+        data: bytes | str = read_input(spec, "MODEL")
+        dcz = is_dcz(data)  # type: ignore[arg-type]
+    else:
+        dcz = is_dcz(read_prefix(spec, len(MAGIC)))
+        data = read_input(spec, "MODEL") if dcz else spec  # torch.load reads a path without a bytes copy
+    if dcz:
         from .codec import decode
-        from .container import parse_header
 
-        header = parse_header(data)
-        state, dcz_arch = decode(data)
-        return ModelInput(state, dcz_arch, label, None, header)
+        state, dcz_arch = decode(data)  # type: ignore[arg-type]
+        return ModelInput(state, dcz_arch, label, None)
     state, found = load_state_dict(data, arch=arch, name=label)
     return ModelInput(to_float32(state), found, label, None)
 
@@ -142,9 +144,9 @@ def _keyword_stem(spec: str, arch: Optional[str]) -> Optional[str]:
 
 
 def _save_state(target: str, state: Any) -> None:
-    from .models import state_dict_bytes
+    import torch
 
-    write_output(target, state_dict_bytes(state))
+    write_output(target, lambda handle: torch.save(state, handle))  # streamed: no 230 MB copy in memory
 
 
 def _wrote(console: Console, target: str) -> None:

@@ -10,6 +10,7 @@ import os
 import sys
 import tempfile
 from pathlib import Path
+from typing import BinaryIO, Callable, Union
 
 from .errors import AlexCompressError
 
@@ -22,13 +23,19 @@ def read_input(path: str, what: str = "input") -> bytes:
         if sys.stdin is None or sys.stdin.isatty():
             raise AlexCompressError(f"{what} is '-' but nothing is piped into stdin")
         return sys.stdin.buffer.read()
+    return read_prefix(path, -1)
+
+
+def read_prefix(path: str, size: int) -> bytes:
+    """The first `size` bytes of a file (all of it for -1), or an error naming the file."""
     p = Path(path)
     if not p.exists():
         raise AlexCompressError(f"{path}: no such file")
     if p.is_dir():
         raise AlexCompressError(f"{path}: is a directory, expected a file")
     try:
-        return p.read_bytes()
+        with p.open("rb") as handle:
+            return handle.read(size)
     except OSError as exc:
         raise AlexCompressError(f"{path}: cannot read ({exc.strerror or exc})") from None
 
@@ -71,16 +78,30 @@ def check_output(output: str, *, inputs: tuple[str, ...] = (), force: bool = Fal
         raise AlexCompressError(f"{output}: directory {parent} is not writable")
 
 
-def write_output(output: str, data: bytes) -> None:
-    """Write all of `data` to stdout or atomically to a file (temp file, fsync, rename)."""
+Payload = Union[bytes, Callable[[BinaryIO], None]]
+
+
+def write_output(output: str, payload: Payload) -> None:
+    """Write `payload` (bytes, or a function that writes to a binary file) to stdout, or atomically to a
+    file: temporary file in the same directory, fsync, rename."""
     if output == STDIO:
-        sys.stdout.buffer.write(data)
+        _emit(payload, sys.stdout.buffer)
         sys.stdout.buffer.flush()
         return
-    write_atomic(Path(output), data)
+    write_atomic(Path(output), payload)
 
 
-def write_atomic(path: Path, data: bytes) -> None:
+def _emit(payload: Payload, handle: BinaryIO) -> None:
+    if callable(payload):
+        payload(handle)
+        return
+    view = memoryview(payload)
+    chunk = 1 << 22  # chunked, so that a signal can interrupt a large write between chunks
+    for start in range(0, len(view), chunk):
+        handle.write(view[start : start + chunk])
+
+
+def write_atomic(path: Path, payload: Payload) -> None:
     directory = path.parent if str(path.parent) else Path(".")
     try:
         fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
@@ -88,15 +109,12 @@ def write_atomic(path: Path, data: bytes) -> None:
         raise AlexCompressError(f"{path}: cannot write in {directory} ({exc.strerror or exc})") from None
     try:
         with os.fdopen(fd, "wb") as handle:
-            view = memoryview(data)
-            chunk = 1 << 22  # chunked, so a signal can interrupt a large write between chunks
-            for start in range(0, len(view), chunk):
-                handle.write(view[start : start + chunk])
+            _emit(payload, handle)
             handle.flush()
             os.fsync(handle.fileno())
         os.chmod(tmp_name, 0o666 & ~_umask())
         os.replace(tmp_name, path)
-    except BaseException as exc:  # KeyboardInterrupt and SystemExit (SIGTERM) included: leave nothing behind
+    except BaseException as exc:  # KeyboardInterrupt and SIGTERM (raised as one) included: leave nothing
         try:
             os.unlink(tmp_name)
         except FileNotFoundError:

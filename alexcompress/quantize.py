@@ -205,6 +205,7 @@ def quantize(
 
     layers = []
     for key in keys:
+        flats[key][flats[key] == 0] = 0.0  # -0.0 becomes +0.0: zeros are zeros, and encode stays bit-exact
         centroids, labels, iters = fits[key]
         flat, where = flats[key], nonzero[key]
         original = flat[where].astype(np.float64)

@@ -140,3 +140,14 @@ def test_pretrained_fails_fast_and_clearly_without_network(tmp_path, monkeypatch
     message = str(info.value)
     assert "cannot download the pretrained AlexNet weights" in message
     assert "alexcompress init" in message and "\n" not in message
+
+
+@pytest.mark.parametrize("arch", ["alexnet", "vgg16", "resnet18"])
+@pytest.mark.parametrize("num_classes", [1000, 7])
+def test_shape_tables_match_torchvision(arch, num_classes):
+    from alexcompress.models import expected_shapes
+
+    with torch.device("meta"):
+        model = getattr(torchvision.models, arch)(num_classes=num_classes)
+    actual = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    assert list(expected_shapes(arch, num_classes).items()) == list(actual.items())
