@@ -94,8 +94,9 @@ MODEL_HELP = (
 
 
 def read_model(spec: str, arch: Optional[str] = None) -> ModelInput:
-    """Resolve a MODEL argument; an existing file always wins over a keyword of the same name."""
-    from .models import get_arch, load_state_dict, pretrained_alexnet, random_model, to_float32
+    """Resolve a MODEL argument into numpy arrays (torch is imported only where a source needs it); an
+    existing file always wins over a keyword of the same name."""
+    from .models import get_arch, load_arrays, load_state_dict, numpy_state, pretrained_alexnet, random_model, to_float32
 
     if arch is not None:
         get_arch(arch)
@@ -105,27 +106,27 @@ def read_model(spec: str, arch: Optional[str] = None) -> ModelInput:
             seed = int(match.group(1) or 0)
             classes = int(match.group(2) or 1000)
             name = arch or "alexnet"
-            return ModelInput(random_model(name, classes, seed), name, spec, f"{name}-random")
+            return ModelInput(numpy_state(random_model(name, classes, seed)), name, spec, f"{name}-random")
         if spec == "pretrained":
             if arch not in (None, "alexnet"):
                 raise AlexCompressError("'pretrained' is torchvision's AlexNet; other architectures need a file")
-            return ModelInput(pretrained_alexnet(), "alexnet", spec, "alexnet-pretrained")
+            return ModelInput(numpy_state(pretrained_alexnet()), "alexnet", spec, "alexnet-pretrained")
+    from .codec import decode_arrays
     from .container import MAGIC, is_dcz
 
     label = "<stdin>" if spec == STDIO else spec
     if spec == STDIO:
-        data: bytes | str = read_input(spec, "MODEL")
-        dcz = is_dcz(data)  # type: ignore[arg-type]
-    else:
-        dcz = is_dcz(read_prefix(spec, len(MAGIC)))
-        data = read_input(spec, "MODEL") if dcz else spec  # torch.load reads a path without a bytes copy
-    if dcz:
-        from .codec import decode
-
-        state, dcz_arch = decode(data)  # type: ignore[arg-type]
-        return ModelInput(state, dcz_arch, label, None)
-    state, found = load_state_dict(data, arch=arch, name=label)
-    return ModelInput(to_float32(state), found, label, None)
+        data = read_input(spec, "MODEL")
+        if is_dcz(data):
+            state, found = decode_arrays(data)
+            return ModelInput(state, found, label, None)
+        tensors, found = load_state_dict(data, arch=arch, name=label)
+        return ModelInput(to_float32(numpy_state(tensors)), found, label, None)
+    if is_dcz(read_prefix(spec, len(MAGIC))):
+        state, found = decode_arrays(read_input(spec, "MODEL"))
+        return ModelInput(state, found, label, None)
+    state, found = load_arrays(spec, arch=arch, name=label)
+    return ModelInput(state, found, label, None)
 
 
 def _plan_output(spec: str, model_stem: Optional[str], output: Optional[str], suffix: str, force: bool) -> str:
@@ -146,7 +147,10 @@ def _keyword_stem(spec: str, arch: Optional[str]) -> Optional[str]:
 def _save_state(target: str, state: Any) -> None:
     import torch
 
-    write_output(target, lambda handle: torch.save(state, handle))  # streamed: no 230 MB copy in memory
+    from .models import torch_state
+
+    tensors = torch_state(state)
+    write_output(target, lambda handle: torch.save(tensors, handle))  # streamed: no 230 MB copy in memory
 
 
 def _wrote(console: Console, target: str) -> None:
@@ -250,6 +254,81 @@ SharedOpt = Annotated[bool, typer.Option("--shared-codebook", help="One codebook
 IndexBitsOpt = Annotated[str, typer.Option("--index-bits", help="Relative-index width per layer: 'auto' (smallest file) or 1-12 (paper: 4).")]
 
 
+DataOpt = Annotated[Optional[str], typer.Option("--data", help="ImageFolder tree (DIR/CLASS/IMAGE) to retrain on; without it, no retraining.", show_default=False)]
+EpochsOpt = Annotated[int, typer.Option("--epochs", help="Retraining epochs (with --data).")]
+LrOpt = Annotated[float, typer.Option("--lr", help="Learning rate for retraining.")]
+OptimizerOpt = Annotated[str, typer.Option("--optimizer", help="sgd (with --momentum) or adam.")]
+MomentumOpt = Annotated[float, typer.Option("--momentum", help="SGD momentum.")]
+WeightDecayOpt = Annotated[float, typer.Option("--weight-decay", help="L2 weight decay.")]
+BatchOpt = Annotated[int, typer.Option("--batch-size", help="Images per batch.")]
+WorkersOpt = Annotated[int, typer.Option("--workers", help="DataLoader worker processes.")]
+DeviceOpt = Annotated[str, typer.Option("--device", help="cpu, cuda, cuda:N or auto.")]
+CheckpointOpt = Annotated[Optional[str], typer.Option("--checkpoint", help="Checkpoint written every epoch and on Ctrl-C (default: OUTPUT.ckpt).", show_default=False)]
+ResumeOpt = Annotated[bool, typer.Option("--resume", help="Continue an interrupted retraining from its checkpoint.")]
+ImageSizeOpt = Annotated[int, typer.Option("--image-size", help="Centre-crop size fed to the model.")]
+ResizeOpt = Annotated[int, typer.Option("--resize", help="Resize the shorter side to this before cropping.")]
+MeanOpt = Annotated[str, typer.Option("--mean", help="Normalisation mean (1 or 3 comma-separated values).")]
+StdDevOpt = Annotated[str, typer.Option("--std", help="Normalisation std (1 or 3 comma-separated values).")]
+
+
+@dataclass
+class Training:
+    """Everything a retraining stage needs from the command line."""
+
+    data: Optional[str]
+    epochs: int
+    lr: float
+    optimizer: str
+    momentum: float
+    weight_decay: float
+    batch_size: int
+    workers: int
+    device: str
+    checkpoint: Optional[str]
+    resume: bool
+    seed: int
+    image_size: int
+    resize: int
+    mean: str
+    std: str
+
+    def config(self, output: str) -> Any:
+        from .train import TrainConfig, default_checkpoint
+
+        config = TrainConfig(
+            epochs=self.epochs, lr=self.lr, optimizer=self.optimizer, momentum=self.momentum,
+            weight_decay=self.weight_decay, batch_size=self.batch_size, workers=self.workers, seed=self.seed,
+            device=self.device, checkpoint=self.checkpoint or default_checkpoint(output), resume=self.resume,
+        )
+        config.validate()
+        return config
+
+    def dataset(self, train: bool) -> Any:
+        from .data import Preprocessing, image_folder, parse_floats
+
+        prep = Preprocessing(self.image_size, self.resize, parse_floats(self.mean, "--mean"), parse_floats(self.std, "--std"))
+        return image_folder(self.data, prep, train=train)
+
+
+def _progress(console: Console) -> Any:
+    """A rich progress display on stderr and the hook that feeds it (stage, epoch, batch, loss, accuracy)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    display = Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[stats]}"),
+        TimeElapsedColumn(), console=console, transient=False,
+    )
+    tasks: dict[tuple[str, int], Any] = {}
+
+    def hook(stage: str, epoch: int, epochs: int, batch: int, batches: int, loss: float, accuracy: float) -> None:
+        key = (stage, epoch)
+        if key not in tasks:
+            tasks[key] = display.add_task(f"{stage} epoch {epoch}/{epochs}", total=batches, stats="")
+        display.update(tasks[key], completed=batch, stats=f"loss {loss:.4f}  acc {accuracy:.2%}")
+
+    return display, hook
+
+
 def _prune_options(sparsity: Optional[float], rates: Optional[str], preset: Optional[Preset], std_scale: Optional[float]) -> PruneOptions:
     options = PruneOptions(sparsity, rates, preset, std_scale)
     if options.chosen() > 1:
@@ -286,6 +365,10 @@ def init(
     _wrote(console, output)
 
 
+def _training(ctx_locals: dict[str, Any]) -> Training:
+    return Training(**{name: ctx_locals[name] for name in Training.__dataclass_fields__})
+
+
 @app.command()
 @command
 def prune(
@@ -295,18 +378,82 @@ def prune(
     rates: RatesOpt = None,
     preset: PresetOpt = None,
     std_scale: StdOpt = None,
+    data: DataOpt = None,
+    epochs: EpochsOpt = 1,
+    iterations: Annotated[int, typer.Option("--iterations", help="Iterative pruning: this many prune->retrain rounds up to the target (with --data).")] = 1,
+    lr: LrOpt = 1e-3,
+    optimizer: OptimizerOpt = "sgd",
+    momentum: MomentumOpt = 0.9,
+    weight_decay: WeightDecayOpt = 0.0,
+    batch_size: BatchOpt = 64,
+    workers: WorkersOpt = 0,
+    device: DeviceOpt = "auto",
+    checkpoint: CheckpointOpt = None,
+    resume: ResumeOpt = False,
+    seed: SeedOpt = 0,
+    image_size: ImageSizeOpt = 224,
+    resize: ResizeOpt = 256,
+    mean: MeanOpt = "0.485,0.456,0.406",
+    std: StdDevOpt = "0.229,0.224,0.225",
     arch: ArchOpt = None,
     force: ForceOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
-    """Stage 1: zero small-magnitude weights (default --sparsity 0.9). Writes a state dict .pt."""
+    """Stage 1: zero small-magnitude weights (default --sparsity 0.9); with --data, retrain the survivors
+    with the pruned weights held at zero. Writes a state dict .pt."""
     options = _prune_options(sparsity, rates, preset, std_scale)
+    if iterations < 1:
+        raise AlexCompressError(f"--iterations must be at least 1, got {iterations}")
+    if iterations > 1 and data is None:
+        raise AlexCompressError("--iterations needs --data: iterative pruning retrains between rounds")
     console = _console(quiet)
     target = _plan_output(model, _keyword_stem(model, arch), output, ".pruned.pt", force)
+    training = _training(locals())
+    config = training.config(target) if data is not None else None
+    dataset = training.dataset(train=True) if data is not None else None
     source = read_model(model, arch)
-    result = _run_prune(source.state, source.arch, options, console)
-    _save_state(target, result.state)
+    if data is None:
+        state = _run_prune(source.state, source.arch, options, console).state
+    else:
+        from .train import retrain_pruned
+
+        original = source.state
+
+        def prune_round(current: Any, r: int) -> Any:
+            schedule = PruneOptions(**vars(options))
+            fraction = r / iterations  # keep fraction shrinks geometrically to the target
+            if options.sparsity is not None or options.chosen() == 0:
+                target_sparsity = options.sparsity if options.sparsity is not None else 0.9
+                schedule.sparsity = 1 - (1 - target_sparsity) ** fraction
+            elif options.std_scale is not None:
+                schedule.std_scale = options.std_scale * fraction
+            else:
+                from .models import PAPER_KEEP_RATES
+                from .prune import parse_rates
+
+                rates_now = PAPER_KEEP_RATES if options.preset is not None else parse_rates(options.rates or "")
+                schedule.preset = None
+                schedule.rates = ",".join(f"{k}={v ** fraction:.6f}" for k, v in rates_now.items())
+            console.print(f"round {r}/{iterations}")
+            return _run_prune(current, source.arch, schedule, console).state
+
+        display, hook = _progress(console)
+        with display:
+            state = retrain_pruned(original, source.arch, dataset, config, prune_round=prune_round, rounds=iterations, progress=hook)
+        _print_masks_held(console, state)
+    _save_state(target, state)
     _wrote(console, target)
+
+
+def _print_masks_held(console: Console, state: Any) -> None:
+    import numpy as np
+
+    from .models import as_numpy, is_compressible
+
+    keys = [k for k, v in state.items() if is_compressible(k, v)]
+    kept = sum(int(np.count_nonzero(as_numpy(state[k]))) for k in keys)
+    total = sum(as_numpy(state[k]).size for k in keys)
+    console.print(f"after retraining: {kept:,} / {total:,} weights nonzero (sparsity {1 - kept / total:.2%})")
 
 
 @app.command()
@@ -318,13 +465,29 @@ def quantize(
     fc_bits: FcBitsOpt = 5,
     bits: BitsOpt = None,
     init: InitOpt = InitMethod.linear,
-    seed: SeedOpt = 0,
     shared_codebook: SharedOpt = False,
+    data: DataOpt = None,
+    epochs: EpochsOpt = 1,
+    lr: LrOpt = 1e-4,
+    optimizer: OptimizerOpt = "sgd",
+    momentum: MomentumOpt = 0.9,
+    weight_decay: WeightDecayOpt = 0.0,
+    batch_size: BatchOpt = 64,
+    workers: WorkersOpt = 0,
+    device: DeviceOpt = "auto",
+    checkpoint: CheckpointOpt = None,
+    resume: ResumeOpt = False,
+    seed: SeedOpt = 0,
+    image_size: ImageSizeOpt = 224,
+    resize: ResizeOpt = 256,
+    mean: MeanOpt = "0.485,0.456,0.406",
+    std: StdDevOpt = "0.229,0.224,0.225",
     arch: ArchOpt = None,
     force: ForceOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
-    """Stage 2: per-layer k-means weight sharing. Writes a state dict .pt with <= 2^bits values per layer."""
+    """Stage 2: per-layer k-means weight sharing; with --data, fine-tune the centroids (trained
+    quantization). Writes a state dict .pt with <= 2^bits values per layer."""
     from .quantize import check_bits
 
     for what, value in (("--conv-bits", conv_bits), ("--fc-bits", fc_bits), ("--bits", bits)):
@@ -332,13 +495,66 @@ def quantize(
             check_bits(what, value)
     console = _console(quiet)
     target = _plan_output(model, _keyword_stem(model, arch), output, ".quantized.pt", force)
+    training = _training(locals())
+    config = training.config(target) if data is not None else None
+    dataset = training.dataset(train=True) if data is not None else None
     source = read_model(model, arch)
-    result = _run_quantize(
+    state = _run_quantize(
         source.state, source.arch, console, conv_bits=conv_bits, fc_bits=fc_bits, bits=bits,
         init=init.value, seed=seed, shared_codebook=shared_codebook,
-    )
-    _save_state(target, result.state)
+    ).state
+    if data is not None:
+        from .train import finetune_centroids
+
+        display, hook = _progress(console)
+        with display:
+            state = finetune_centroids(state, source.arch, dataset, config, progress=hook)
+    _save_state(target, state)
     _wrote(console, target)
+
+
+@app.command("eval")
+@command
+def evaluate_command(
+    model: ModelArg,
+    data: Annotated[str, typer.Option("--data", help="ImageFolder tree (DIR/CLASS/IMAGE); class index = sorted folder order (ImageNet synsets match).", show_default=False)],
+    batch_size: BatchOpt = 64,
+    workers: WorkersOpt = 0,
+    device: DeviceOpt = "auto",
+    limit: Annotated[Optional[int], typer.Option("--limit", help="Evaluate at most this many images.", show_default=False)] = None,
+    image_size: ImageSizeOpt = 224,
+    resize: ResizeOpt = 256,
+    mean: MeanOpt = "0.485,0.456,0.406",
+    std: StdDevOpt = "0.229,0.224,0.225",
+    arch: ArchOpt = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """Top-1, top-5 and loss of a .pt or .dcz on an ImageFolder tree (torchvision's ImageNet preprocessing)."""
+    from .data import Preprocessing, image_folder, loader, parse_floats, resolve_device
+    from .evaluate import evaluate
+    from .models import build_model
+
+    if limit is not None and limit < 1:
+        raise AlexCompressError(f"--limit must be at least 1, got {limit}")
+    console = _console(quiet)
+    prep = Preprocessing(image_size, resize, parse_floats(mean, "--mean"), parse_floats(std, "--std"))
+    dataset = image_folder(data, prep)
+    target_device = resolve_device(device)
+    source = read_model(model, arch)
+    net = build_model(source.state, source.arch)
+    classes = len(dataset.classes)
+    outputs = net.state_dict()[{"resnet18": "fc.weight"}.get(source.arch, "classifier.6.weight")].shape[0]
+    if classes > outputs:
+        raise AlexCompressError(f"{data}: {classes} class folders, but the model has only {outputs} outputs")
+    total = min(len(dataset), limit) if limit else len(dataset)
+    from rich.progress import Progress
+
+    with Progress(console=console, transient=True) as display:
+        task = display.add_task("evaluating", total=total)
+        result = evaluate(net, loader(dataset, batch_size=batch_size, workers=workers), device=target_device, limit=limit,
+                          on_batch=lambda seen, _: display.update(task, completed=seen))
+    out = _console(stderr=False)
+    out.print(f"{source.label}: top-1 {result.top1:.2%}  top-5 {result.top5:.2%}  loss {result.loss:.4f}  ({result.samples:,} images, {classes} classes)")
 
 
 @app.command()
@@ -464,7 +680,7 @@ def compress(
     quiet: QuietOpt = False,
 ) -> None:
     """All three stages in one process: prune, quantize, encode. AlexNet defaults to --preset paper."""
-    from .codec import decode as decode_bytes
+    from .codec import decode_arrays
     from .codec import encode as encode_state
     from .container import parse_header
     from .quantize import check_bits
@@ -491,8 +707,8 @@ def compress(
     }
     data = encode_state(quantized.state, arch=source.arch, index_bits=width, options=recorded)
     if verify:
-        decoded, _ = decode_bytes(data)
-        bad = [k for k, v in quantized.state.items() if not decoded[k].equal(v)]
+        decoded, _ = decode_arrays(data)
+        bad = [k for k, v in quantized.state.items() if not _same_bits(decoded[k], v)]
         if bad:
             raise AlexCompressError(f"verification failed: {', '.join(bad)} differ after decoding (a bug: please report it)")
         console.print("verified: the file decodes bit for bit to the quantized model")
@@ -500,6 +716,15 @@ def compress(
     header = parse_header(data)
     print_info(console, header, target if target != STDIO else "<stdout>")
     print_ladder(console, header)
+
+
+def _same_bits(a: Any, b: Any) -> bool:
+    import numpy as np
+
+    from .models import as_numpy
+
+    a, b = np.ascontiguousarray(as_numpy(a)), np.ascontiguousarray(as_numpy(b))
+    return a.dtype == b.dtype and a.shape == b.shape and np.array_equal(a.reshape(-1).view(np.uint8), b.reshape(-1).view(np.uint8))
 
 
 def _version(value: bool) -> None:

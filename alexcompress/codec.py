@@ -10,10 +10,12 @@ import os
 from collections import OrderedDict
 from typing import TYPE_CHECKING, Any, Mapping
 
+import numpy as np
+
 from . import __version__
 from .container import EncodedTensor, decode_tensor, encode_raw, encode_sparse, parse_header, write_dcz
 from .errors import DczError, ModelError
-from .models import ARCHS, expected_shapes, is_compressible, num_classes_of, validate_state_dict
+from .models import ARCHS, as_numpy, expected_shapes, is_compressible, num_classes_of, torch_state, validate_state_dict
 
 if TYPE_CHECKING:
     import torch
@@ -41,9 +43,9 @@ def encode(
     validate_state_dict(state, arch)
     tensors: list[EncodedTensor] = []
     for key, value in state.items():
-        array = value.detach().cpu().contiguous().numpy()
+        array = np.ascontiguousarray(as_numpy(value))
         if is_compressible(key, value):
-            if array.dtype != "float32":
+            if array.dtype != np.float32:
                 raise ModelError(f"{key} is {value.dtype}; encode expects the float32 output of 'quantize'")
             tensors.append(encode_sparse(key, array, index_bits))
         else:
@@ -53,14 +55,12 @@ def encode(
     )
 
 
-def decode(data: bytes | memoryview) -> tuple["OrderedDict[str, torch.Tensor]", str]:
-    """A `.dcz` file image back into (state dict, architecture), bit for bit what `encode` was given.
+def decode_arrays(data: bytes | memoryview) -> tuple["OrderedDict[str, np.ndarray]", str]:
+    """A `.dcz` file image as (numpy state dict, architecture), without importing torch.
 
     The tensor table is checked against the architecture's real shapes before anything is decoded, so a
     hostile header cannot make the decoder allocate more than the model it claims to be.
     """
-    import torch
-
     header = parse_header(data)
     if header.arch not in ARCHS:
         raise DczError(f"header: unknown architecture {header.arch!r}; supported: {', '.join(ARCHS)}")
@@ -75,10 +75,14 @@ def decode(data: bytes | memoryview) -> tuple["OrderedDict[str, torch.Tensor]", 
             (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong)) if keys
         )
         raise DczError(f"header: tensor table does not match torchvision {header.arch}({header.num_classes} classes): {detail}")
-    state = OrderedDict(
-        (entry.name, torch.from_numpy(decode_tensor(header, data, entry))) for entry in header.tensors
-    )
-    return state, header.arch
+    return OrderedDict((entry.name, decode_tensor(header, data, entry)) for entry in header.tensors), header.arch
+
+
+def decode(data: bytes | memoryview) -> tuple["OrderedDict[str, torch.Tensor]", str]:
+    """A `.dcz` file image back into (state dict of tensors, architecture), bit for bit what `encode` was
+    given."""
+    arrays, arch = decode_arrays(data)
+    return torch_state(arrays), arch
 
 
 def load(path: str | os.PathLike[str]) -> "torch.nn.Module":

@@ -120,7 +120,8 @@ def encode_sparse(name: str, values: np.ndarray, index_bits: int | None = None) 
     nonzero_values = flat[positions]
     if not np.isfinite(nonzero_values).all():
         raise DczError(f"{name}: contains NaN or infinite weights, which cannot be encoded")
-    codebook, codes = np.unique(nonzero_values, return_inverse=True)
+    codebook = np.unique(nonzero_values)  # a sort; then codes by binary search (cheaper than argsort)
+    codes = np.searchsorted(codebook, nonzero_values)
     k = codebook.size
     if k > MAX_CODEBOOK:
         raise DczError(

@@ -15,6 +15,8 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import IO, TYPE_CHECKING, Callable, Mapping
 
+import numpy as np
+
 from .errors import ModelError
 
 if TYPE_CHECKING:  # torch is imported lazily: `info` must not pay for it
@@ -80,9 +82,36 @@ def get_arch(name: str) -> Arch:
         raise ModelError(f"unknown architecture {name!r}; supported: {', '.join(ARCHS)}") from None
 
 
-def is_compressible(key: str, tensor: "torch.Tensor") -> bool:
+def is_compressible(key: str, tensor: "torch.Tensor | np.ndarray") -> bool:
     """Conv and linear weights are pruned, quantized and coded; biases, norms and buffers stay raw."""
-    return key.endswith(".weight") and tensor.dim() >= 2
+    return key.endswith(".weight") and len(tensor.shape) >= 2
+
+
+def is_array(value: object) -> bool:
+    """A torch tensor or a numpy array: the stages take either, without importing torch for numpy."""
+    return isinstance(value, np.ndarray) or type(value).__module__.startswith("torch") and hasattr(value, "shape")
+
+
+def is_floating(value: "torch.Tensor | np.ndarray") -> bool:
+    return value.dtype.kind == "f" if isinstance(value, np.ndarray) else bool(value.is_floating_point())
+
+
+def as_numpy(value: "torch.Tensor | np.ndarray") -> np.ndarray:
+    """A numpy view of a CPU tensor (no copy), or the array itself."""
+    return value if isinstance(value, np.ndarray) else value.detach().cpu().numpy()
+
+
+def numpy_state(state: Mapping[str, "torch.Tensor | np.ndarray"]) -> "OrderedDict[str, np.ndarray]":
+    return OrderedDict((k, as_numpy(v)) for k, v in state.items())
+
+
+def torch_state(state: Mapping[str, "torch.Tensor | np.ndarray"]) -> "OrderedDict[str, torch.Tensor]":
+    """Tensors sharing memory with the arrays (torch.from_numpy), for saving and building models."""
+    import torch
+
+    return OrderedDict(
+        (k, torch.from_numpy(np.ascontiguousarray(v)) if isinstance(v, np.ndarray) else v) for k, v in state.items()
+    )
 
 
 def layer_names(arch: str, keys: list[str]) -> dict[str, str]:
@@ -260,11 +289,9 @@ def load_state_dict(
     return state, arch_name
 
 
-def _unwrap(obj: object, label: str) -> "OrderedDict[str, torch.Tensor]":
-    import torch
-
+def _unwrap(obj: object, label: str) -> "OrderedDict[str, torch.Tensor | np.ndarray]":
     for _ in range(3):  # {"state_dict": {"model": ...}} nests at most a little
-        if isinstance(obj, Mapping) and not _all_tensors(obj):
+        if isinstance(obj, Mapping) and not _all_arrays(obj):
             inner = next((obj[k] for k in _CHECKPOINT_KEYS if k in obj and isinstance(obj[k], Mapping)), None)
             if inner is None:
                 break
@@ -274,9 +301,9 @@ def _unwrap(obj: object, label: str) -> "OrderedDict[str, torch.Tensor]":
             f"{label}: holds a {type(obj).__name__}, not a state dict; "
             "save one with torch.save(model.state_dict(), 'model.pt')"
         )
-    state: OrderedDict[str, torch.Tensor] = OrderedDict()
+    state: OrderedDict = OrderedDict()
     for key, value in obj.items():
-        if not isinstance(key, str) or not isinstance(value, torch.Tensor):
+        if not isinstance(key, str) or not is_array(value):
             raise ModelError(f"{label}: entry {key!r} is not a tensor; expected a state dict of tensors")
         for prefix in ("module.", "_orig_mod."):  # DataParallel / torch.compile wrappers
             if key.startswith(prefix):
@@ -285,10 +312,26 @@ def _unwrap(obj: object, label: str) -> "OrderedDict[str, torch.Tensor]":
     return state
 
 
-def _all_tensors(obj: Mapping) -> bool:
-    import torch
+def _all_arrays(obj: Mapping) -> bool:
+    return len(obj) > 0 and all(is_array(v) for v in obj.values())
 
-    return len(obj) > 0 and all(isinstance(v, torch.Tensor) for v in obj.values())
+
+def load_arrays(
+    path: str | os.PathLike[str], *, arch: str | None = None, name: str | None = None
+) -> tuple["OrderedDict[str, np.ndarray]", str]:
+    """Like `load_state_dict`, as float32 numpy arrays, without importing torch when the file is a plain
+    zip `.pt` (see `ptfile`); anything else goes through torch.load(weights_only=True)."""
+    from .ptfile import read_state_dict
+
+    label = name or os.fspath(path)
+    obj = read_state_dict(path) if os.path.isfile(path) else None
+    if obj is None:
+        state, found = load_state_dict(path, arch=arch, name=name)
+        return to_float32(numpy_state(state)), found
+    state = _unwrap(obj, label)
+    found = arch or guess_arch(state)
+    validate_state_dict(state, found, label)
+    return to_float32(state), found
 
 
 def guess_arch(state: Mapping[str, "torch.Tensor"]) -> str:
@@ -302,7 +345,7 @@ def guess_arch(state: Mapping[str, "torch.Tensor"]) -> str:
 
 def num_classes_of(state: Mapping[str, "torch.Tensor"], arch: str) -> int:
     key = get_arch(arch).classifier_key
-    if key not in state or state[key].dim() != 2:
+    if key not in state or len(state[key].shape) != 2:
         raise ModelError(f"missing the classifier weight {key!r}: not a torchvision {arch} state dict")
     return int(state[key].shape[0])
 
@@ -331,7 +374,7 @@ def validate_state_dict(state: Mapping[str, "torch.Tensor"], arch: str, label: s
             )
         if key.endswith("num_batches_tracked"):
             continue
-        if not state[key].is_floating_point():
+        if not is_floating(state[key]):
             raise ModelError(f"{label}: {key} has dtype {state[key].dtype}, expected a floating-point tensor")
     return num_classes
 
@@ -341,15 +384,20 @@ def _few(keys: list[str], limit: int = 4) -> str:
     return shown + (f" and {len(keys) - limit} more" if len(keys) > limit else "")
 
 
-def to_float32(state: "OrderedDict[str, torch.Tensor]") -> "OrderedDict[str, torch.Tensor]":
-    """Contiguous CPU float32 copies where needed (half-precision checkpoints load as float32)."""
-    import torch
-
-    out: OrderedDict[str, torch.Tensor] = OrderedDict()
+def to_float32(state: Mapping[str, "torch.Tensor | np.ndarray"]) -> "OrderedDict[str, torch.Tensor | np.ndarray]":
+    """Floating-point entries as contiguous float32 (half-precision checkpoints load as float32); no copy
+    where they already are."""
+    out: OrderedDict = OrderedDict()
     for key, value in state.items():
-        if value.is_floating_point() and value.dtype != torch.float32:
-            value = value.to(torch.float32)
-        out[key] = value.detach().cpu().contiguous()
+        if isinstance(value, np.ndarray):
+            value = np.ascontiguousarray(value, dtype=np.float32 if value.dtype.kind == "f" else value.dtype)
+        else:
+            import torch
+
+            if value.is_floating_point() and value.dtype != torch.float32:
+                value = value.to(torch.float32)
+            value = value.detach().cpu().contiguous()
+        out[key] = value
     return out
 
 
@@ -362,8 +410,8 @@ def state_dict_bytes(state: Mapping[str, "torch.Tensor"]) -> bytes:
     return buffer.getvalue()
 
 
-def build_model(state: Mapping[str, "torch.Tensor"], arch: str) -> "torch.nn.Module":
+def build_model(state: Mapping[str, "torch.Tensor | np.ndarray"], arch: str) -> "torch.nn.Module":
     """The torchvision module for `state`, weights loaded, in eval mode."""
     model = get_arch(arch).build(num_classes_of(state, arch))
-    model.load_state_dict(state)
+    model.load_state_dict(torch_state(state))
     return model.eval()

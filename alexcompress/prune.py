@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Mapping
 import numpy as np
 
 from .errors import AlexCompressError
-from .models import PAPER_KEEP_RATES, is_compressible, layer_names, resolve_layer
+from .models import PAPER_KEEP_RATES, as_numpy, is_compressible, layer_names, resolve_layer
 
 if TYPE_CHECKING:
     import torch
@@ -69,8 +69,8 @@ def prune_global(
     out, keys = _prepare(state, inplace)
     flats = [_flat(out[k]) for k in keys]
     n_prune = int(round(sparsity * sum(f.size for f in flats)))
-    threshold = _kth_smallest_magnitude(flats, n_prune)
-    ties_left = n_prune - sum(_count_magnitudes(f, threshold)[0] for f in flats) if n_prune else 0
+    threshold, below = _radix_select(flats, n_prune)
+    ties_left = n_prune - below
     names = layer_names(arch, keys)
     layers = []
     for key, flat in zip(keys, flats):
@@ -104,8 +104,8 @@ def prune_by_rates(
         if key in by_key:
             n_prune = flat.size - int(round(by_key[key] * flat.size))
             if n_prune:
-                threshold = _kth_smallest_magnitude([flat], n_prune)
-                _zero_smallest(flat, threshold, n_prune - _count_magnitudes(flat, threshold)[0])
+                threshold, below = _radix_select([flat], n_prune)
+                _zero_smallest(flat, threshold, n_prune - below)
         layers.append(LayerPruning(names[key], key, flat.size, int(np.count_nonzero(flat)), threshold))
     return PruneResult(out, layers, "per-layer keep rates")
 
@@ -152,15 +152,18 @@ def parse_rates(text: str) -> dict[str, float]:
 # --------------------------------------------------------------------------------------------- helpers
 
 
-def _prepare(state: Mapping[str, "torch.Tensor"], inplace: bool) -> tuple["OrderedDict[str, torch.Tensor]", list[str]]:
-    import torch
-
-    out: OrderedDict[str, torch.Tensor] = OrderedDict()
+def _prepare(state: Mapping[str, "torch.Tensor | np.ndarray"], inplace: bool) -> tuple["OrderedDict", list[str]]:
+    """The output state (sharing or copying the input's weights) and its compressible keys, checked."""
+    out: OrderedDict = OrderedDict()
     for key, value in state.items():
         if is_compressible(key, value):
-            if value.dtype != torch.float32:
+            array = as_numpy(value)
+            if array.dtype != np.float32:
                 raise AlexCompressError(f"{key} is {value.dtype}; pruning works on float32 weights")
-            value = value.detach().contiguous() if inplace else value.detach().clone().contiguous()
+            if not inplace:
+                value = value.copy() if isinstance(value, np.ndarray) else value.detach().clone()
+            elif not array.flags.c_contiguous:
+                raise AlexCompressError(f"{key} is not contiguous; cannot prune it in place")
         out[key] = value
     keys = [k for k, v in out.items() if is_compressible(k, v)]
     for key in keys:
@@ -169,9 +172,9 @@ def _prepare(state: Mapping[str, "torch.Tensor"], inplace: bool) -> tuple["Order
     return out, keys
 
 
-def _flat(tensor: "torch.Tensor") -> np.ndarray:
+def _flat(tensor: "torch.Tensor | np.ndarray") -> np.ndarray:
     """A writable flat numpy view sharing the tensor's memory."""
-    return tensor.numpy().reshape(-1)
+    return as_numpy(tensor).reshape(-1)
 
 
 _CHUNK = 1 << 22  # elements per pass: temporaries stay at a few tens of MB whatever the layer size
@@ -187,36 +190,28 @@ def _chunks(flat: np.ndarray):
         yield flat[start : start + _CHUNK]
 
 
-def _kth_smallest_magnitude(flats: list[np.ndarray], k: int) -> float:
-    """The k-th smallest |w| (1-based) over all arrays, by a two-pass radix select on the float bits:
-    O(n), no sorting, and no copy of the weights (the seed's percentile copied all 228 MB)."""
+def _radix_select(flats: list[np.ndarray], k: int) -> tuple[float, int]:
+    """The k-th smallest |w| (1-based) over all arrays and how many |w| are strictly below it, by a
+    two-pass radix select on the float bits: O(n), no sorting, and no copy of the weights (the seed's
+    percentile copied all 228 MB)."""
     if k <= 0:
-        return 0.0
+        return 0.0, 0
     high = np.zeros(1 << 16, dtype=np.int64)
     for flat in flats:
         for chunk in _chunks(flat):
             high += np.bincount(_magnitude_bits(chunk) >> 15, minlength=1 << 16)
     cumulative = np.cumsum(high)
     top = int(np.searchsorted(cumulative, k))
-    k -= int(cumulative[top - 1]) if top else 0
+    below = int(cumulative[top - 1]) if top else 0
     low = np.zeros(1 << 15, dtype=np.int64)
     for flat in flats:
         for chunk in _chunks(flat):
             bits = _magnitude_bits(chunk)
             low += np.bincount(bits[(bits >> 15) == top] & 0x7FFF, minlength=1 << 15)
-    bottom = int(np.searchsorted(np.cumsum(low), k))
-    return float(np.array([(top << 15) | bottom], dtype=np.uint32).view(np.float32)[0])
-
-
-def _count_magnitudes(flat: np.ndarray, threshold: float) -> tuple[int, int]:
-    """How many |w| are below `threshold`, and how many equal it."""
-    limit = _magnitude_bits(np.array([threshold], dtype=np.float32))[0]
-    below = ties = 0
-    for chunk in _chunks(flat):
-        bits = _magnitude_bits(chunk)
-        below += int(np.count_nonzero(bits < limit))
-        ties += int(np.count_nonzero(bits == limit))
-    return below, ties
+    cumulative_low = np.cumsum(low)
+    bottom = int(np.searchsorted(cumulative_low, k - below))
+    below += int(cumulative_low[bottom - 1]) if bottom else 0
+    return float(np.array([(top << 15) | bottom], dtype=np.uint32).view(np.float32)[0]), below
 
 
 def _zero_smallest(flat: np.ndarray, threshold: float, ties: int) -> int:

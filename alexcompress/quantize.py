@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Literal, Mapping
 import numpy as np
 
 from .errors import AlexCompressError
-from .models import is_compressible, layer_names
+from .models import as_numpy, is_compressible, layer_names
 
 if TYPE_CHECKING:
     import torch
@@ -85,20 +85,20 @@ def kmeans_1d(
     >>> np.round(c, 3).tolist(), labels.tolist()
     ([0.105, 0.95], [0, 0, 1, 1])
     """
-    x = np.asarray(values, dtype=np.float64).reshape(-1)
+    x = np.asarray(values).reshape(-1)
     if x.size == 0:
         return np.empty(0), np.empty(0, dtype=np.int64), 0
-    v = np.sort(x)
-    distinct = v[np.concatenate(([True], v[1:] != v[:-1]))]
+    v = np.sort(x)  # in the input's precision (float32 sorts twice as fast); sums below are float64
+    distinct = v[np.concatenate(([True], v[1:] != v[:-1]))].astype(np.float64)
     if distinct.size <= k:
         return distinct, np.searchsorted(distinct, x), 0
-    centroids = np.unique(initial_centroids(v, k, init, seed))
-    prefix = np.concatenate(([0.0], np.cumsum(v)))
+    centroids = np.unique(initial_centroids(v, k, init, seed).astype(np.float64))
+    prefix = np.concatenate(([0.0], np.cumsum(v, dtype=np.float64)))
     ends = None
     iterations = 0
     for iterations in range(1, max_iter + 1):
         boundaries = (centroids[:-1] + centroids[1:]) / 2
-        new_ends = np.concatenate(([0], np.searchsorted(v, boundaries, side="right"), [v.size]))
+        new_ends = np.concatenate(([0], np.searchsorted(v, boundaries.astype(v.dtype), side="right"), [v.size]))
         if ends is not None and np.array_equal(new_ends, ends):
             break
         ends = new_ends
@@ -108,7 +108,8 @@ def kmeans_1d(
         centroids = np.where(filled, sums / np.maximum(counts, 1), centroids)
         centroids = np.unique(centroids)  # merged or crossed centroids collapse; keeps them sorted
     boundaries = (centroids[:-1] + centroids[1:]) / 2
-    return centroids, np.searchsorted(boundaries, x, side="left"), iterations
+    # the same rule as the segments above: a value equal to a (rounded) boundary joins the lower cluster
+    return centroids, np.searchsorted(boundaries.astype(x.dtype), x, side="left"), iterations
 
 
 def kmeans_sklearn(values: np.ndarray, k: int, *, init: str = "linear", seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -163,8 +164,6 @@ def quantize(
     >>> max(layer.clusters for layer in q.layers) <= 16
     True
     """
-    import torch
-
     if bits is not None:
         check_bits("--bits", bits)
         conv_bits = fc_bits = bits
@@ -172,21 +171,23 @@ def quantize(
     check_bits("--fc-bits", fc_bits)
     if init not in INITS:
         raise AlexCompressError(f"unknown init {init!r}; choose one of {', '.join(INITS)}")
-    out: OrderedDict[str, torch.Tensor] = OrderedDict()
+    out: OrderedDict = OrderedDict()
     keys = []
     for key, value in state.items():
         if is_compressible(key, value):
-            if value.dtype != torch.float32:
+            if as_numpy(value).dtype != np.float32:
                 raise AlexCompressError(f"{key} is {value.dtype}; quantization works on float32 weights")
-            value = value.detach().contiguous() if inplace else value.detach().clone().contiguous()
-            if not torch.isfinite(value).all():
-                raise AlexCompressError(f"{key} contains NaN or infinite weights")
+            if not inplace:
+                value = value.copy() if isinstance(value, np.ndarray) else value.detach().clone()
             keys.append(key)
         out[key] = value
     names = layer_names(arch, keys)
-    flats = {key: out[key].numpy().reshape(-1) for key in keys}
+    flats = {key: as_numpy(out[key]).reshape(-1) for key in keys}
     nonzero = {key: np.flatnonzero(flats[key]) for key in keys}
-    layer_bits = {key: conv_bits if out[key].dim() > 2 else fc_bits for key in keys}
+    for key in keys:  # NaN is nonzero, so checking the nonzeros checks everything
+        if not np.isfinite(flats[key][nonzero[key]]).all():
+            raise AlexCompressError(f"{key} contains NaN or infinite weights")
+    layer_bits = {key: conv_bits if len(out[key].shape) > 2 else fc_bits for key in keys}
 
     fits: dict[str, tuple[np.ndarray, np.ndarray, int]] = {}
     if shared_codebook:
@@ -208,10 +209,10 @@ def quantize(
         flats[key][flats[key] == 0] = 0.0  # -0.0 becomes +0.0: zeros are zeros, and encode stays bit-exact
         centroids, labels, iters = fits[key]
         flat, where = flats[key], nonzero[key]
-        original = flat[where].astype(np.float64)
-        new_values = centroids_to_float32(centroids)[labels]
+        codebook = centroids_to_float32(centroids)
+        new_values = codebook[labels]
+        error = float(np.abs(flat[where] - new_values).mean(dtype=np.float64)) if where.size else 0.0
         flat[where] = new_values
-        error = float(np.abs(original - new_values).mean()) if where.size else 0.0
-        clusters = int(np.unique(new_values).size)
+        clusters = int(np.unique(codebook[np.bincount(labels, minlength=codebook.size) > 0]).size)
         layers.append(LayerQuantization(names[key], key, layer_bits[key], int(where.size), clusters, error, iters))
     return QuantizeResult(out, layers)

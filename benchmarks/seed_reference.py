@@ -71,9 +71,10 @@ def naive_compress(state, sparsity: float = 0.9, clusters: int = 32, seed: int =
 if __name__ == "__main__":
     import sys
 
-    from alexcompress.models import random_model
+    import torch
+    import torchvision  # noqa: F401  (the seed imported it; decode pays for it too)
 
-    classes = int(sys.argv[1]) if len(sys.argv) > 1 else 10
-    result = naive_compress(random_model("alexnet", num_classes=classes, seed=0))
+    state = torch.load(sys.argv[1], map_location="cpu", weights_only=True)
+    result = naive_compress(state)
     for key, value in result.items():
         print(f"{key:>16}: {value:,.2f}")

@@ -192,3 +192,37 @@ def test_same_input_and_options_give_identical_files_across_processes(tmp_path):
         assert child.wait(timeout=600) == 0, child.stderr.read().decode()
     first, second = (tmp_path / "0.dcz").read_bytes(), (tmp_path / "1.dcz").read_bytes()
     assert first == second and first[:4] == b"\x89DCZ"
+
+
+def test_eval_prune_retrain_quantize_finetune_through_the_cli(tmp_path):
+    from .test_train import make_image_folder
+
+    data = make_image_folder(tmp_path / "images")
+    small = ["--image-size", "64", "--resize", "64", "--batch-size", "4", "--device", "cpu"]
+    result = run("eval", "random:0:2", "--data", data, *small)
+    assert result.exit_code == 0, result.output
+    assert result.stdout.startswith("random:0:2: top-1 ") and "(8 images, 2 classes)" in result.stdout
+    pruned = tmp_path / "p.pt"
+    result = run("prune", "random:0:2", "-o", pruned, "--sparsity", "0.95", "--data", data, "--epochs", "1", "--iterations", "2", *small)
+    assert result.exit_code == 0, result.output
+    assert "round 2/2" in result.stderr and "sparsity 95.00%" in result.stderr
+    assert (tmp_path / "p.pt.ckpt").exists()
+    quantized = tmp_path / "q.pt"
+    result = run("quantize", pruned, "-o", quantized, "--bits", "4", "--data", data, "--epochs", "1", *small)
+    assert result.exit_code == 0, result.output
+    state = torch.load(quantized, weights_only=True)
+    for key in ("features.0.weight", "classifier.1.weight"):
+        assert state[key][state[key] != 0].unique().numel() <= 16
+    assert run("encode", quantized, "-o", tmp_path / "q.dcz", "-q").exit_code == 0
+    result = run("eval", tmp_path / "q.dcz", "--data", data, *small)
+    assert result.exit_code == 0 and "top-5 100.00%" in result.stdout  # 2 classes: top-5 is everything
+
+
+def test_training_input_errors(tmp_path):
+    assert "no such directory" in one_error_line(run("eval", "random:0:2", "--data", tmp_path / "nope"))
+    (tmp_path / "empty").mkdir()
+    assert "not an ImageFolder tree" in one_error_line(run("eval", "random:0:2", "--data", tmp_path / "empty"))
+    assert "no checkpoint to resume from" in one_error_line(
+        run("prune", "random:0:2", "-o", tmp_path / "x.pt", "--data", tmp_path, "--resume")
+    )
+    assert "--iterations needs --data" in one_error_line(run("prune", "random:0:2", "--iterations", "3", "-o", tmp_path / "y.pt"))

@@ -1,0 +1,53 @@
+"""Top-1, top-5 and mean cross-entropy of a model over a DataLoader."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Callable, Optional
+
+if TYPE_CHECKING:
+    import torch
+    from torch.utils.data import DataLoader
+
+
+@dataclass(frozen=True)
+class Accuracy:
+    top1: float
+    top5: float
+    loss: float
+    samples: int
+
+
+def evaluate(
+    model: "torch.nn.Module",
+    batches: "DataLoader",
+    *,
+    device: "torch.device | str" = "cpu",
+    limit: Optional[int] = None,
+    on_batch: Optional[Callable[[int, int], None]] = None,
+) -> Accuracy:
+    """Evaluate in eval mode without gradients; `limit` caps the number of samples."""
+    import torch
+    from torch.nn.functional import cross_entropy
+
+    model = model.to(device).eval()
+    correct1 = correct5 = seen = 0
+    loss_sum = 0.0
+    with torch.no_grad():
+        for images, labels in batches:
+            if limit is not None and seen >= limit:
+                break
+            if limit is not None:
+                images, labels = images[: limit - seen], labels[: limit - seen]
+            images, labels = images.to(device), labels.to(device)
+            logits = model(images)
+            loss_sum += float(cross_entropy(logits, labels, reduction="sum"))
+            top = logits.topk(min(5, logits.shape[1]), dim=1).indices
+            correct1 += int((top[:, 0] == labels).sum())
+            correct5 += int((top == labels[:, None]).any(dim=1).sum())
+            seen += labels.numel()
+            if on_batch:
+                on_batch(seen, correct1)
+    if seen == 0:
+        return Accuracy(0.0, 0.0, 0.0, 0)
+    return Accuracy(correct1 / seen, correct5 / seen, loss_sum / seen, seen)
