@@ -658,6 +658,46 @@ def _info_state_dict(console: Console, data: bytes, label: str) -> None:
     console.print(f"dense size: {total:,} bytes")
 
 
+@dataclass
+class CompressOptions:
+    prune: PruneOptions
+    conv_bits: int
+    fc_bits: int
+    bits: Optional[int]
+    init: str
+    seed: int
+    shared_codebook: bool
+    index_bits: str
+
+    def check(self) -> Optional[int]:
+        """Validate what can be validated before any work; returns the forced index width (or None)."""
+        from .quantize import check_bits
+
+        for what, value in (("--conv-bits", self.conv_bits), ("--fc-bits", self.fc_bits), ("--bits", self.bits)):
+            if value is not None:
+                check_bits(what, value)
+        return _parse_index_bits(self.index_bits)
+
+
+def _compress_in_memory(source: ModelInput, options: CompressOptions, console: Console) -> tuple[Any, bytes]:
+    """Prune, quantize and encode `source` (its arrays are pruned in place); returns (quantized, file)."""
+    from .codec import encode as encode_state
+
+    width = options.check()
+    if options.prune.chosen() == 0 and source.arch == "alexnet":
+        options.prune.preset = Preset.paper
+    pruned = _run_prune(source.state, source.arch, options.prune, console)
+    quantized = _run_quantize(
+        pruned.state, source.arch, console, conv_bits=options.conv_bits, fc_bits=options.fc_bits, bits=options.bits,
+        init=options.init, seed=options.seed, shared_codebook=options.shared_codebook,
+    )
+    recorded = {
+        "prune": pruned.method, "conv_bits": options.bits or options.conv_bits, "fc_bits": options.bits or options.fc_bits,
+        "init": options.init, "seed": options.seed, "shared_codebook": options.shared_codebook, "index_bits": options.index_bits,
+    }
+    return quantized.state, encode_state(quantized.state, arch=source.arch, index_bits=width, options=recorded)
+
+
 @app.command()
 @command
 def compress(
@@ -679,36 +719,21 @@ def compress(
     force: ForceOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
-    """All three stages in one process: prune, quantize, encode. AlexNet defaults to --preset paper."""
+    """All three stages in one process: prune, quantize, encode. AlexNet defaults to --preset paper, other
+    architectures to --sparsity 0.9."""
     from .codec import decode_arrays
-    from .codec import encode as encode_state
     from .container import parse_header
-    from .quantize import check_bits
     from .report import print_info, print_ladder
 
-    options = _prune_options(sparsity, rates, preset, std_scale)
-    for what, value in (("--conv-bits", conv_bits), ("--fc-bits", fc_bits), ("--bits", bits)):
-        if value is not None:
-            check_bits(what, value)
-    width = _parse_index_bits(index_bits)
+    options = CompressOptions(_prune_options(sparsity, rates, preset, std_scale), conv_bits, fc_bits, bits, init.value, seed, shared_codebook, index_bits)
+    options.check()
     console = _console(quiet)
     target = _plan_output(model, _keyword_stem(model, arch), output, ".dcz", force)
     source = read_model(model, arch)
-    if options.chosen() == 0 and source.arch == "alexnet":
-        options.preset = Preset.paper
-    pruned = _run_prune(source.state, source.arch, options, console)
-    quantized = _run_quantize(
-        pruned.state, source.arch, console, conv_bits=conv_bits, fc_bits=fc_bits, bits=bits,
-        init=init.value, seed=seed, shared_codebook=shared_codebook,
-    )
-    recorded = {
-        "prune": pruned.method, "conv_bits": bits or conv_bits, "fc_bits": bits or fc_bits, "init": init.value,
-        "seed": seed, "shared_codebook": shared_codebook, "index_bits": index_bits,
-    }
-    data = encode_state(quantized.state, arch=source.arch, index_bits=width, options=recorded)
+    quantized, data = _compress_in_memory(source, options, console)
     if verify:
         decoded, _ = decode_arrays(data)
-        bad = [k for k, v in quantized.state.items() if not _same_bits(decoded[k], v)]
+        bad = [k for k, v in quantized.items() if not _same_bits(decoded[k], v)]
         if bad:
             raise AlexCompressError(f"verification failed: {', '.join(bad)} differ after decoding (a bug: please report it)")
         console.print("verified: the file decodes bit for bit to the quantized model")
@@ -718,12 +743,59 @@ def compress(
     print_ladder(console, header)
 
 
+@app.command()
+@command
+def report(
+    model: Annotated[str, typer.Argument(help="A .dcz file (drawn as it is), or any MODEL (compressed in memory first with the options below).", metavar="MODEL_OR_DCZ", show_default=False)],
+    output: Annotated[Optional[str], typer.Option("--output", "-o", help="Directory for the PNG figures. Default: <name>-report.", show_default=False)] = None,
+    sparsity: SparsityOpt = None,
+    rates: RatesOpt = None,
+    preset: PresetOpt = None,
+    std_scale: StdOpt = None,
+    conv_bits: ConvBitsOpt = 8,
+    fc_bits: FcBitsOpt = 5,
+    bits: BitsOpt = None,
+    init: InitOpt = InitMethod.linear,
+    seed: SeedOpt = 0,
+    index_bits: IndexBitsOpt = "auto",
+    arch: ArchOpt = None,
+    force: ForceOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """PNG figures: weight distributions with codebooks, bytes by layer and stream, the compression
+    ladder, and code-length distributions (needs the 'plot' extra: matplotlib)."""
+    from pathlib import Path
+
+    from .container import MAGIC, is_dcz, parse_header
+    from .plots import _pyplot, write_report
+
+    _pyplot()  # fail early, before any work, when matplotlib is missing
+    options = CompressOptions(_prune_options(sparsity, rates, preset, std_scale), conv_bits, fc_bits, bits, init.value, seed, False, index_bits)
+    options.check()
+    if model == STDIO:
+        raise AlexCompressError("report reads a file or a model keyword, not stdin")
+    stem = _keyword_stem(model, arch) or Path(default_output(model, "", None)).name
+    out = Path(output if output is not None else f"{stem}-report")
+    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not force)):
+        raise AlexCompressError(f"{out}: already exists and is not an empty directory; use --force to write into it")
+    console = _console(quiet)
+    if os.path.isfile(model) and is_dcz(read_prefix(model, len(MAGIC))):
+        data, original = read_input(model, "MODEL"), None
+    else:
+        source = read_model(model, arch)
+        original = {k: v.copy() for k, v in source.state.items()}
+        _, data = _compress_in_memory(source, options, Console(stderr=True, quiet=True))
+    paths = write_report(out, parse_header(data), data, original)
+    for path in paths:
+        console.print(f"wrote {path}")
+
+
 def _same_bits(a: Any, b: Any) -> bool:
     import numpy as np
 
-    from .models import as_numpy
+    from .models import as_numpy, c_contiguous
 
-    a, b = np.ascontiguousarray(as_numpy(a)), np.ascontiguousarray(as_numpy(b))
+    a, b = c_contiguous(as_numpy(a)), c_contiguous(as_numpy(b))
     return a.dtype == b.dtype and a.shape == b.shape and np.array_equal(a.reshape(-1).view(np.uint8), b.reshape(-1).view(np.uint8))
 
 

@@ -15,7 +15,7 @@ import numpy as np
 from . import __version__
 from .container import EncodedTensor, decode_tensor, encode_raw, encode_sparse, parse_header, write_dcz
 from .errors import DczError, ModelError
-from .models import ARCHS, as_numpy, expected_shapes, is_compressible, num_classes_of, torch_state, validate_state_dict
+from .models import ARCHS, as_numpy, c_contiguous, expected_shapes, is_compressible, num_classes_of, torch_state, validate_state_dict
 
 if TYPE_CHECKING:
     import torch
@@ -43,7 +43,7 @@ def encode(
     validate_state_dict(state, arch)
     tensors: list[EncodedTensor] = []
     for key, value in state.items():
-        array = np.ascontiguousarray(as_numpy(value))
+        array = c_contiguous(as_numpy(value))
         if is_compressible(key, value):
             if array.dtype != np.float32:
                 raise ModelError(f"{key} is {value.dtype}; encode expects the float32 output of 'quantize'")

@@ -153,7 +153,7 @@ def encode_raw(name: str, values: np.ndarray) -> EncodedTensor:
     dtype = next((n for n, code in DTYPES.items() if np.dtype(code) == values.dtype.newbyteorder("<")), None)
     if dtype is None:
         raise DczError(f"{name}: dtype {values.dtype} cannot be stored in a .dcz")
-    payload = np.ascontiguousarray(values, dtype=DTYPES[dtype]).tobytes()
+    payload = np.asarray(values, dtype=DTYPES[dtype]).tobytes(order="C")
     return EncodedTensor(TensorEntry(name, dtype, tuple(int(d) for d in values.shape), "raw", ()), [payload])
 
 

@@ -101,6 +101,12 @@ def as_numpy(value: "torch.Tensor | np.ndarray") -> np.ndarray:
     return value if isinstance(value, np.ndarray) else value.detach().cpu().numpy()
 
 
+def c_contiguous(array: np.ndarray, dtype: "np.dtype | str | None" = None) -> np.ndarray:
+    """`array` in C order (and `dtype`), copied only if needed; unlike np.ascontiguousarray, a 0-d array
+    (a BatchNorm counter) stays 0-d."""
+    return np.require(array, dtype=dtype, requirements="C")
+
+
 def numpy_state(state: Mapping[str, "torch.Tensor | np.ndarray"]) -> "OrderedDict[str, np.ndarray]":
     return OrderedDict((k, as_numpy(v)) for k, v in state.items())
 
@@ -110,7 +116,7 @@ def torch_state(state: Mapping[str, "torch.Tensor | np.ndarray"]) -> "OrderedDic
     import torch
 
     return OrderedDict(
-        (k, torch.from_numpy(np.ascontiguousarray(v)) if isinstance(v, np.ndarray) else v) for k, v in state.items()
+        (k, torch.from_numpy(c_contiguous(v)) if isinstance(v, np.ndarray) else v) for k, v in state.items()
     )
 
 
@@ -390,7 +396,7 @@ def to_float32(state: Mapping[str, "torch.Tensor | np.ndarray"]) -> "OrderedDict
     out: OrderedDict = OrderedDict()
     for key, value in state.items():
         if isinstance(value, np.ndarray):
-            value = np.ascontiguousarray(value, dtype=np.float32 if value.dtype.kind == "f" else value.dtype)
+            value = c_contiguous(value, np.float32 if value.dtype.kind == "f" else value.dtype)
         else:
             import torch
 
@@ -412,6 +418,10 @@ def state_dict_bytes(state: Mapping[str, "torch.Tensor"]) -> bytes:
 
 def build_model(state: Mapping[str, "torch.Tensor | np.ndarray"], arch: str) -> "torch.nn.Module":
     """The torchvision module for `state`, weights loaded, in eval mode."""
-    model = get_arch(arch).build(num_classes_of(state, arch))
-    model.load_state_dict(torch_state(state))
+    import torch
+
+    with torch.device("meta"):  # no random init to pay for: every tensor is about to be replaced
+        model = get_arch(arch).build(num_classes_of(state, arch))
+    # clones: the model must not share memory with (and train into) the caller's arrays
+    model.load_state_dict(OrderedDict((k, v.clone()) for k, v in torch_state(state).items()), assign=True)
     return model.eval()

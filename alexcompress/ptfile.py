@@ -13,7 +13,9 @@ from __future__ import annotations
 import io
 import os
 import pickle
+import struct
 import zipfile
+import zlib
 from collections import OrderedDict
 from typing import Any, Optional
 
@@ -93,20 +95,23 @@ class _Unpickler(pickle.Unpickler):
             return self.storages[key]
         if not isinstance(key, str) or not isinstance(numel, int):
             raise _Unsupported
-        name = f"{self.root}/data/{key}"
-        info = self.archive.getinfo(name)
+        info = self.archive.getinfo(f"{self.root}/data/{key}")
         dtype = storage_type.dtype
-        if info.file_size != numel * dtype.itemsize:
+        if info.file_size != numel * dtype.itemsize or info.compress_type != zipfile.ZIP_STORED:
             raise _Unsupported
         array = np.empty(numel, dtype=dtype)
-        with self.archive.open(info) as handle:  # straight into the array: no intermediate bytes object
-            view = memoryview(array).cast("B")
-            filled = 0
-            while filled < len(view):
-                got = handle.readinto(view[filled:])
-                if not got:
-                    raise _Unsupported
-                filled += got
+        view = memoryview(array).cast("B")
+        # torch stores records uncompressed: read them straight from the file into the array (no zipfile
+        # buffering, no intermediate bytes), then check the zip's CRC-32 as zipfile would
+        handle = self.archive.fp
+        handle.seek(info.header_offset)
+        local = handle.read(30)
+        if len(local) != 30 or local[:4] != b"PK\x03\x04":
+            raise _Unsupported
+        name_length, extra_length = struct.unpack("<HH", local[26:30])
+        handle.seek(info.header_offset + 30 + name_length + extra_length)
+        if handle.readinto(view) != len(view) or zlib.crc32(view) != info.CRC:
+            raise _Unsupported
         self.storages[key] = array
         return array
 

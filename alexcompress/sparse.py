@@ -32,7 +32,9 @@ def relative_gaps(positions: np.ndarray, width: int) -> SparseStreams:
     """
     span = 1 << width
     gaps = np.diff(np.asarray(positions, dtype=np.int64), prepend=-1)
-    fillers = (gaps - 1) // span
+    fillers = (gaps - 1) >> width
+    if not fillers.any():  # the common case at a well-chosen width: one entry per nonzero
+        return SparseStreams(gaps - 1, np.zeros(gaps.size, dtype=bool), np.arange(gaps.size, dtype=np.int64))
     per_entry = fillers + 1
     real = np.cumsum(per_entry) - 1
     total = int(real[-1]) + 1 if real.size else 0
@@ -55,6 +57,10 @@ def positions_from_gaps(stored: np.ndarray, filler: np.ndarray) -> np.ndarray:
 def gap_histogram(positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Distinct gaps and how often each occurs: all that choosing a width needs."""
     gaps = np.diff(np.asarray(positions, dtype=np.int64), prepend=-1)
+    if gaps.size and int(gaps.max()) <= 1 << 20:  # a counting pass beats sorting when the range is small
+        counts = np.bincount(gaps)
+        values = np.flatnonzero(counts)
+        return values, counts[values]
     return np.unique(gaps, return_counts=True)
 
 

@@ -106,7 +106,8 @@ def main() -> None:
     for name, (wall, rss) in rows.items():
         print(f"{name:34} {wall:8.2f} {rss:12.0f}")
     floor = measure([PY, "-c", "import torch"], args.runs)
-    print(f"{'(floor) python -c \'import torch\'':34} {floor[0]:8.2f} {floor[1]:12.0f}")
+    label = "(floor) import torch alone"
+    print(f"{label:34} {floor[0]:8.2f} {floor[1]:12.0f}")
     b, c, d, e = (rows[k] for k in ("(b) alexcompress compress", "(c) alexcompress decode", "(d) torch.load of the .pt", "(e) alexcompress info"))
     if "(a) seed reference pipeline" in rows:
         a = rows["(a) seed reference pipeline"]

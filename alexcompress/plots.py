@@ -1,0 +1,166 @@
+"""Figures for `alexcompress report` (matplotlib, the optional `plot` extra): weight distributions with
+their codebooks, the file's bytes by layer and stream, the compression ladder, and code-length histograms.
+Every figure is drawn from the same numbers `info` prints: the real file's sections and streams."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Mapping, Optional
+
+import numpy as np
+
+from . import huffman
+from .container import DczHeader, TensorEntry, read_code_tables, section_bytes
+from .errors import AlexCompressError
+from .models import as_numpy, layer_names
+from .report import breakdown, ladder
+
+DPI = 100
+SIZE = (10, 6)  # inches: every figure is 1000 x 600 pixels
+
+
+def _pyplot() -> Any:
+    try:
+        import matplotlib
+    except ImportError:
+        raise AlexCompressError("report needs matplotlib: pip install 'alexcompress[plot]'") from None
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig: Any, path: Path) -> Path:
+    fig.savefig(path, dpi=DPI)
+    _pyplot().close(fig)
+    return path
+
+
+def _streams(header: DczHeader, data: bytes, entry: TensorEntry) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    codebook, code_lengths, gap_lengths = read_code_tables(header, data, entry)
+    where = f"tensor {entry.name}"
+    codes = huffman.decode(bytes(section_bytes(header, data, entry.section("codes"), where)), entry.code_bits, code_lengths, entry.entries, where)
+    gaps = huffman.decode(bytes(section_bytes(header, data, entry.section("gaps"), where)), entry.gap_bits, gap_lengths, entry.entries, where)
+    return codebook, code_lengths, gap_lengths, codes, gaps
+
+
+def weight_figures(out: Path, header: DczHeader, data: bytes, original: Optional[Mapping[str, Any]]) -> list[Path]:
+    """Per layer: the weights before pruning (if known), the survivors, and the codebook's centroids."""
+    plt = _pyplot()
+    sparse = [t for t in header.tensors if t.encoding == "sparse_huffman"]
+    names = layer_names(header.arch, [t.name for t in sparse])
+    paths = []
+    for entry in sparse:
+        codebook, _, _, codes, _ = _streams(header, data, entry)
+        real = codes[codes < entry.codebook_size]
+        fig, ax = plt.subplots(figsize=SIZE)
+        if original is not None and entry.name in original:
+            before = as_numpy(original[entry.name]).reshape(-1)
+            lo, hi = float(before.min()), float(before.max())
+            bins = np.linspace(lo, hi, 201)
+            ax.hist(before, bins=bins, color="0.75", label=f"before pruning ({before.size:,} weights)")
+        else:
+            lo, hi = float(codebook.min(initial=0)), float(codebook.max(initial=0))
+            bins = np.linspace(lo, hi, 201) if hi > lo else 50
+        if entry.nnz:
+            ax.hist(codebook[real], bins=bins, color="tab:blue", alpha=0.8,
+                    label=f"after pruning and quantization ({entry.nnz:,} nonzero)")
+        else:
+            ax.text(0.5, 0.5, "every weight of this layer was pruned", transform=ax.transAxes, ha="center", fontsize=14)
+        for i, c in enumerate(codebook):
+            ax.axvline(c, color="tab:red", lw=0.6, alpha=0.7, label=f"{entry.codebook_size} centroids" if i == 0 else None)
+        ax.set_title(f"{names[entry.name]} ({entry.name}): weight distribution and codebook")
+        ax.set_xlabel("weight value")
+        ax.set_ylabel("number of weights (log scale)")
+        if entry.nnz or original is not None:
+            ax.set_yscale("log")
+            ax.set_ylim(bottom=0.8)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(loc="upper right")
+        fig.tight_layout()
+        paths.append(_save(fig, out / f"weights_{names[entry.name].replace('.', '_')}.png"))
+    return paths
+
+
+def bytes_figure(out: Path, header: DczHeader) -> Path:
+    plt = _pyplot()
+    sparse = [t for t in header.tensors if t.encoding == "sparse_huffman"]
+    names = layer_names(header.arch, [t.name for t in sparse])
+    labels = [names[t.name] for t in sparse] + ["raw tensors", "header"]
+    kinds = {"codes": "weight codes", "gaps": "index gaps", "codebook": "codebooks", "tables": "code-length tables"}
+    stacks = {label: np.zeros(len(labels)) for label in kinds.values()}
+    stacks["raw (biases, buffers)"] = np.zeros(len(labels))
+    stacks["preamble + header"] = np.zeros(len(labels))
+    for i, t in enumerate(sparse):
+        for s in t.sections:
+            kind = "tables" if s.kind in ("code_lengths", "gap_lengths") else s.kind
+            stacks[kinds[kind]][i] += s.length
+    parts = breakdown(header)
+    stacks["raw (biases, buffers)"][-2] = parts.raw
+    stacks["preamble + header"][-1] = parts.header
+    fig, ax = plt.subplots(figsize=SIZE)
+    bottom = np.zeros(len(labels))
+    for label, values in stacks.items():
+        ax.bar(labels, values / 1e3, bottom=bottom / 1e3, label=label)
+        bottom += values
+    ax.set_title(f"bytes on disk by layer and stream: {header.file_size:,} bytes in all")
+    ax.set_ylabel("kilobytes")
+    ax.legend()
+    plt.setp(ax.get_xticklabels(), rotation=45, ha="right")
+    fig.tight_layout()
+    return _save(fig, out / "bytes.png")
+
+
+def ladder_figure(out: Path, header: DczHeader) -> Path:
+    plt = _pyplot()
+    steps = ladder(header)
+    stages = ["original\n(float32)", "pruned\n(float32 + indices)", "pruned +\nquantized", "+ Huffman\n(the file)"]
+    sizes = [steps.original, steps.pruned, steps.quantized, steps.huffman]
+    fig, ax = plt.subplots(figsize=SIZE)
+    bars = ax.bar(stages, [s / 1e6 for s in sizes], color=["0.6", "tab:orange", "tab:green", "tab:blue"])
+    for bar, size in zip(bars, sizes):
+        ax.annotate(f"{size / 1e6:,.2f} MB\n{steps.original / size:.1f}x", (bar.get_x() + bar.get_width() / 2, bar.get_height()),
+                    ha="center", va="bottom")
+    ax.set_yscale("log")
+    ax.set_ylim(top=steps.original / 1e6 * 2.5)  # room for the labels above the tallest bar
+    ax.set_ylabel("size (MB, log scale)")
+    ax.set_title(f"compression ladder ({header.arch}, {header.num_classes} classes): {steps.original / steps.huffman:.1f}x on disk")
+    fig.tight_layout()
+    return _save(fig, out / "ladder.png")
+
+
+def code_length_figure(out: Path, header: DczHeader, data: bytes) -> Path:
+    plt = _pyplot()
+    sparse = [t for t in header.tensors if t.encoding == "sparse_huffman" and t.entries]
+    names = layer_names(header.arch, [t.name for t in sparse])
+    fig, (left, right) = plt.subplots(1, 2, figsize=SIZE, sharey=True)
+    longest = 1
+    for entry in sparse:
+        _, code_lengths, gap_lengths, codes, gaps = _streams(header, data, entry)
+        for ax, lengths, symbols in ((left, code_lengths, codes), (right, gap_lengths, gaps)):
+            per_symbol = lengths.astype(np.int64)[symbols]
+            counts = np.bincount(per_symbol, minlength=huffman.MAX_CODE_LENGTH + 1)
+            share = counts / counts.sum()
+            longest = max(longest, int(np.flatnonzero(counts).max()))
+            ax.plot(np.arange(share.size), share, marker="o", ms=3, label=names[entry.name])
+    for ax, title in ((left, "weight-code stream"), (right, "index-gap stream")):
+        ax.set_title(title)
+        ax.set_xlabel("Huffman code length (bits)")
+        ax.set_xlim(0, longest + 1)
+    left.set_ylabel("share of the stream's symbols")
+    right.legend(fontsize="small", ncol=2)
+    fig.suptitle("distribution of code lengths per stream")
+    fig.tight_layout()
+    return _save(fig, out / "code_lengths.png")
+
+
+def write_report(out: Path, header: DczHeader, data: bytes, original: Optional[Mapping[str, Any]] = None) -> list[Path]:
+    """Write every figure into `out` (created if needed); returns the paths."""
+    _pyplot()
+    out.mkdir(parents=True, exist_ok=True)
+    return [
+        *weight_figures(out, header, data, original),
+        bytes_figure(out, header),
+        ladder_figure(out, header),
+        code_length_figure(out, header, data),
+    ]
