@@ -134,11 +134,15 @@ def test_damaged_dcz_is_one_line(tmp_path, files):
 
 def test_compress_random_keyword_with_verify(tmp_path):
     out = tmp_path / "a.dcz"
-    result = run("compress", "random:0:10", "-o", out, "--sparsity", "0.9", "--bits", "5", "--verify")
+    result = run("compress", "random", "-o", out, "--verify")  # the 1000-class AlexNet, paper preset
     assert result.exit_code == 0, result.output
     assert "verified: the file decodes bit for bit" in result.stderr
     assert "after P + Q + Huffman: the file on disk" in result.stderr
     assert f"{out.stat().st_size / 1e6:,.3f} MB" in result.stderr
+    assert "fc6" in result.stderr and "paper preset" in result.stderr
+    decoded = tmp_path / "a.pt"
+    assert run("decode", out, "-o", decoded, "-q").exit_code == 0
+    torchvision.models.alexnet(num_classes=1000).load_state_dict(torch.load(decoded, weights_only=True))
 
 
 def test_init_writes_a_loadable_model(tmp_path):

@@ -116,3 +116,21 @@ def make_image_folder(root, classes=2, per_class=4, size=40):
             pixels[..., c % 3] = 255 * (i % 2)  # a little signal per class
             Image.fromarray(pixels).save(folder / f"{i}.png")
     return root
+
+
+def test_ctrl_c_leaves_a_usable_checkpoint(tmp_path):
+    net = tiny_net()
+    net.load_state_dict(prune_global(OrderedDict(net.state_dict()), 0.5, arch="tiny").state)
+    checkpoint = tmp_path / "run.ckpt"
+    config = TrainConfig(epochs=3, lr=0.05, batch_size=8, device="cpu", checkpoint=str(checkpoint))
+
+    def interrupt(stage, epoch, epochs, batch, batches, loss, accuracy):
+        if epoch == 2 and batch == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        _train(net, MaskedRetraining(net), tiny_data(), config, stage="retrain", progress=interrupt)
+    saved = torch.load(checkpoint, weights_only=True)
+    assert saved["epoch"] == 1 and saved["stage"] == "retrain"  # epoch 2 restarts on --resume
+    assert set(saved["masks"]) == {"0.weight", "3.weight"}
+    assert not list(tmp_path.glob("*.tmp"))

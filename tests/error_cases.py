@@ -1,0 +1,177 @@
+"""Every bad input we know of, run through the real CLI, and the exact line a user sees.
+
+`python -m tests.error_cases > docs/ERRORS.md` regenerates the documented table; tests/test_error_docs.py
+fails when the table and the program disagree. Cases run in a scratch directory with relative names, so
+the messages are the same on every machine.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import tempfile
+import zlib
+from collections import OrderedDict
+from pathlib import Path
+
+import torch
+import torchvision
+from typer.testing import CliRunner
+
+from alexcompress.cli import app
+from alexcompress.container import MAGIC, PREAMBLE
+from alexcompress.models import random_model
+
+
+class _Evil:
+    def __reduce__(self):
+        return (os.system, ("echo pwned > pwned.txt",))
+
+
+def _resign(data: bytes, mutate) -> bytes:
+    length = PREAMBLE.unpack_from(data)[3]
+    header = json.loads(data[PREAMBLE.size : PREAMBLE.size + length])
+    body = bytearray(data[PREAMBLE.size + length :])
+    mutate(header, body)
+    for tensor in header["tensors"]:
+        for s in tensor["sections"]:
+            s["crc32"] = zlib.crc32(body[s["offset"] : s["offset"] + s["length"]])
+    raw = json.dumps(header).encode()
+    return PREAMBLE.pack(MAGIC, 1, 0, len(raw), zlib.crc32(raw)) + raw + bytes(body)
+
+
+def _make_files(root: Path) -> None:
+    """The scratch files the cases refer to, by relative name."""
+    state = random_model("alexnet", num_classes=10, seed=0)
+    torch.save(state, root / "alexnet.pt")
+    (root / "notes.txt").write_text("not a model")
+    (root / "notes.pt").write_text("not a model")
+    (root / "cut.pt").write_bytes((root / "alexnet.pt").read_bytes()[:100_000])
+    torch.save(torchvision.models.alexnet(num_classes=10), root / "module.pt")
+    torch.save({"x": _Evil()}, root / "evil.pt")
+    torch.save({"conv.weight": torch.zeros(3, 3, 3, 3), "classifier.6.weight": torch.zeros(10, 4096)}, root / "other.pt")
+    wrong = OrderedDict(state)
+    wrong["features.3.weight"] = torch.zeros(192, 64, 3, 3)
+    torch.save(wrong, root / "wrong_shape.pt")
+    (root / "existing.pt").write_bytes(b"keep me")
+    (root / "empty_dir").mkdir()
+    runner = CliRunner()
+    runner.invoke(app, ["compress", "alexnet.pt", "-o", "good.dcz", "--sparsity", "0.9", "--bits", "5", "-q"])
+    good = (root / "good.dcz").read_bytes()
+    flipped = bytearray(good)
+    flipped[len(flipped) // 2] ^= 0x10
+    (root / "flipped.dcz").write_bytes(bytes(flipped))
+    (root / "cut.dcz").write_bytes(good[: len(good) // 3])
+    (root / "trailing.dcz").write_bytes(good + b"\0\0")
+    (root / "v2.dcz").write_bytes(good[:8] + (2).to_bytes(2, "little") + good[10:])
+
+    def bomb(header, body):
+        header["tensors"][0]["shape"] = [2**31, 2**31]
+
+    def huge_nnz(header, body):
+        header["tensors"][0]["nnz"] = 10**12
+
+    def corrupt_codes(header, body):
+        codes = next(s for s in header["tensors"][10]["sections"] if s["kind"] == "codes")
+        body[codes["offset"] : codes["offset"] + 64] = b"\xff" * 64
+
+    def kraft(header, body):
+        table = next(s for s in header["tensors"][0]["sections"] if s["kind"] == "code_lengths")
+        body[table["offset"] : table["offset"] + 4] = b"\x01\x01\x01\x01"
+
+    for name, mutate in (("bomb.dcz", bomb), ("nnz.dcz", huge_nnz), ("codes.dcz", corrupt_codes), ("kraft.dcz", kraft)):
+        (root / name).write_bytes(_resign(good, mutate))
+    torch.save(random_model("alexnet", num_classes=10, seed=1), root / "unquantized.pt")
+
+
+#: (what is wrong, the command line after `alexcompress`)
+CASES = [
+    ("input file does not exist", "prune missing.pt"),
+    ("input is a directory", "prune empty_dir"),
+    ("input is not a torch file", "prune notes.pt"),
+    ("input .pt is truncated", "prune cut.pt"),
+    ("a pickled nn.Module instead of a state dict", "prune module.pt"),
+    ("a pickle that would run a command (nothing runs)", "prune evil.pt"),
+    ("a state dict of another architecture", "prune other.pt"),
+    ("an AlexNet state dict with a wrong shape", "prune wrong_shape.pt"),
+    ("sparsity outside [0, 1)", "prune alexnet.pt --sparsity 1.5"),
+    ("negative std scale", "prune alexnet.pt --std-scale -1"),
+    ("bits outside 1..8", "quantize alexnet.pt --fc-bits 9"),
+    ("unknown layer in --rates", "prune alexnet.pt --rates conv9=0.5"),
+    ("malformed --rates item", "prune alexnet.pt --rates fc6"),
+    ("keep rate outside [0, 1]", "prune alexnet.pt --rates fc6=1.5"),
+    ("--preset paper on another architecture", "prune random:0:10 --arch resnet18 --preset paper"),
+    ("unknown architecture", "compress random --arch lenet"),
+    ("output exists, no --force", "prune alexnet.pt -o existing.pt"),
+    ("output is the input, even with --force", "prune alexnet.pt -o alexnet.pt --force"),
+    ("output directory does not exist", "prune alexnet.pt -o no/such/dir/out.pt"),
+    ("output directory is a file", "prune alexnet.pt -o notes.txt/out.pt"),
+    ("output is a directory", "prune alexnet.pt -o empty_dir"),
+    ("decode of a file that is not a .dcz", "decode alexnet.pt -o x.pt"),
+    ("encode of a model that is not quantized", "encode unquantized.pt -o x.dcz"),
+    ("--index-bits outside 1..12", "encode alexnet.pt --index-bits 13"),
+    (".dcz with a flipped byte", "decode flipped.dcz -o x.pt"),
+    (".dcz truncated", "decode cut.dcz -o x.pt"),
+    (".dcz with trailing bytes", "info trailing.dcz"),
+    (".dcz of an unknown format version", "info v2.dcz"),
+    (".dcz header declaring a 4-exa-element tensor (CRCs valid)", "decode bomb.dcz -o x.pt"),
+    (".dcz header declaring more nonzeros than elements", "decode nnz.dcz -o x.pt"),
+    (".dcz with a damaged Huffman stream (CRCs valid)", "decode codes.dcz -o x.pt"),
+    (".dcz with an over-full code table (CRCs valid)", "decode kraft.dcz -o x.pt"),
+    ("eval on a directory that does not exist", "eval random:0:10 --data nope"),
+    ("eval on a directory with no class folders", "eval random:0:10 --data empty_dir"),
+    ("--resume without a checkpoint", "prune alexnet.pt -o r.pt --data empty_dir --resume"),
+    ("--iterations without --data", "prune alexnet.pt --iterations 3 -o i.pt"),
+    ("--device cuda on a machine without CUDA", "eval random:0:10 --data empty_dir --device cuda"),
+    ("pretrained weights without a network", "prune pretrained -o p.pt"),
+]
+
+
+def run_cases() -> list[tuple[str, str, int, str]]:
+    """(what, command, exit code, stderr) for every case, in a scratch directory."""
+    runner = CliRunner()
+    results = []
+    previous = os.getcwd()
+    real_connect = socket.socket.connect
+    with tempfile.TemporaryDirectory() as tmp:
+        os.chdir(tmp)
+        os.environ["TORCH_HOME"] = str(Path(tmp) / "torch-home")  # an empty cache: the download is attempted
+        try:
+            _make_files(Path(tmp))
+
+            def offline(self, *args):  # the machines this runs on have no network; make sure of it
+                raise OSError(101, "Network is unreachable")
+
+            socket.socket.connect = offline
+            for what, line in CASES:
+                result = runner.invoke(app, line.split())
+                results.append((what, line, result.exit_code, result.stderr.strip()))
+            assert not Path("pwned.txt").exists()
+        finally:
+            socket.socket.connect = real_connect
+            os.chdir(previous)
+    return results
+
+
+def markdown(results: list[tuple[str, str, int, str]]) -> str:
+    lines = [
+        "# What a user sees for bad input",
+        "",
+        "Every case below is run by `tests/test_error_docs.py` against the real CLI, so this table is what the",
+        "program prints (regenerate it with `python -m tests.error_cases > docs/ERRORS.md`). Each is one line on",
+        "stderr, exit code 1, and no output file (nothing partial, nothing overwritten). Bad usage (an unknown",
+        "option, a missing argument, a non-number where a number goes, two pruning methods at once) is click's",
+        "usage message with exit code 2.",
+        "",
+        "| bad input | command | exit | message |",
+        "|---|---|---|---|",
+    ]
+    for what, line, code, message in results:
+        cell = message.replace("|", "\\|")
+        lines.append(f"| {what} | `alexcompress {line}` | {code} | `{cell}` |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    print(markdown(run_cases()), end="")

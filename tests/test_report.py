@@ -1,0 +1,24 @@
+"""Size accounting: every figure comes from the file, and the parts add up to its size on disk."""
+
+from __future__ import annotations
+
+import alexcompress
+from alexcompress.container import parse_header
+from alexcompress.report import breakdown, ladder, layer_rows, original_bytes
+
+
+def test_parts_add_up_to_the_file(quantized10):
+    data = alexcompress.encode(quantized10)
+    header = parse_header(data)
+    parts = breakdown(header)
+    assert parts.total == len(data) == header.file_size
+    rows = layer_rows(header)
+    assert [r.name for r in rows] == ["conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7", "fc8"]
+    assert sum(r.bytes_file for r in rows) == parts.codes + parts.gaps + parts.codebooks + parts.code_tables
+    assert original_bytes(header) == sum(v.numel() * 4 for v in quantized10.values())
+    steps = ladder(header)
+    assert steps.huffman == len(data) < steps.quantized < steps.pruned < steps.original
+    for r in rows:
+        assert r.weight_bits_fixed == 5 if r.name.startswith("fc") else r.weight_bits_fixed <= 8
+        assert 1.0 <= r.index_bits_huffman <= r.index_bits + 0.5
+        assert r.bytes_fixed > 0 and 0 < r.kept < 1
