@@ -312,7 +312,7 @@ def _validate_header(obj: Any, data_start: int, file_size: int) -> DczHeader:
             if not isinstance(section, dict) or section.get("kind") != kind:
                 raise DczError(f"{swhere}: missing, or sections out of order")
             s_offset = _get(section, "offset", int, swhere)
-            s_length = _int_in(section, "length", 0, data_size, swhere)
+            s_length = _get(section, "length", int, swhere)
             crc = _int_in(section, "crc32", 0, 0xFFFFFFFF, swhere)
             if s_offset != offset:
                 raise DczError(f"{swhere}: offset {s_offset} leaves a hole or overlaps (expected {offset})")
@@ -320,7 +320,7 @@ def _validate_header(obj: Any, data_start: int, file_size: int) -> DczHeader:
                 raise DczError(f"{swhere}: length {s_length} does not match its declared content ({expected[kind]} bytes)")
             offset += s_length
             if offset > data_size:
-                raise DczError(f"{swhere}: runs past the end of the file (truncated?)")
+                raise DczError(f"{swhere}: runs {offset - data_size} bytes past the end of the file (truncated?)")
             sections.append(Section(kind, s_offset, s_length, crc))
         tensors.append(TensorEntry(name, dtype, shape, encoding, tuple(sections), **extra))
     if offset != data_size:

@@ -237,6 +237,15 @@ def pretrained_alexnet() -> "OrderedDict[str, torch.Tensor]":
     return OrderedDict(state)
 
 
+def _torch_reason(text: str) -> str:
+    """The informative sentence of one of torch.load's multi-paragraph errors."""
+    boilerplate = ("Weights only load failed", "Check the documentation", "Please file an issue", "(1)", "(2)")
+    for line in (line.strip() for line in text.splitlines()):
+        if line and not line.startswith(boilerplate) and not line.endswith("WeightsUnpickler error:"):
+            return line.split(". ")[0].rstrip(".")[:200]
+    return " ".join(text.split())[:200] or "unknown error"
+
+
 def _one_line(exc: BaseException) -> str:
     return " ".join(str(exc).split()) or type(exc).__name__
 
@@ -278,17 +287,15 @@ def load_state_dict(
         obj = torch.load(handle, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         text = str(exc)
-        detail = " ".join(text.split("WeightsUnpickler error:", 1)[-1].split())
-        if "Unsupported global" in text:
-            found = re.search(r"GLOBAL ([\w.]+)", text)
-            what = found.group(1) if found else "Python objects"
+        found = re.search(r"GLOBAL ([\w.]+)", text)
+        if found:
             raise ModelError(
-                f"{label}: holds a pickled {what} (a whole nn.Module?), which is never unpickled here; "
-                "re-save it as a state dict: torch.save(model.state_dict(), 'model.pt')"
+                f"{label}: holds pickled Python objects ({found.group(1)}), which are never unpickled here; "
+                "if it is a whole nn.Module, re-save it as a state dict: torch.save(model.state_dict(), 'model.pt')"
             ) from None
-        raise ModelError(f"{label}: not a readable torch file ({detail[:200]})") from None
+        raise ModelError(f"{label}: not a readable torch file ({_torch_reason(text)})") from None
     except Exception as exc:  # torch.load on hostile bytes raises anything (KeyError, struct.error, ...)
-        raise ModelError(f"{label}: not a readable torch file, or truncated ({_one_line(exc)})") from None
+        raise ModelError(f"{label}: not a readable torch file, or truncated ({_torch_reason(str(exc))})") from None
     state = _unwrap(obj, label)
     arch_name = arch or guess_arch(state)
     validate_state_dict(state, arch_name, label)

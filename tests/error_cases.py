@@ -72,17 +72,23 @@ def _make_files(root: Path) -> None:
     def huge_nnz(header, body):
         header["tensors"][0]["nnz"] = 10**12
 
-    def corrupt_codes(header, body):
-        codes = next(s for s in header["tensors"][10]["sections"] if s["kind"] == "codes")
-        body[codes["offset"] : codes["offset"] + 64] = b"\xff" * 64
+    def corrupt_gaps(header, body):
+        fc7 = next(t for t in header["tensors"] if t["name"] == "classifier.4.weight")
+        gaps = next(s for s in fc7["sections"] if s["kind"] == "gaps")
+        body[gaps["offset"] : gaps["offset"] + gaps["length"]] = bytes(gaps["length"])  # all zero bits
 
     def kraft(header, body):
         table = next(s for s in header["tensors"][0]["sections"] if s["kind"] == "code_lengths")
         body[table["offset"] : table["offset"] + 4] = b"\x01\x01\x01\x01"
 
-    for name, mutate in (("bomb.dcz", bomb), ("nnz.dcz", huge_nnz), ("codes.dcz", corrupt_codes), ("kraft.dcz", kraft)):
+    for name, mutate in (("bomb.dcz", bomb), ("nnz.dcz", huge_nnz), ("gaps.dcz", corrupt_gaps), ("kraft.dcz", kraft)):
         (root / name).write_bytes(_resign(good, mutate))
     torch.save(random_model("alexnet", num_classes=10, seed=1), root / "unquantized.pt")
+    from PIL import Image
+
+    for name in ("a", "b"):
+        (root / "images" / name).mkdir(parents=True)
+        Image.new("RGB", (8, 8)).save(root / "images" / name / "0.png")
 
 
 #: (what is wrong, the command line after `alexcompress`)
@@ -108,22 +114,22 @@ CASES = [
     ("output directory does not exist", "prune alexnet.pt -o no/such/dir/out.pt"),
     ("output directory is a file", "prune alexnet.pt -o notes.txt/out.pt"),
     ("output is a directory", "prune alexnet.pt -o empty_dir"),
-    ("decode of a file that is not a .dcz", "decode alexnet.pt -o x.pt"),
-    ("encode of a model that is not quantized", "encode unquantized.pt -o x.dcz"),
+    ("decode of a file that is not a .dcz", "decode alexnet.pt -o decoded.pt"),
+    ("encode of a model that is not quantized", "encode unquantized.pt -o unquantized.dcz"),
     ("--index-bits outside 1..12", "encode alexnet.pt --index-bits 13"),
-    (".dcz with a flipped byte", "decode flipped.dcz -o x.pt"),
-    (".dcz truncated", "decode cut.dcz -o x.pt"),
+    (".dcz with a flipped byte", "decode flipped.dcz -o flipped.pt"),
+    (".dcz truncated", "decode cut.dcz -o cut2.pt"),
     (".dcz with trailing bytes", "info trailing.dcz"),
     (".dcz of an unknown format version", "info v2.dcz"),
-    (".dcz header declaring a 4-exa-element tensor (CRCs valid)", "decode bomb.dcz -o x.pt"),
-    (".dcz header declaring more nonzeros than elements", "decode nnz.dcz -o x.pt"),
-    (".dcz with a damaged Huffman stream (CRCs valid)", "decode codes.dcz -o x.pt"),
-    (".dcz with an over-full code table (CRCs valid)", "decode kraft.dcz -o x.pt"),
+    (".dcz header declaring a 4-exa-element tensor (CRCs valid)", "decode bomb.dcz -o bomb.pt"),
+    (".dcz header declaring more nonzeros than elements", "decode nnz.dcz -o nnz.pt"),
+    (".dcz with a damaged gap stream (CRCs valid)", "decode gaps.dcz -o gaps.pt"),
+    (".dcz with an over-full code table (CRCs valid)", "decode kraft.dcz -o kraft.pt"),
     ("eval on a directory that does not exist", "eval random:0:10 --data nope"),
     ("eval on a directory with no class folders", "eval random:0:10 --data empty_dir"),
     ("--resume without a checkpoint", "prune alexnet.pt -o r.pt --data empty_dir --resume"),
     ("--iterations without --data", "prune alexnet.pt --iterations 3 -o i.pt"),
-    ("--device cuda on a machine without CUDA", "eval random:0:10 --data empty_dir --device cuda"),
+    ("--device cuda on a machine without CUDA", "eval random:0:10 --data images --device cuda"),
     ("pretrained weights without a network", "prune pretrained -o p.pt"),
 ]
 
@@ -133,7 +139,7 @@ def run_cases() -> list[tuple[str, str, int, str]]:
     runner = CliRunner()
     results = []
     previous = os.getcwd()
-    real_connect = socket.socket.connect
+    real_connect, real_getaddrinfo = socket.socket.connect, socket.getaddrinfo
     with tempfile.TemporaryDirectory() as tmp:
         os.chdir(tmp)
         os.environ["TORCH_HOME"] = str(Path(tmp) / "torch-home")  # an empty cache: the download is attempted
@@ -143,13 +149,16 @@ def run_cases() -> list[tuple[str, str, int, str]]:
             def offline(self, *args):  # the machines this runs on have no network; make sure of it
                 raise OSError(101, "Network is unreachable")
 
-            socket.socket.connect = offline
+            def no_dns(*args, **kwargs):
+                raise socket.gaierror(-2, "Name or service not known")
+
+            socket.socket.connect, socket.getaddrinfo = offline, no_dns
             for what, line in CASES:
                 result = runner.invoke(app, line.split())
                 results.append((what, line, result.exit_code, result.stderr.strip()))
             assert not Path("pwned.txt").exists()
         finally:
-            socket.socket.connect = real_connect
+            socket.socket.connect, socket.getaddrinfo = real_connect, real_getaddrinfo
             os.chdir(previous)
     return results
 
