@@ -25,7 +25,7 @@ from .errors import AlexCompressError
 from .fileio import STDIO, check_output, default_output, read_input, read_prefix, write_output
 
 if TYPE_CHECKING:
-    import torch
+    import numpy as np
 
 app = typer.Typer(
     name="alexcompress",
@@ -79,10 +79,9 @@ def _console(quiet: bool = False, stderr: bool = True) -> Console:
 
 @dataclass
 class ModelInput:
-    state: "dict[str, torch.Tensor]"
+    state: "dict[str, np.ndarray]"  # float32 numpy arrays, whatever the source
     arch: str
     label: str
-    stem: str | None  # output-name stem for keyword sources
 
 
 _RANDOM = re.compile(r"random(?::(\d+))?(?::(\d+))?")
@@ -106,11 +105,11 @@ def read_model(spec: str, arch: Optional[str] = None) -> ModelInput:
             seed = int(match.group(1) or 0)
             classes = int(match.group(2) or 1000)
             name = arch or "alexnet"
-            return ModelInput(numpy_state(random_model(name, classes, seed)), name, spec, f"{name}-random")
+            return ModelInput(numpy_state(random_model(name, classes, seed)), name, spec)
         if spec == "pretrained":
             if arch not in (None, "alexnet"):
                 raise AlexCompressError("'pretrained' is torchvision's AlexNet; other architectures need a file")
-            return ModelInput(numpy_state(pretrained_alexnet()), "alexnet", spec, "alexnet-pretrained")
+            return ModelInput(numpy_state(pretrained_alexnet()), "alexnet", spec)
     from .codec import decode_arrays
     from .container import MAGIC, is_dcz
 
@@ -119,14 +118,14 @@ def read_model(spec: str, arch: Optional[str] = None) -> ModelInput:
         data = read_input(spec, "MODEL")
         if is_dcz(data):
             state, found = decode_arrays(data)
-            return ModelInput(state, found, label, None)
+            return ModelInput(state, found, label)
         tensors, found = load_state_dict(data, arch=arch, name=label)
-        return ModelInput(to_float32(numpy_state(tensors)), found, label, None)
+        return ModelInput(to_float32(numpy_state(tensors)), found, label)
     if is_dcz(read_prefix(spec, len(MAGIC))):
         state, found = decode_arrays(read_input(spec, "MODEL"))
-        return ModelInput(state, found, label, None)
+        return ModelInput(state, found, label)
     state, found = load_arrays(spec, arch=arch, name=label)
-    return ModelInput(state, found, label, None)
+    return ModelInput(state, found, label)
 
 
 def _plan_output(spec: str, model_stem: Optional[str], output: Optional[str], suffix: str, force: bool) -> str:

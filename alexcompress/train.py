@@ -25,7 +25,6 @@ from .models import build_model, is_compressible
 
 if TYPE_CHECKING:
     import torch
-    from rich.progress import Progress
     from torch.utils.data import Dataset
 
 OPTIMIZERS = ("sgd", "adam")

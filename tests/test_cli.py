@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -13,7 +12,6 @@ import torchvision
 from typer.testing import CliRunner
 
 from alexcompress.cli import app
-from alexcompress.models import state_dict_bytes
 
 runner = CliRunner()
 
