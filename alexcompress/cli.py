@@ -9,7 +9,6 @@ from __future__ import annotations
 import functools
 import os
 import re
-import signal
 import sys
 from dataclasses import dataclass
 from enum import Enum
@@ -22,7 +21,7 @@ from typing_extensions import Annotated
 
 from . import __version__
 from .errors import AlexCompressError
-from .fileio import STDIO, check_output, default_output, read_input, read_prefix, write_output
+from .fileio import STDIO, Terminated, check_output, default_output, install_signal_handlers, read_input, read_prefix, stop_requested, write_output
 
 if TYPE_CHECKING:
     import numpy as np
@@ -56,15 +55,25 @@ def command(func: F) -> F:
         except BrokenPipeError:
             raise _fail("output pipe closed before all data was written") from None
         except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM (see main): temporary files are already gone
-            terminated = isinstance(exc, Terminated)
-            raise _fail("terminated" if terminated else "interrupted", 143 if terminated else 130) from None
+            raise _fail(*_interrupted(exc)) from None
         except MemoryError:
             raise _fail("out of memory") from None
         except OSError as exc:
-            where = f"{exc.filename}: " if exc.filename else ""
-            raise _fail(f"{where}{exc.strerror or exc}") from None
+            if stop_requested() is None:
+                where = f"{exc.filename}: " if exc.filename else ""
+                raise _fail(f"{where}{exc.strerror or exc}") from None
+            raise _fail(*_interrupted(stop_requested())) from None
+        except Exception:
+            interrupt = stop_requested()  # a library turned our interrupt into its own error
+            if interrupt is None:
+                raise
+            raise _fail(*_interrupted(interrupt)) from None
 
-    return wrapper  # type: ignore[return-value]
+    return wrapper
+
+
+def _interrupted(exc: BaseException) -> tuple[str, int]:
+    return ("terminated", 143) if isinstance(exc, Terminated) else ("interrupted", 130)  # type: ignore[return-value]
 
 
 def _console(quiet: bool = False, stderr: bool = True) -> Console:
@@ -811,14 +820,6 @@ def _root(
     """Deep Compression for AlexNet: prune, quantize, Huffman-code into a real .dcz file, and back."""
 
 
-class Terminated(KeyboardInterrupt):
-    """SIGTERM, unwound like Ctrl-C so that atomic writers remove their temporary files on the way out."""
-
-
-def _terminate(signum: int, frame: Any) -> None:
-    raise Terminated
-
-
 def main() -> None:
-    signal.signal(signal.SIGTERM, _terminate)
+    install_signal_handlers()
     app(prog_name="alexcompress")

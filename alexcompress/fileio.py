@@ -7,14 +7,42 @@ target, so an error, Ctrl-C or SIGTERM never leaves a partial file and never dam
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import tempfile
 from pathlib import Path
-from typing import BinaryIO, Callable, Union
+from typing import BinaryIO, Callable, Optional, Union
 
 from .errors import AlexCompressError
 
 STDIO = "-"
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, unwound like Ctrl-C so that atomic writers remove their temporary files on the way out."""
+
+
+_stop_signal: Optional[int] = None  # set by the handlers: libraries may turn our exception into their own
+
+
+def install_signal_handlers() -> None:
+    """SIGTERM and SIGINT raise (Terminated / KeyboardInterrupt) and are remembered, so that an interrupt
+    that torch.save converts into a RuntimeError is still reported, and cleaned up, as an interrupt."""
+
+    def handler(signum: int, frame: object) -> None:
+        global _stop_signal
+        _stop_signal = signum
+        raise Terminated if signum == signal.SIGTERM else KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
+
+
+def stop_requested() -> Optional[BaseException]:
+    """The interrupt a signal asked for, if one arrived: for code that sees some other exception instead."""
+    if _stop_signal is None:
+        return None
+    return Terminated() if _stop_signal == signal.SIGTERM else KeyboardInterrupt()
 
 
 def read_input(path: str, what: str = "input") -> bytes:
@@ -119,6 +147,9 @@ def write_atomic(path: Path, payload: Payload) -> None:
             os.unlink(tmp_name)
         except FileNotFoundError:
             pass
+        interrupt = stop_requested()
+        if interrupt is not None and not isinstance(exc, KeyboardInterrupt):
+            raise interrupt from exc  # e.g. torch.save's zip writer replaced our KeyboardInterrupt
         if isinstance(exc, OSError):
             raise AlexCompressError(f"{path}: cannot write ({exc.strerror or exc})") from None
         raise
