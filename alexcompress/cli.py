@@ -58,22 +58,20 @@ def command(func: F) -> F:
             raise _fail(*_interrupted(exc)) from None
         except MemoryError:
             raise _fail("out of memory") from None
-        except OSError as exc:
-            if stop_requested() is None:
+        except Exception as exc:
+            interrupt = stop_requested()
+            if interrupt is not None:  # a library (torch.save) turned our interrupt into its own error
+                raise _fail(*_interrupted(interrupt)) from None
+            if isinstance(exc, OSError):
                 where = f"{exc.filename}: " if exc.filename else ""
                 raise _fail(f"{where}{exc.strerror or exc}") from None
-            raise _fail(*_interrupted(stop_requested())) from None
-        except Exception:
-            interrupt = stop_requested()  # a library turned our interrupt into its own error
-            if interrupt is None:
-                raise
-            raise _fail(*_interrupted(interrupt)) from None
+            raise  # anything else is a bug: let the traceback show
 
     return wrapper
 
 
 def _interrupted(exc: BaseException) -> tuple[str, int]:
-    return ("terminated", 143) if isinstance(exc, Terminated) else ("interrupted", 130)  # type: ignore[return-value]
+    return ("terminated", 143) if isinstance(exc, Terminated) else ("interrupted", 130)
 
 
 def _console(quiet: bool = False, stderr: bool = True) -> Console:
@@ -137,8 +135,9 @@ def read_model(spec: str, arch: Optional[str] = None) -> ModelInput:
     return ModelInput(state, found, label)
 
 
-def _plan_output(spec: str, model_stem: Optional[str], output: Optional[str], suffix: str, force: bool) -> str:
-    target = output if output is not None else default_output(spec, suffix, model_stem)
+def _plan_output(spec: str, arch: Optional[str], output: Optional[str], suffix: str, force: bool) -> str:
+    """The output path (given, or derived from MODEL), refused before any work if it would clobber."""
+    target = output if output is not None else default_output(spec, suffix, _keyword_stem(spec, arch))
     check_output(target, inputs=(spec,), force=force)
     return target
 
@@ -415,7 +414,7 @@ def prune(
     if iterations > 1 and data is None:
         raise AlexCompressError("--iterations needs --data: iterative pruning retrains between rounds")
     console = _console(quiet)
-    target = _plan_output(model, _keyword_stem(model, arch), output, ".pruned.pt", force)
+    target = _plan_output(model, arch, output, ".pruned.pt", force)
     training = _training(locals())
     config = training.config(target) if data is not None else None
     dataset = training.dataset(train=True) if data is not None else None
@@ -502,7 +501,7 @@ def quantize(
         if value is not None:
             check_bits(what, value)
     console = _console(quiet)
-    target = _plan_output(model, _keyword_stem(model, arch), output, ".quantized.pt", force)
+    target = _plan_output(model, arch, output, ".quantized.pt", force)
     training = _training(locals())
     config = training.config(target) if data is not None else None
     dataset = training.dataset(train=True) if data is not None else None
@@ -582,7 +581,7 @@ def encode(
 
     width = _parse_index_bits(index_bits)
     console = _console(quiet)
-    target = _plan_output(model, _keyword_stem(model, arch), output, ".dcz", force)
+    target = _plan_output(model, arch, output, ".dcz", force)
     source = read_model(model, arch)
     data = encode_state(source.state, arch=source.arch, index_bits=width, options={"index_bits": index_bits})
     write_output(target, data)
@@ -736,7 +735,7 @@ def compress(
     options = CompressOptions(_prune_options(sparsity, rates, preset, std_scale), conv_bits, fc_bits, bits, init.value, seed, shared_codebook, index_bits)
     options.check()
     console = _console(quiet)
-    target = _plan_output(model, _keyword_stem(model, arch), output, ".dcz", force)
+    target = _plan_output(model, arch, output, ".dcz", force)
     source = read_model(model, arch)
     quantized, data = _compress_in_memory(source, options, console)
     if verify:
