@@ -406,8 +406,7 @@ def prune(
     force: ForceOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
-    """Stage 1: zero small-magnitude weights (default --sparsity 0.9); with --data, retrain the survivors
-    with the pruned weights held at zero. Writes a state dict .pt."""
+    """Stage 1: zero small-magnitude weights (default --sparsity 0.9); --data retrains the survivors."""
     options = _prune_options(sparsity, rates, preset, std_scale)
     if iterations < 1:
         raise AlexCompressError(f"--iterations must be at least 1, got {iterations}")
@@ -493,8 +492,7 @@ def quantize(
     force: ForceOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
-    """Stage 2: per-layer k-means weight sharing; with --data, fine-tune the centroids (trained
-    quantization). Writes a state dict .pt with <= 2^bits values per layer."""
+    """Stage 2: per-layer k-means weight sharing (<= 2^bits values); --data fine-tunes the centroids."""
     from .quantize import check_bits
 
     for what, value in (("--conv-bits", conv_bits), ("--fc-bits", fc_bits), ("--bits", bits)):
@@ -726,8 +724,7 @@ def compress(
     force: ForceOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
-    """All three stages in one process: prune, quantize, encode. AlexNet defaults to --preset paper, other
-    architectures to --sparsity 0.9."""
+    """All three stages in one process (AlexNet defaults to --preset paper, others to --sparsity 0.9)."""
     from .codec import decode_arrays
     from .container import parse_header
     from .report import print_info, print_ladder
@@ -769,8 +766,7 @@ def report(
     force: ForceOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
-    """PNG figures: weight distributions with codebooks, bytes by layer and stream, the compression
-    ladder, and code-length distributions (needs the 'plot' extra: matplotlib)."""
+    """PNG figures of weights and codebooks, bytes by stream, the ladder, code lengths (needs the plot extra)."""
     from pathlib import Path
 
     from .container import MAGIC, is_dcz, parse_header
