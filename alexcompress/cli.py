@@ -53,6 +53,11 @@ def command(func: F) -> F:
         except AlexCompressError as exc:
             raise _fail(str(exc)) from None
         except BrokenPipeError:
+            # the reader went away (`| head`): say so once, and keep Python's exit-time flush quiet
+            try:
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            except (OSError, ValueError):  # no real stdout (tests, embedding): nothing to quieten
+                pass
             raise _fail("output pipe closed before all data was written") from None
         except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM (see main): temporary files are already gone
             raise _fail(*_interrupted(exc)) from None

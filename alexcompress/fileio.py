@@ -113,10 +113,27 @@ def write_output(output: str, payload: Payload) -> None:
     """Write `payload` (bytes, or a function that writes to a binary file) to stdout, or atomically to a
     file: temporary file in the same directory, fsync, rename."""
     if output == STDIO:
-        _emit(payload, sys.stdout.buffer)
-        sys.stdout.buffer.flush()
+        try:
+            _emit(payload, sys.stdout.buffer)
+            sys.stdout.buffer.flush()
+        except Exception as exc:
+            pipe = underlying(exc, BrokenPipeError)  # torch.save reports it as its own RuntimeError
+            if pipe is not None and pipe is not exc:
+                raise pipe from None
+            raise
         return
     write_atomic(Path(output), payload)
+
+
+def underlying(exc: BaseException, kind: type) -> Optional[BaseException]:
+    """The first exception of `kind` in `exc`'s chain (itself, its cause or context), or None."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, kind):
+            return exc
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return None
 
 
 def _emit(payload: Payload, handle: BinaryIO) -> None:
@@ -150,8 +167,9 @@ def write_atomic(path: Path, payload: Payload) -> None:
         interrupt = stop_requested()
         if interrupt is not None and not isinstance(exc, KeyboardInterrupt):
             raise interrupt from exc  # e.g. torch.save's zip writer replaced our KeyboardInterrupt
-        if isinstance(exc, OSError):
-            raise AlexCompressError(f"{path}: cannot write ({exc.strerror or exc})") from None
+        failure = underlying(exc, OSError)  # a full disk inside torch.save surfaces as a RuntimeError
+        if failure is not None:
+            raise AlexCompressError(f"{path}: cannot write ({failure.strerror or failure})") from None
         raise
 
 

@@ -178,6 +178,13 @@ def test_stdin_to_dcz_on_stdout_and_logs_stay_on_stderr(files, tmp_path):
     assert (tmp_path / "x.pt").read_bytes() == files["quantized"].read_bytes()
 
 
+def test_reader_closing_the_pipe_is_one_line(files):
+    pipeline = f"{sys.executable} -m alexcompress prune {files['model']} -o - -q | head -c 100 > /dev/null"
+    done = subprocess.run(["bash", "-o", "pipefail", "-c", pipeline], capture_output=True, text=True)
+    assert done.returncode == 1
+    assert done.stderr == "alexcompress: error: output pipe closed before all data was written\n"
+
+
 def test_bad_input_in_a_subprocess_has_no_traceback(tmp_path):
     done = alexcompress("prune", tmp_path / "missing.pt")
     assert done.returncode == 1

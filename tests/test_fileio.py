@@ -84,6 +84,19 @@ def test_write_error_is_a_one_line_error(tmp_path, monkeypatch):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_disk_full_inside_a_library_writer_is_still_a_one_line_error(tmp_path):
+    def torch_like(handle):  # torch.save reports a failed write as its own RuntimeError
+        handle.write(b"partial")
+        try:
+            raise OSError(28, "No space left on device")
+        except OSError:
+            raise RuntimeError("[enforce fail at inline_container.cc] unexpected pos")
+
+    with pytest.raises(AlexCompressError, match=r"x.pt: cannot write \(No space left on device\)"):
+        write_atomic(tmp_path / "x.pt", torch_like)
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_check_output_refuses_before_any_work(tmp_path):
     existing = tmp_path / "a.pt"
     existing.write_bytes(b"1")
