@@ -542,7 +542,7 @@ def evaluate_command(
     """Top-1, top-5 and loss of a .pt or .dcz on an ImageFolder tree (torchvision's ImageNet preprocessing)."""
     from .data import Preprocessing, image_folder, loader, parse_floats, resolve_device
     from .evaluate import evaluate
-    from .models import build_model
+    from .models import build_model, num_classes_of
 
     if limit is not None and limit < 1:
         raise AlexCompressError(f"--limit must be at least 1, got {limit}")
@@ -553,7 +553,7 @@ def evaluate_command(
     source = read_model(model, arch)
     net = build_model(source.state, source.arch)
     classes = len(dataset.classes)
-    outputs = net.state_dict()[{"resnet18": "fc.weight"}.get(source.arch, "classifier.6.weight")].shape[0]
+    outputs = num_classes_of(source.state, source.arch)
     if classes > outputs:
         raise AlexCompressError(f"{data}: {classes} class folders, but the model has only {outputs} outputs")
     total = min(len(dataset), limit) if limit else len(dataset)
