@@ -239,6 +239,15 @@ def _run_quantize(state: Any, arch: str, console: Console, **kwargs: Any) -> Any
     return result
 
 
+def _check_bit_options(conv_bits: int, fc_bits: int, bits: Optional[int]) -> None:
+    """Refuse bad widths before a 230 MB model is read (quantize() checks again for library users)."""
+    from .quantize import check_bits
+
+    for what, value in (("--conv-bits", conv_bits), ("--fc-bits", fc_bits), ("--bits", bits)):
+        if value is not None:
+            check_bits(what, value)
+
+
 def _parse_index_bits(text: str) -> Optional[int]:
     from .sparse import MAX_INDEX_BITS, MIN_INDEX_BITS
 
@@ -498,11 +507,7 @@ def quantize(
     quiet: QuietOpt = False,
 ) -> None:
     """Stage 2: per-layer k-means weight sharing (<= 2^bits values); --data fine-tunes the centroids."""
-    from .quantize import check_bits
-
-    for what, value in (("--conv-bits", conv_bits), ("--fc-bits", fc_bits), ("--bits", bits)):
-        if value is not None:
-            check_bits(what, value)
+    _check_bit_options(conv_bits, fc_bits, bits)
     console = _console(quiet)
     target = _plan_output(model, arch, output, ".quantized.pt", force)
     training = _training(locals())
@@ -636,18 +641,15 @@ def info(
 
 
 def _print_codes(console: Console, header: Any, data: bytes) -> None:
-    from . import huffman
-    from .container import read_code_tables, section_bytes
+    from .container import decode_streams
     from .models import layer_names
     from .report import print_codes
 
     sparse = [t for t in header.tensors if t.encoding == "sparse_huffman"]
     names = layer_names(header.arch, [t.name for t in sparse])
     for entry in sparse:
-        codebook, code_lengths, _ = read_code_tables(header, data, entry)
-        where = f"tensor {entry.name} section codes"
-        symbols = huffman.decode(bytes(section_bytes(header, data, entry.section("codes"), where)), entry.code_bits, code_lengths, entry.entries, where)
-        print_codes(console, entry, names[entry.name], symbols, code_lengths, codebook)
+        streams = decode_streams(header, data, entry)
+        print_codes(console, entry, names[entry.name], streams.codes, streams.code_lengths, streams.codebook)
 
 
 def _info_state_dict(console: Console, data: bytes, label: str) -> None:
@@ -681,11 +683,7 @@ class CompressOptions:
 
     def check(self) -> Optional[int]:
         """Validate what can be validated before any work; returns the forced index width (or None)."""
-        from .quantize import check_bits
-
-        for what, value in (("--conv-bits", self.conv_bits), ("--fc-bits", self.fc_bits), ("--bits", self.bits)):
-            if value is not None:
-                check_bits(what, value)
+        _check_bit_options(self.conv_bits, self.fc_bits, self.bits)
         return _parse_index_bits(self.index_bits)
 
 

@@ -372,21 +372,39 @@ def read_code_tables(header: DczHeader, data: bytes | memoryview, entry: TensorE
     return codebook, code_lengths, gap_lengths
 
 
+@dataclass(frozen=True)
+class DecodedStreams:
+    """A sparse tensor's tables and its two Huffman streams, decoded and validated."""
+
+    codebook: np.ndarray
+    code_lengths: np.ndarray
+    gap_lengths: np.ndarray
+    codes: np.ndarray  # weight symbols per entry; codebook_size is the filler
+    gaps: np.ndarray  # stored gap symbols per entry (gap - 1)
+
+
+def decode_streams(header: DczHeader, data: bytes | memoryview, entry: TensorEntry) -> DecodedStreams:
+    """Both streams of a sparse tensor: what decoding, `info --verbose` and `report` all start from."""
+    where = f"tensor {entry.name}"
+    codebook, code_lengths, gap_lengths = read_code_tables(header, data, entry)
+    codes = huffman.decode(
+        bytes(section_bytes(header, data, entry.section("codes"), where)), entry.code_bits, code_lengths, entry.entries, f"{where} section codes"
+    )
+    gaps = huffman.decode(
+        bytes(section_bytes(header, data, entry.section("gaps"), where)), entry.gap_bits, gap_lengths, entry.entries, f"{where} section gaps"
+    )
+    return DecodedStreams(codebook, code_lengths, gap_lengths, codes, gaps)
+
+
 def decode_tensor(header: DczHeader, data: bytes | memoryview, entry: TensorEntry) -> np.ndarray:
     """One tensor as a numpy array of its dtype and shape (the container's only allocation of its size)."""
     where = f"tensor {entry.name}"
     if entry.encoding == "raw":
         raw = section_bytes(header, data, entry.section("data"), where)
         return np.frombuffer(raw, dtype=DTYPES[entry.dtype]).astype(DTYPES[entry.dtype].replace("<", "="), copy=True).reshape(entry.shape)
-    codebook, code_lengths, gap_lengths = read_code_tables(header, data, entry)
-    k = entry.codebook_size
-    symbols = huffman.decode(
-        bytes(section_bytes(header, data, entry.section("codes"), where)), entry.code_bits, code_lengths, entry.entries, f"{where} section codes"
-    )
-    gaps = huffman.decode(
-        bytes(section_bytes(header, data, entry.section("gaps"), where)), entry.gap_bits, gap_lengths, entry.entries, f"{where} section gaps"
-    )
-    filler = symbols == k
+    streams = decode_streams(header, data, entry)
+    codebook, symbols, gaps = streams.codebook, streams.codes, streams.gaps
+    filler = symbols == entry.codebook_size
     if int(entry.entries - np.count_nonzero(filler)) != entry.nnz:
         raise DczError(f"{where}: decoded {entry.entries - int(np.count_nonzero(filler))} nonzeros, header declares {entry.nnz}")
     if entry.entries and filler[-1]:

@@ -22,8 +22,6 @@ from .errors import ModelError
 if TYPE_CHECKING:  # torch is imported lazily: `info` must not pay for it
     import torch
 
-StateDict = "OrderedDict[str, torch.Tensor]"
-
 #: The paper's AlexNet layer names and the torchvision state-dict prefixes they correspond to.
 ALEXNET_LAYERS: "OrderedDict[str, str]" = OrderedDict(
     [

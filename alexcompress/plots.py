@@ -10,7 +10,7 @@ from typing import Any, Mapping, Optional
 import numpy as np
 
 from . import huffman
-from .container import DczHeader, TensorEntry, read_code_tables, section_bytes
+from .container import DczHeader, decode_streams
 from .errors import AlexCompressError
 from .models import as_numpy, layer_names
 from .report import breakdown, ladder
@@ -36,14 +36,6 @@ def _save(fig: Any, path: Path) -> Path:
     return path
 
 
-def _streams(header: DczHeader, data: bytes, entry: TensorEntry) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    codebook, code_lengths, gap_lengths = read_code_tables(header, data, entry)
-    where = f"tensor {entry.name}"
-    codes = huffman.decode(bytes(section_bytes(header, data, entry.section("codes"), where)), entry.code_bits, code_lengths, entry.entries, where)
-    gaps = huffman.decode(bytes(section_bytes(header, data, entry.section("gaps"), where)), entry.gap_bits, gap_lengths, entry.entries, where)
-    return codebook, code_lengths, gap_lengths, codes, gaps
-
-
 def weight_figures(out: Path, header: DczHeader, data: bytes, original: Optional[Mapping[str, Any]]) -> list[Path]:
     """Per layer: the weights before pruning (if known), the survivors, and the codebook's centroids."""
     plt = _pyplot()
@@ -51,7 +43,8 @@ def weight_figures(out: Path, header: DczHeader, data: bytes, original: Optional
     names = layer_names(header.arch, [t.name for t in sparse])
     paths = []
     for entry in sparse:
-        codebook, _, _, codes, _ = _streams(header, data, entry)
+        streams = decode_streams(header, data, entry)
+        codebook, codes = streams.codebook, streams.codes
         real = codes[codes < entry.codebook_size]
         fig, ax = plt.subplots(figsize=SIZE)
         if original is not None and entry.name in original:
@@ -136,8 +129,8 @@ def code_length_figure(out: Path, header: DczHeader, data: bytes) -> Path:
     fig, (left, right) = plt.subplots(1, 2, figsize=SIZE, sharey=True)
     longest = 1
     for entry in sparse:
-        _, code_lengths, gap_lengths, codes, gaps = _streams(header, data, entry)
-        for ax, lengths, symbols in ((left, code_lengths, codes), (right, gap_lengths, gaps)):
+        s = decode_streams(header, data, entry)
+        for ax, lengths, symbols in ((left, s.code_lengths, s.codes), (right, s.gap_lengths, s.gaps)):
             per_symbol = lengths.astype(np.int64)[symbols]
             counts = np.bincount(per_symbol, minlength=huffman.MAX_CODE_LENGTH + 1)
             share = counts / counts.sum()

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal, Mapping
+from typing import TYPE_CHECKING, Mapping
 
 import numpy as np
 
@@ -20,7 +20,6 @@ from .models import as_numpy, is_compressible, layer_names
 if TYPE_CHECKING:
     import torch
 
-Init = Literal["linear", "density", "random"]
 INITS: tuple[str, ...] = ("linear", "density", "random")
 MIN_BITS, MAX_BITS = 1, 8
 
