@@ -6,29 +6,42 @@ line on stderr and exit 1; bad usage is exit 2 (Typer/click's own handling).
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+import inspect
 import os
 import re
 import sys
+import typing
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
-from typing import TYPE_CHECKING, Any, Callable, Optional, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, Optional, TypeVar
 
 import typer
 from rich.console import Console
 from rich.table import Table
-from typing_extensions import Annotated
 
 from . import __version__
 from .errors import AlexCompressError
-from .fileio import STDIO, Terminated, check_output, default_output, install_signal_handlers, read_input, read_prefix, stop_requested, write_output
+from .fileio import (
+    STDIO,
+    Terminated,
+    check_output,
+    default_output,
+    install_signal_handlers,
+    read_input,
+    read_prefix,
+    stop_requested,
+    write_output,
+)
 
 if TYPE_CHECKING:
     import numpy as np
 
 app = typer.Typer(
     name="alexcompress",
-    help="Deep Compression for AlexNet: prune, quantize, Huffman-code into a real .dcz file, and back.",
+    help="Deep Compression for AlexNet and any torchvision model: prune, quantize, Huffman-code into a real .dcz file, and back.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -86,58 +99,292 @@ def _console(quiet: bool = False, stderr: bool = True) -> Console:
     return Console(stderr=stderr, quiet=quiet, highlight=False, width=width)
 
 
+# ------------------------------------------------------------------------------------------ option groups
+
+
+def option_group(**groups: "type | tuple[type, dict[str, Any]]") -> Callable[[F], F]:
+    """Declare a dataclass of options once and give it to several commands: its fields become the command's
+    options (with per-command default overrides), and the command receives one instance per group.
+
+    Typer has no option groups; it reads the function's signature, so the wrapper presents one in which each
+    group is spelled out, and folds the values back into the dataclass before calling the command.
+    """
+
+    def decorate(func: F) -> F:
+        hints = typing.get_type_hints(func, include_extras=True)
+        signature = inspect.signature(func)
+        keyword = inspect.Parameter.KEYWORD_ONLY
+        params = [
+            p.replace(kind=keyword, annotation=hints.get(p.name, p.annotation))
+            for p in signature.parameters.values()
+            if p.name not in groups
+        ]
+        expanded: dict[str, type] = {}
+        for group, spec in groups.items():
+            cls, defaults = spec if isinstance(spec, tuple) else (spec, {})
+            cls_hints = typing.get_type_hints(cls, include_extras=True)
+            for f in dataclasses.fields(cls):
+                params.append(inspect.Parameter(f.name, keyword, default=defaults.get(f.name, f.default), annotation=cls_hints[f.name]))
+            expanded[group] = cls
+
+        @functools.wraps(func)
+        def wrapper(**kwargs: Any) -> Any:
+            for group, cls in expanded.items():
+                kwargs[group] = cls(**{f.name: kwargs.pop(f.name) for f in dataclasses.fields(cls)})
+            return func(**kwargs)
+
+        wrapper.__signature__ = signature.replace(parameters=params)  # type: ignore[attr-defined]
+        wrapper.__annotations__ = {p.name: p.annotation for p in params}
+        return wrapper  # type: ignore[return-value]
+
+    return decorate
+
+
+ModelArg = Annotated[
+    str,
+    typer.Argument(
+        help="A state-dict .pt file, a .dcz, '-' for stdin, 'random[:SEED[:CLASSES]]' for a seeded random-init model (default seed 0, 1000 classes), or 'pretrained' for torchvision's weights (downloads once).",
+        show_default=False,
+        metavar="MODEL",
+    ),
+]
+OutputOpt = Annotated[
+    Optional[str], typer.Option("--output", "-o", help="Output path, or '-' for stdout. Default: derived from MODEL.", show_default=False)
+]
+ForceOpt = Annotated[bool, typer.Option("--force", "-f", help="Overwrite an existing output file (never the input).")]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing but errors.")]
+ArchOpt = Annotated[
+    Optional[str],
+    typer.Option(
+        "--arch",
+        help="Architecture: any torchvision classification model name (alexnet, resnet50, mobilenet_v2, vit_b_16, ...), 'none' for a state dict of your own model, or 'auto' (files: detected from keys and shapes; keywords: alexnet).",
+        show_default=False,
+    ),
+]
+SeedOpt = Annotated[int, typer.Option("--seed", help="Seed for random init, k-means init and retraining batches.")]
+IndexBitsOpt = Annotated[
+    str, typer.Option("--index-bits", help="Relative-index width per layer: 'auto' (smallest file) or 1-12 (paper: 4).")
+]
+BatchOpt = Annotated[int, typer.Option("--batch-size", help="Images per batch.")]
+WorkersOpt = Annotated[int, typer.Option("--workers", help="DataLoader worker processes.")]
+DeviceOpt = Annotated[str, typer.Option("--device", help="cpu, cuda, cuda:N or auto.")]
+
+
+class InitMethod(str, Enum):
+    linear = "linear"
+    density = "density"
+    random = "random"
+
+
+def parse_assignments(text: str, what: str, convert: Callable[[str], Any]) -> dict[str, Any]:
+    """`conv1=0.84,features.*=0.4` -> {"conv1": 0.84, "features.*": 0.4}, or a one-line error."""
+    out: dict[str, Any] = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        name, sep, value = item.partition("=")
+        try:
+            if not sep or not name.strip():
+                raise ValueError
+            out[name.strip()] = convert(value.strip())
+        except ValueError:
+            raise AlexCompressError(
+                f"bad {what} item {item!r}: expected LAYER=VALUE, e.g. fc6={'0.09' if convert is float else '4'}"
+            ) from None
+    if not out:
+        raise AlexCompressError(f"{what} is empty: expected LAYER=VALUE items, e.g. conv1=0.84,fc6=0.09")
+    return out
+
+
+@dataclass
+class PruneOptions:
+    sparsity: Annotated[
+        Optional[float],
+        typer.Option(
+            "--sparsity", "-s", help="Global magnitude pruning: fraction of all coded weights to zero, in [0, 1).", show_default=False
+        ),
+    ] = None
+    rates: Annotated[
+        Optional[str],
+        typer.Option(
+            "--rates",
+            help="Per-layer keep rates by key, glob or alias: 'features.*=0.4,classifier.1=0.09' or 'conv1=0.84,fc6=0.09' (layers not named are kept whole).",
+            show_default=False,
+        ),
+    ] = None
+    preset: Annotated[
+        Optional[str],
+        typer.Option(
+            "--preset", help="A named keep-rate table of the architecture: 'paper' is the paper's Table 4 (AlexNet).", show_default=False
+        ),
+    ] = None
+    std_scale: Annotated[
+        Optional[float], typer.Option("--std-scale", help="Prune |w| < SCALE * std(layer) in every layer.", show_default=False)
+    ] = None
+
+    def spec(self) -> Any:
+        from .pipeline import PruneSpec
+
+        if sum(x is not None for x in (self.sparsity, self.rates, self.preset, self.std_scale)) > 1:
+            raise typer.BadParameter("give only one of --sparsity, --rates, --preset, --std-scale")
+        rates = parse_assignments(self.rates, "--rates", float) if self.rates is not None else None
+        return PruneSpec(sparsity=self.sparsity, rates=rates, preset=self.preset, std_scale=self.std_scale)
+
+
+@dataclass
+class QuantOptions:
+    conv_bits: Annotated[int, typer.Option("--conv-bits", help="Bits per conv weight code (1-8).")] = 8
+    fc_bits: Annotated[int, typer.Option("--fc-bits", help="Bits per weight code of the other coded layers (1-8).")] = 5
+    bits: Annotated[
+        Optional[int], typer.Option("--bits", help="Bits for every layer (overrides --conv-bits/--fc-bits).", show_default=False)
+    ] = None
+    layer_bits: Annotated[
+        Optional[str],
+        typer.Option(
+            "--layer-bits",
+            help="Per-layer bits by key, glob or alias, e.g. 'features.*=6,fc8=4' (wins over the others).",
+            show_default=False,
+        ),
+    ] = None
+    init: Annotated[InitMethod, typer.Option("--init", help="Centroid initialisation (linear is the paper's finding).")] = InitMethod.linear
+    shared_codebook: Annotated[bool, typer.Option("--shared-codebook", help="One codebook for all layers (the seed script's method).")] = (
+        False
+    )
+
+    def spec(self, seed: int) -> Any:
+        """The quantization spec; widths checked with the flag names before a 230 MB model is read."""
+        from .pipeline import QuantizeSpec
+        from .quantization import check_bits
+
+        for what, value in (("--conv-bits", self.conv_bits), ("--fc-bits", self.fc_bits), ("--bits", self.bits)):
+            if value is not None:
+                check_bits(what, value)
+        layer_bits = parse_assignments(self.layer_bits, "--layer-bits", int) if self.layer_bits is not None else {}
+        for name, value in layer_bits.items():
+            check_bits(f"--layer-bits {name}", value)
+        return QuantizeSpec(self.conv_bits, self.fc_bits, self.bits, layer_bits, self.init.value, seed, self.shared_codebook)
+
+
+@dataclass
+class ImageOptions:
+    image_size: Annotated[int, typer.Option("--image-size", help="Centre-crop size fed to the model.")] = 224
+    resize: Annotated[int, typer.Option("--resize", help="Resize the shorter side to this before cropping.")] = 256
+    mean: Annotated[str, typer.Option("--mean", help="Normalisation mean (1 or 3 comma-separated values).")] = "0.485,0.456,0.406"
+    std: Annotated[str, typer.Option("--std", help="Normalisation std (1 or 3 comma-separated values).")] = "0.229,0.224,0.225"
+
+    def preprocessing(self) -> Any:
+        from .data import Preprocessing, parse_floats
+
+        return Preprocessing(self.image_size, self.resize, parse_floats(self.mean, "--mean"), parse_floats(self.std, "--std"))
+
+
+@dataclass
+class TrainOptions:
+    """Everything a retraining stage needs from the command line (prune --data, quantize --data)."""
+
+    data: Annotated[
+        Optional[str],
+        typer.Option("--data", help="ImageFolder tree (DIR/CLASS/IMAGE) to retrain on; without it, no retraining.", show_default=False),
+    ] = None
+    epochs: Annotated[int, typer.Option("--epochs", help="Retraining epochs (with --data).")] = 1
+    lr: Annotated[float, typer.Option("--lr", help="Learning rate for retraining.")] = 1e-3
+    optimizer: Annotated[str, typer.Option("--optimizer", help="sgd (with --momentum) or adam.")] = "sgd"
+    momentum: Annotated[float, typer.Option("--momentum", help="SGD momentum.")] = 0.9
+    weight_decay: Annotated[float, typer.Option("--weight-decay", help="L2 weight decay.")] = 0.0
+    batch_size: BatchOpt = 64
+    workers: WorkersOpt = 0
+    device: DeviceOpt = "auto"
+    checkpoint: Annotated[
+        Optional[str],
+        typer.Option("--checkpoint", help="Checkpoint written every epoch and on Ctrl-C (default: OUTPUT.ckpt).", show_default=False),
+    ] = None
+    resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted retraining from its checkpoint.")] = False
+
+    def config(self, output: str, seed: int) -> Any:
+        from .train import TrainConfig, default_checkpoint
+
+        for what, value, low in (("--epochs", self.epochs, 0), ("--batch-size", self.batch_size, 1), ("--workers", self.workers, 0)):
+            if value < low:
+                raise AlexCompressError(f"{what} must be at least {low}, got {value}")
+        if not self.lr > 0:
+            raise AlexCompressError(f"--lr must be > 0, got {self.lr}")
+        from .data import resolve_device
+
+        resolve_device(self.device, "--device")
+        config = TrainConfig(
+            epochs=self.epochs,
+            lr=self.lr,
+            optimizer=self.optimizer,
+            momentum=self.momentum,
+            weight_decay=self.weight_decay,
+            batch_size=self.batch_size,
+            workers=self.workers,
+            seed=seed,
+            device=self.device,
+            checkpoint=self.checkpoint or default_checkpoint(output),
+            resume=self.resume,
+        )
+        config.validate()
+        return config
+
+
 # ------------------------------------------------------------------------------------------ model input
 
 
 @dataclass
 class ModelInput:
-    state: "dict[str, np.ndarray]"  # float32 numpy arrays, whatever the source
+    state: "dict[str, np.ndarray]"  # numpy arrays (coded weights float32), whatever the source
     arch: str
     label: str
+    note: Optional[str] = None  # how the architecture was detected, for the log
 
 
 _RANDOM = re.compile(r"random(?::(\d+))?(?::(\d+))?")
+_MAX_SEED = 2**63 - 1
 
-MODEL_HELP = (
-    "A state-dict .pt file, a .dcz, '-' for stdin, 'random[:SEED[:CLASSES]]' for a seeded random-init "
-    "model (default seed 0, 1000 classes), or 'pretrained' for torchvision's ImageNet AlexNet (downloads once)."
-)
+
+def _keyword(spec: str) -> bool:
+    return spec != STDIO and not os.path.exists(spec) and (spec == "pretrained" or _RANDOM.fullmatch(spec) is not None)
 
 
 def read_model(spec: str, arch: Optional[str] = None) -> ModelInput:
     """Resolve a MODEL argument into numpy arrays (torch is imported only where a source needs it); an
     existing file always wins over a keyword of the same name."""
-    from .models import get_arch, load_arrays, load_state_dict, numpy_state, pretrained_alexnet, random_model, to_float32
+    from .archs import AUTO, get_arch
+    from .container import MAGIC, is_dcz
+    from .dcz import decode_arrays
+    from .models import load_arrays, numpy_state, pretrained, random_model
 
-    if arch is not None:
-        get_arch(arch)
-    if spec != STDIO and not os.path.exists(spec):
+    if arch not in (None, AUTO):
+        get_arch(arch)  # an unknown name fails before anything is read
+    if _keyword(spec):
+        name = arch if arch not in (None, AUTO) else "alexnet"
         match = _RANDOM.fullmatch(spec)
         if match:
-            seed = int(match.group(1) or 0)
-            classes = int(match.group(2) or 1000)
-            name = arch or "alexnet"
+            seed, classes = int(match.group(1) or 0), int(match.group(2) or 1000)
+            if seed > _MAX_SEED:
+                raise AlexCompressError(f"{spec}: the seed must be at most {_MAX_SEED}")
             return ModelInput(numpy_state(random_model(name, classes, seed)), name, spec)
-        if spec == "pretrained":
-            if arch not in (None, "alexnet"):
-                raise AlexCompressError("'pretrained' is torchvision's AlexNet; other architectures need a file")
-            return ModelInput(numpy_state(pretrained_alexnet()), "alexnet", spec)
-    from .codec import decode_arrays
-    from .container import MAGIC, is_dcz
-
+        return ModelInput(numpy_state(pretrained(name)), name, spec)
     label = "<stdin>" if spec == STDIO else spec
-    if spec == STDIO:
-        data = read_input(spec, "MODEL")
-        if is_dcz(data):
-            state, found = decode_arrays(data)
-            return ModelInput(state, found, label)
-        tensors, found = load_state_dict(data, arch=arch, name=label)
-        return ModelInput(to_float32(numpy_state(tensors)), found, label)
-    if is_dcz(read_prefix(spec, len(MAGIC))):
-        state, found = decode_arrays(read_input(spec, "MODEL"))
+    data: Any = read_input(spec, "MODEL") if spec == STDIO or is_dcz(read_prefix(spec, len(MAGIC))) else None
+    if data is not None and is_dcz(data):
+        state, found = decode_arrays(data)
+        if arch not in (None, AUTO, found):
+            raise AlexCompressError(f"{label}: holds a {found} model, not {arch}")
         return ModelInput(state, found, label)
-    state, found = load_arrays(spec, arch=arch, name=label)
-    return ModelInput(state, found, label)
+    loaded = load_arrays(data if data is not None else spec, arch=arch, name=label)
+    return ModelInput(loaded.state, loaded.arch, label, loaded.note)
+
+
+def _announce(console: Console, source: ModelInput) -> None:
+    if source.note:
+        console.print(f"{source.label}: {source.note}")
+
+
+def _keyword_stem(spec: str, arch: Optional[str]) -> Optional[str]:
+    """`alexnet-random`, `resnet50-pretrained`: output names for model keywords; None for files."""
+    if not _keyword(spec):
+        return None
+    return f"{arch if arch not in (None, 'auto') else 'alexnet'}-{'pretrained' if spec == 'pretrained' else 'random'}"
 
 
 def _plan_output(spec: str, arch: Optional[str], output: Optional[str], suffix: str, force: bool) -> str:
@@ -147,105 +394,15 @@ def _plan_output(spec: str, arch: Optional[str], output: Optional[str], suffix: 
     return target
 
 
-def _keyword_stem(spec: str, arch: Optional[str]) -> Optional[str]:
-    if spec != STDIO and not os.path.exists(spec):
-        if _RANDOM.fullmatch(spec):
-            return f"{arch or 'alexnet'}-random"
-        if spec == "pretrained":
-            return "alexnet-pretrained"
-    return None
+def _save_state(target: str, state: Any, arch: Optional[str] = None) -> None:
+    from .models import save_state_dict
 
-
-def _save_state(target: str, state: Any) -> None:
-    import torch
-
-    from .models import torch_state
-
-    tensors = torch_state(state)
-    write_output(target, lambda handle: torch.save(tensors, handle))  # streamed: no 230 MB copy in memory
+    write_output(target, lambda handle: save_state_dict(state, handle, arch))  # streamed: no 230 MB copy in memory
 
 
 def _wrote(console: Console, target: str) -> None:
     if target != STDIO:
         console.print(f"wrote {target} ({os.path.getsize(target):,} bytes)")
-
-
-# ------------------------------------------------------------------------------------------ options
-
-ModelArg = Annotated[str, typer.Argument(help=MODEL_HELP, show_default=False, metavar="MODEL")]
-OutputOpt = Annotated[Optional[str], typer.Option("--output", "-o", help="Output path, or '-' for stdout. Default: derived from MODEL.", show_default=False)]
-ForceOpt = Annotated[bool, typer.Option("--force", "-f", help="Overwrite an existing output file (never the input).")]
-QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing but errors.")]
-ArchOpt = Annotated[Optional[str], typer.Option("--arch", help="Architecture: alexnet (default), vgg16, resnet18. Files are detected.", show_default=False)]
-
-
-class Preset(str, Enum):
-    paper = "paper"
-
-
-class InitMethod(str, Enum):
-    linear = "linear"
-    density = "density"
-    random = "random"
-
-
-@dataclass
-class PruneOptions:
-    sparsity: Optional[float] = None
-    rates: Optional[str] = None
-    preset: Optional[Preset] = None
-    std_scale: Optional[float] = None
-
-    def chosen(self) -> int:
-        return sum(x is not None for x in (self.sparsity, self.rates, self.preset, self.std_scale))
-
-
-def _run_prune(state: Any, arch: str, options: PruneOptions, console: Console) -> Any:
-    from .prune import parse_rates, prune_by_rates, prune_by_std, prune_global, prune_paper
-
-    if options.preset is not None:
-        if arch != "alexnet":
-            raise AlexCompressError(f"--preset paper holds AlexNet's keep rates; for {arch} use --sparsity or --rates")
-        result = prune_paper(state, inplace=True)
-    elif options.rates is not None:
-        result = prune_by_rates(state, parse_rates(options.rates), arch=arch, inplace=True)
-    elif options.std_scale is not None:
-        result = prune_by_std(state, options.std_scale, arch=arch, inplace=True)
-    else:
-        result = prune_global(state, options.sparsity if options.sparsity is not None else 0.9, arch=arch, inplace=True)
-    table = Table(title=f"pruning: {result.method}", title_justify="left")
-    for column in ("layer", "weights", "kept", "kept %", "threshold"):
-        table.add_column(column, justify="left" if column == "layer" else "right")
-    for layer in result.layers:
-        table.add_row(layer.name, f"{layer.weights:,}", f"{layer.kept:,}", f"{layer.kept_fraction:.2%}", f"{layer.threshold:.8f}")
-    console.print(table)
-    if options.sparsity is not None or options.chosen() == 0:
-        console.print(f"Pruning threshold: {result.layers[0].threshold:.8f}" if result.layers else "")
-    console.print(f"Total non-zero weights: {result.kept:,} / {result.weights:,}")
-    console.print(f"Achieved sparsity: {result.sparsity:.2%}")
-    return result
-
-
-def _run_quantize(state: Any, arch: str, console: Console, **kwargs: Any) -> Any:
-    from .quantize import quantize
-
-    result = quantize(state, arch=arch, inplace=True, **kwargs)
-    table = Table(title="quantization: per-layer k-means" + (" (shared codebook)" if kwargs.get("shared_codebook") else ""), title_justify="left")
-    for column in ("layer", "bits", "nonzeros", "clusters", "mean |error|", "iterations"):
-        table.add_column(column, justify="left" if column == "layer" else "right")
-    for layer in result.layers:
-        table.add_row(layer.name, str(layer.bits), f"{layer.nonzeros:,}", str(layer.clusters), f"{layer.mean_abs_error:.3e}", str(layer.iterations))
-    console.print(table)
-    return result
-
-
-def _check_bit_options(conv_bits: int, fc_bits: int, bits: Optional[int]) -> None:
-    """Refuse bad widths before a 230 MB model is read (quantize() checks again for library users)."""
-    from .quantize import check_bits
-
-    for what, value in (("--conv-bits", conv_bits), ("--fc-bits", fc_bits), ("--bits", bits)):
-        if value is not None:
-            check_bits(what, value)
 
 
 def _parse_index_bits(text: str) -> Optional[int]:
@@ -262,73 +419,42 @@ def _parse_index_bits(text: str) -> Optional[int]:
     return value
 
 
-SparsityOpt = Annotated[Optional[float], typer.Option("--sparsity", "-s", help="Global magnitude pruning: fraction of all conv/fc weights to zero, in [0, 1).", show_default=False)]
-RatesOpt = Annotated[Optional[str], typer.Option("--rates", help="Per-layer keep rates, e.g. conv1=0.84,fc6=0.09 (layers not named are kept whole).", show_default=False)]
-PresetOpt = Annotated[Optional[Preset], typer.Option("--preset", help="'paper': the keep rates of the paper's Table 4 (AlexNet).", show_default=False)]
-StdOpt = Annotated[Optional[float], typer.Option("--std-scale", help="Prune |w| < SCALE * std(layer) in every layer.", show_default=False)]
-ConvBitsOpt = Annotated[int, typer.Option("--conv-bits", help="Bits per conv weight code (1-8).")]
-FcBitsOpt = Annotated[int, typer.Option("--fc-bits", help="Bits per fc weight code (1-8).")]
-BitsOpt = Annotated[Optional[int], typer.Option("--bits", help="Bits for every layer (overrides --conv-bits/--fc-bits).", show_default=False)]
-InitOpt = Annotated[InitMethod, typer.Option("--init", help="Centroid initialisation (linear is the paper's finding).")]
-SeedOpt = Annotated[int, typer.Option("--seed", help="Seed for random init (and anything random).")]
-SharedOpt = Annotated[bool, typer.Option("--shared-codebook", help="One codebook for all layers (the seed script's method).")]
-IndexBitsOpt = Annotated[str, typer.Option("--index-bits", help="Relative-index width per layer: 'auto' (smallest file) or 1-12 (paper: 4).")]
+# ------------------------------------------------------------------------------------------ printing
 
 
-DataOpt = Annotated[Optional[str], typer.Option("--data", help="ImageFolder tree (DIR/CLASS/IMAGE) to retrain on; without it, no retraining.", show_default=False)]
-EpochsOpt = Annotated[int, typer.Option("--epochs", help="Retraining epochs (with --data).")]
-LrOpt = Annotated[float, typer.Option("--lr", help="Learning rate for retraining.")]
-OptimizerOpt = Annotated[str, typer.Option("--optimizer", help="sgd (with --momentum) or adam.")]
-MomentumOpt = Annotated[float, typer.Option("--momentum", help="SGD momentum.")]
-WeightDecayOpt = Annotated[float, typer.Option("--weight-decay", help="L2 weight decay.")]
-BatchOpt = Annotated[int, typer.Option("--batch-size", help="Images per batch.")]
-WorkersOpt = Annotated[int, typer.Option("--workers", help="DataLoader worker processes.")]
-DeviceOpt = Annotated[str, typer.Option("--device", help="cpu, cuda, cuda:N or auto.")]
-CheckpointOpt = Annotated[Optional[str], typer.Option("--checkpoint", help="Checkpoint written every epoch and on Ctrl-C (default: OUTPUT.ckpt).", show_default=False)]
-ResumeOpt = Annotated[bool, typer.Option("--resume", help="Continue an interrupted retraining from its checkpoint.")]
-ImageSizeOpt = Annotated[int, typer.Option("--image-size", help="Centre-crop size fed to the model.")]
-ResizeOpt = Annotated[int, typer.Option("--resize", help="Resize the shorter side to this before cropping.")]
-MeanOpt = Annotated[str, typer.Option("--mean", help="Normalisation mean (1 or 3 comma-separated values).")]
-StdDevOpt = Annotated[str, typer.Option("--std", help="Normalisation std (1 or 3 comma-separated values).")]
+def _print_pruning(console: Console, result: Any) -> None:
+    table = Table(title=f"pruning: {result.method}", title_justify="left")
+    for column in ("layer", "weights", "kept", "kept %", "threshold"):
+        table.add_column(column, justify="left" if column == "layer" else "right")
+    for layer in result.layers:
+        table.add_row(layer.name, f"{layer.weights:,}", f"{layer.kept:,}", f"{layer.kept_fraction:.2%}", f"{layer.threshold:.8f}")
+    console.print(table)
+    if result.method.startswith("global") and result.layers:
+        console.print(f"Pruning threshold: {result.layers[0].threshold:.8f}")
+    console.print(f"Total non-zero weights: {result.kept:,} / {result.weights:,}")
+    console.print(f"Achieved sparsity: {result.sparsity:.2%}")
 
 
-@dataclass
-class Training:
-    """Everything a retraining stage needs from the command line."""
-
-    data: Optional[str]
-    epochs: int
-    lr: float
-    optimizer: str
-    momentum: float
-    weight_decay: float
-    batch_size: int
-    workers: int
-    device: str
-    checkpoint: Optional[str]
-    resume: bool
-    seed: int
-    image_size: int
-    resize: int
-    mean: str
-    std: str
-
-    def config(self, output: str) -> Any:
-        from .train import TrainConfig, default_checkpoint
-
-        config = TrainConfig(
-            epochs=self.epochs, lr=self.lr, optimizer=self.optimizer, momentum=self.momentum,
-            weight_decay=self.weight_decay, batch_size=self.batch_size, workers=self.workers, seed=self.seed,
-            device=self.device, checkpoint=self.checkpoint or default_checkpoint(output), resume=self.resume,
+def _print_quantization(console: Console, result: Any, shared: bool) -> None:
+    table = Table(title="quantization: per-layer k-means" + (" (shared codebook)" if shared else ""), title_justify="left")
+    for column in ("layer", "bits", "nonzeros", "clusters", "mean |error|", "iterations"):
+        table.add_column(column, justify="left" if column == "layer" else "right")
+    for layer in result.layers:
+        table.add_row(
+            layer.name, str(layer.bits), f"{layer.nonzeros:,}", str(layer.clusters), f"{layer.mean_abs_error:.3e}", str(layer.iterations)
         )
-        config.validate()
-        return config
+    console.print(table)
 
-    def dataset(self, train: bool) -> Any:
-        from .data import Preprocessing, image_folder, parse_floats
 
-        prep = Preprocessing(self.image_size, self.resize, parse_floats(self.mean, "--mean"), parse_floats(self.std, "--std"))
-        return image_folder(self.data, prep, train=train)
+def _print_masks_held(console: Console, state: Any, arch: str) -> None:
+    import numpy as np
+
+    from .models import as_numpy, compressible_keys
+
+    keys = compressible_keys(state, arch)
+    kept = sum(int(np.count_nonzero(as_numpy(state[k]))) for k in keys)
+    total = sum(as_numpy(state[k]).size for k in keys)
+    console.print(f"after retraining: {kept:,} / {total:,} weights nonzero (sparsity {1 - kept / max(total, 1):.2%})")
 
 
 def _progress(console: Console) -> Any:
@@ -336,8 +462,13 @@ def _progress(console: Console) -> Any:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     display = Progress(
-        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[stats]}"),
-        TimeElapsedColumn(), console=console, transient=False,
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[stats]}"),
+        TimeElapsedColumn(),
+        console=console,
+        transient=False,
     )
     tasks: dict[tuple[str, int], Any] = {}
 
@@ -350,13 +481,6 @@ def _progress(console: Console) -> Any:
     return display, hook
 
 
-def _prune_options(sparsity: Optional[float], rates: Optional[str], preset: Optional[Preset], std_scale: Optional[float]) -> PruneOptions:
-    options = PruneOptions(sparsity, rates, preset, std_scale)
-    if options.chosen() > 1:
-        raise typer.BadParameter("give only one of --sparsity, --rates, --preset, --std-scale")
-    return options
-
-
 # ------------------------------------------------------------------------------------------ commands
 
 
@@ -366,210 +490,179 @@ def init(
     output: Annotated[str, typer.Option("--output", "-o", help="Where to write the state dict (.pt), or '-'.")] = "alexnet.pt",
     num_classes: Annotated[int, typer.Option("--num-classes", help="Output classes of the random-init model.")] = 1000,
     seed: SeedOpt = 0,
-    pretrained: Annotated[bool, typer.Option("--pretrained", help="torchvision's ImageNet AlexNet weights instead (needs the network once).")] = False,
+    pretrained: Annotated[
+        bool, typer.Option("--pretrained", help="torchvision's pretrained weights instead (needs the network once).")
+    ] = False,
     arch: ArchOpt = None,
     force: ForceOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
-    """Write a starting model: a seeded random-init AlexNet (offline), or the pretrained one."""
-    from .models import pretrained_alexnet, random_model
+    """Write a starting model: a seeded random-init torchvision model (offline), or the pretrained one."""
+    from .models import pretrained as pretrained_state
+    from .models import random_model
 
     console = _console(quiet)
     check_output(output, force=force)
-    if pretrained:
-        if arch not in (None, "alexnet"):
-            raise AlexCompressError("--pretrained is available for alexnet only")
-        state = pretrained_alexnet()
-    else:
-        state = random_model(arch or "alexnet", num_classes, seed)
-    _save_state(output, state)
+    name = arch if arch not in (None, "auto") else "alexnet"
+    if not 0 <= seed <= _MAX_SEED:
+        raise AlexCompressError(f"--seed must be between 0 and {_MAX_SEED}, got {seed}")
+    state = pretrained_state(name) if pretrained else random_model(name, num_classes, seed)
+    _save_state(output, state, name)
     _wrote(console, output)
 
 
-def _training(ctx_locals: dict[str, Any]) -> Training:
-    return Training(**{name: ctx_locals[name] for name in Training.__dataclass_fields__})
-
-
 @app.command()
 @command
+@option_group(method=PruneOptions, training=TrainOptions, images=ImageOptions)
 def prune(
     model: ModelArg,
     output: OutputOpt = None,
-    sparsity: SparsityOpt = None,
-    rates: RatesOpt = None,
-    preset: PresetOpt = None,
-    std_scale: StdOpt = None,
-    data: DataOpt = None,
-    epochs: EpochsOpt = 1,
-    iterations: Annotated[int, typer.Option("--iterations", help="Iterative pruning: this many prune->retrain rounds up to the target (with --data).")] = 1,
-    lr: LrOpt = 1e-3,
-    optimizer: OptimizerOpt = "sgd",
-    momentum: MomentumOpt = 0.9,
-    weight_decay: WeightDecayOpt = 0.0,
-    batch_size: BatchOpt = 64,
-    workers: WorkersOpt = 0,
-    device: DeviceOpt = "auto",
-    checkpoint: CheckpointOpt = None,
-    resume: ResumeOpt = False,
+    iterations: Annotated[
+        int, typer.Option("--iterations", help="Iterative pruning: this many prune->retrain rounds up to the target (with --data).")
+    ] = 1,
     seed: SeedOpt = 0,
-    image_size: ImageSizeOpt = 224,
-    resize: ResizeOpt = 256,
-    mean: MeanOpt = "0.485,0.456,0.406",
-    std: StdDevOpt = "0.229,0.224,0.225",
     arch: ArchOpt = None,
     force: ForceOpt = False,
     quiet: QuietOpt = False,
+    method: PruneOptions = PruneOptions(),
+    training: TrainOptions = TrainOptions(),
+    images: ImageOptions = ImageOptions(),
 ) -> None:
-    """Stage 1: zero small-magnitude weights (default --sparsity 0.9); --data retrains the survivors."""
-    options = _prune_options(sparsity, rates, preset, std_scale)
+    """Stage 1: zero small-magnitude weights (AlexNet: --preset paper, others: --sparsity 0.9); --data retrains."""
+    from .pipeline import prune as prune_state
+    from .pipeline import prune_and_retrain
+
+    spec = method.spec()
     if iterations < 1:
         raise AlexCompressError(f"--iterations must be at least 1, got {iterations}")
-    if iterations > 1 and data is None:
+    if iterations > 1 and training.data is None:
         raise AlexCompressError("--iterations needs --data: iterative pruning retrains between rounds")
     console = _console(quiet)
     target = _plan_output(model, arch, output, ".pruned.pt", force)
-    training = _training(locals())
-    config = training.config(target) if data is not None else None
-    dataset = training.dataset(train=True) if data is not None else None
+    config = training.config(target, seed) if training.data is not None else None
+    dataset = _dataset(training.data, images, train=True) if training.data is not None else None
     source = read_model(model, arch)
-    if data is None:
-        state = _run_prune(source.state, source.arch, options, console).state
+    if dataset is None:
+        result = prune_state(source.state, spec, arch=source.arch, inplace=True)
+        _announce(console, source)
+        _print_pruning(console, result)
+        state = result.state
     else:
-        from .train import retrain_pruned
-
-        original = source.state
-
-        def prune_round(current: Any, r: int) -> Any:
-            schedule = PruneOptions(**vars(options))
-            fraction = r / iterations  # keep fraction shrinks geometrically to the target
-            if options.sparsity is not None or options.chosen() == 0:
-                target_sparsity = options.sparsity if options.sparsity is not None else 0.9
-                schedule.sparsity = 1 - (1 - target_sparsity) ** fraction
-            elif options.std_scale is not None:
-                schedule.std_scale = options.std_scale * fraction
-            else:
-                from .models import PAPER_KEEP_RATES
-                from .prune import parse_rates
-
-                rates_now = PAPER_KEEP_RATES if options.preset is not None else parse_rates(options.rates or "")
-                schedule.preset = None
-                schedule.rates = ",".join(f"{k}={v ** fraction:.6f}" for k, v in rates_now.items())
-            console.print(f"round {r}/{iterations}")
-            return _run_prune(current, source.arch, schedule, console).state
-
+        _announce(console, source)
         display, hook = _progress(console)
         with display:
-            state = retrain_pruned(original, source.arch, dataset, config, prune_round=prune_round, rounds=iterations, progress=hook)
-        _print_masks_held(console, state)
-    _save_state(target, state)
+            state = prune_and_retrain(
+                source.state,
+                dataset,
+                config,
+                spec,
+                arch=source.arch,
+                rounds=iterations,
+                progress=hook,
+                on_round=lambda r, result: _print_pruning(console, result),
+            )
+        _print_masks_held(console, state, source.arch)
+    _save_state(target, state, source.arch)
     _wrote(console, target)
-
-
-def _print_masks_held(console: Console, state: Any) -> None:
-    import numpy as np
-
-    from .models import as_numpy, is_compressible
-
-    keys = [k for k, v in state.items() if is_compressible(k, v)]
-    kept = sum(int(np.count_nonzero(as_numpy(state[k]))) for k in keys)
-    total = sum(as_numpy(state[k]).size for k in keys)
-    console.print(f"after retraining: {kept:,} / {total:,} weights nonzero (sparsity {1 - kept / total:.2%})")
 
 
 @app.command()
 @command
+@option_group(quant=QuantOptions, training=(TrainOptions, {"lr": 1e-4}), images=ImageOptions)
 def quantize(
     model: ModelArg,
     output: OutputOpt = None,
-    conv_bits: ConvBitsOpt = 8,
-    fc_bits: FcBitsOpt = 5,
-    bits: BitsOpt = None,
-    init: InitOpt = InitMethod.linear,
-    shared_codebook: SharedOpt = False,
-    data: DataOpt = None,
-    epochs: EpochsOpt = 1,
-    lr: LrOpt = 1e-4,
-    optimizer: OptimizerOpt = "sgd",
-    momentum: MomentumOpt = 0.9,
-    weight_decay: WeightDecayOpt = 0.0,
-    batch_size: BatchOpt = 64,
-    workers: WorkersOpt = 0,
-    device: DeviceOpt = "auto",
-    checkpoint: CheckpointOpt = None,
-    resume: ResumeOpt = False,
     seed: SeedOpt = 0,
-    image_size: ImageSizeOpt = 224,
-    resize: ResizeOpt = 256,
-    mean: MeanOpt = "0.485,0.456,0.406",
-    std: StdDevOpt = "0.229,0.224,0.225",
     arch: ArchOpt = None,
     force: ForceOpt = False,
     quiet: QuietOpt = False,
+    quant: QuantOptions = QuantOptions(),
+    training: TrainOptions = TrainOptions(),
+    images: ImageOptions = ImageOptions(),
 ) -> None:
     """Stage 2: per-layer k-means weight sharing (<= 2^bits values); --data fine-tunes the centroids."""
-    _check_bit_options(conv_bits, fc_bits, bits)
+    spec = quant.spec(seed)
     console = _console(quiet)
     target = _plan_output(model, arch, output, ".quantized.pt", force)
-    training = _training(locals())
-    config = training.config(target) if data is not None else None
-    dataset = training.dataset(train=True) if data is not None else None
+    config = training.config(target, seed) if training.data is not None else None
+    dataset = _dataset(training.data, images, train=True) if training.data is not None else None
     source = read_model(model, arch)
-    state = _run_quantize(
-        source.state, source.arch, console, conv_bits=conv_bits, fc_bits=fc_bits, bits=bits,
-        init=init.value, seed=seed, shared_codebook=shared_codebook,
-    ).state
-    if data is not None:
+    result = spec.apply(source.state, arch=source.arch, inplace=True)
+    _announce(console, source)
+    _print_quantization(console, result, spec.shared_codebook)
+    state = result.state
+    if dataset is not None:
         from .train import finetune_centroids
 
         display, hook = _progress(console)
         with display:
             state = finetune_centroids(state, source.arch, dataset, config, progress=hook)
-    _save_state(target, state)
+    _save_state(target, state, source.arch)
     _wrote(console, target)
+
+
+def _dataset(root: str, images: ImageOptions, train: bool) -> Any:
+    from .data import image_folder
+
+    return image_folder(root, images.preprocessing(), train=train)
 
 
 @app.command("eval")
 @command
+@option_group(images=ImageOptions)
 def evaluate_command(
     model: ModelArg,
-    data: Annotated[str, typer.Option("--data", help="ImageFolder tree (DIR/CLASS/IMAGE); class index = sorted folder order (ImageNet synsets match).", show_default=False)],
+    data: Annotated[
+        str,
+        typer.Option(
+            "--data",
+            help="ImageFolder tree (DIR/CLASS/IMAGE); class index = sorted folder order (ImageNet synsets match).",
+            show_default=False,
+        ),
+    ],
     batch_size: BatchOpt = 64,
     workers: WorkersOpt = 0,
     device: DeviceOpt = "auto",
     limit: Annotated[Optional[int], typer.Option("--limit", help="Evaluate at most this many images.", show_default=False)] = None,
-    image_size: ImageSizeOpt = 224,
-    resize: ResizeOpt = 256,
-    mean: MeanOpt = "0.485,0.456,0.406",
-    std: StdDevOpt = "0.229,0.224,0.225",
     arch: ArchOpt = None,
     quiet: QuietOpt = False,
+    images: ImageOptions = ImageOptions(),
 ) -> None:
     """Top-1, top-5 and loss of a .pt or .dcz on an ImageFolder tree (torchvision's ImageNet preprocessing)."""
-    from .data import Preprocessing, image_folder, loader, parse_floats, resolve_device
+    from .data import loader, resolve_device
     from .evaluate import evaluate
     from .models import build_model, num_classes_of
 
     if limit is not None and limit < 1:
         raise AlexCompressError(f"--limit must be at least 1, got {limit}")
+    if batch_size < 1 or workers < 0:
+        raise AlexCompressError(f"--batch-size must be at least 1 and --workers at least 0, got {batch_size} and {workers}")
     console = _console(quiet)
-    prep = Preprocessing(image_size, resize, parse_floats(mean, "--mean"), parse_floats(std, "--std"))
-    dataset = image_folder(data, prep)
-    target_device = resolve_device(device)
+    dataset = _dataset(data, images, train=False)
+    target_device = resolve_device(device, "--device")
     source = read_model(model, arch)
     net = build_model(source.state, source.arch)
     classes = len(dataset.classes)
     outputs = num_classes_of(source.state, source.arch)
     if classes > outputs:
         raise AlexCompressError(f"{data}: {classes} class folders, but the model has only {outputs} outputs")
+    _announce(console, source)
     total = min(len(dataset), limit) if limit else len(dataset)
     from rich.progress import Progress
 
     with Progress(console=console, transient=True) as display:
         task = display.add_task("evaluating", total=total)
-        result = evaluate(net, loader(dataset, batch_size=batch_size, workers=workers), device=target_device, limit=limit,
-                          on_batch=lambda seen, _: display.update(task, completed=seen))
+        result = evaluate(
+            net,
+            loader(dataset, batch_size=batch_size, workers=workers),
+            device=target_device,
+            limit=limit,
+            on_batch=lambda seen, _: display.update(task, completed=seen),
+        )
     out = _console(stderr=False)
-    out.print(f"{source.label}: top-1 {result.top1:.2%}  top-5 {result.top5:.2%}  loss {result.loss:.4f}  ({result.samples:,} images, {classes} classes)")
+    out.print(
+        f"{source.label}: top-1 {result.top1:.2%}  top-5 {result.top5:.2%}  loss {result.loss:.4f}  ({result.samples:,} images, {classes} classes)"
+    )
 
 
 @app.command()
@@ -583,8 +676,8 @@ def encode(
     quiet: QuietOpt = False,
 ) -> None:
     """Stage 3: Huffman-code a quantized model into a .dcz (lossless)."""
-    from .codec import encode as encode_state
     from .container import parse_header
+    from .dcz import encode as encode_state
     from .report import print_info
 
     width = _parse_index_bits(index_bits)
@@ -593,6 +686,7 @@ def encode(
     source = read_model(model, arch)
     data = encode_state(source.state, arch=source.arch, index_bits=width, options={"index_bits": index_bits})
     write_output(target, data)
+    _announce(console, source)
     print_info(console, parse_header(data), target if target != STDIO else "<stdout>")
 
 
@@ -604,17 +698,17 @@ def decode(
     force: ForceOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
-    """Decode a .dcz back into a state dict .pt that torchvision's model loads (bit-exact)."""
-    from .codec import decode as decode_bytes
+    """Decode a .dcz back into a state dict .pt that the model loads (bit-exact)."""
     from .container import is_dcz
+    from .dcz import decode_arrays
 
     console = _console(quiet)
     target = _plan_output(model, None, output, ".decoded.pt", force)
     data = read_input(model, "FILE")
     if not is_dcz(data):
         raise AlexCompressError(f"{model}: not a .dcz file (bad magic number)")
-    state, _ = decode_bytes(data)
-    _save_state(target, state)
+    state, arch = decode_arrays(data)
+    _save_state(target, state, arch)
     _wrote(console, target)
 
 
@@ -622,162 +716,106 @@ def decode(
 @command
 def info(
     model: Annotated[str, typer.Argument(help="A .dcz file (or a .pt state dict), or '-' for stdin.", metavar="FILE")],
-    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Also the most frequent codes and sample Huffman codes per layer.")] = False,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="Also the most frequent codes and sample Huffman codes per layer.")
+    ] = False,
+    arch: ArchOpt = None,
 ) -> None:
     """The paper's Table 4 for a .dcz: per-layer bits, sizes and ratios; every number from the file."""
     from .container import is_dcz, parse_header
-    from .report import print_info
+    from .report import print_codes, print_info, print_state_dict
 
     console = _console(stderr=False)  # info's table is the data: it goes to stdout
     data = read_input(model, "FILE")
     label = "<stdin>" if model == STDIO else model
     if not is_dcz(data):
-        _info_state_dict(console, data, label)
+        from .models import load_arrays
+
+        loaded = load_arrays(data, arch=arch, name=label)
+        print_state_dict(console, loaded.state, loaded.arch, label)
+        if loaded.note:
+            _console().print(f"{label}: {loaded.note}")
         return
     header = parse_header(data)
     print_info(console, header, label)
     if verbose:
-        _print_codes(console, header, data)
-
-
-def _print_codes(console: Console, header: Any, data: bytes) -> None:
-    from .container import decode_streams
-    from .models import layer_names
-    from .report import print_codes
-
-    sparse = [t for t in header.tensors if t.encoding == "sparse_huffman"]
-    names = layer_names(header.arch, [t.name for t in sparse])
-    for entry in sparse:
-        streams = decode_streams(header, data, entry)
-        print_codes(console, entry, names[entry.name], streams.codes, streams.code_lengths, streams.codebook)
-
-
-def _info_state_dict(console: Console, data: bytes, label: str) -> None:
-    from .models import is_compressible, layer_names, load_state_dict, num_classes_of
-
-    state, arch = load_state_dict(data, name=label)
-    keys = [k for k, v in state.items() if is_compressible(k, v)]
-    names = layer_names(arch, keys)
-    table = Table(title=f"{label}: {arch} state dict, {num_classes_of(state, arch)} classes", title_justify="left")
-    for column in ("layer", "weights", "nonzeros", "kept", "distinct nonzero values"):
-        table.add_column(column, justify="left" if column == "layer" else "right")
-    for key in keys:
-        flat = state[key].reshape(-1)
-        nonzero = flat[flat != 0]
-        table.add_row(names[key], f"{flat.numel():,}", f"{nonzero.numel():,}", f"{nonzero.numel() / max(flat.numel(), 1):.2%}", f"{nonzero.unique().numel():,}")
-    console.print(table)
-    total = sum(v.numel() * v.element_size() for v in state.values())
-    console.print(f"dense size: {total:,} bytes")
-
-
-@dataclass
-class CompressOptions:
-    prune: PruneOptions
-    conv_bits: int
-    fc_bits: int
-    bits: Optional[int]
-    init: str
-    seed: int
-    shared_codebook: bool
-    index_bits: str
-
-    def check(self) -> Optional[int]:
-        """Validate what can be validated before any work; returns the forced index width (or None)."""
-        _check_bit_options(self.conv_bits, self.fc_bits, self.bits)
-        return _parse_index_bits(self.index_bits)
-
-
-def _compress_in_memory(source: ModelInput, options: CompressOptions, console: Console) -> tuple[Any, bytes]:
-    """Prune, quantize and encode `source` (its arrays are pruned in place); returns (quantized, file)."""
-    from .codec import encode as encode_state
-
-    width = options.check()
-    if options.prune.chosen() == 0 and source.arch == "alexnet":
-        options.prune.preset = Preset.paper
-    pruned = _run_prune(source.state, source.arch, options.prune, console)
-    quantized = _run_quantize(
-        pruned.state, source.arch, console, conv_bits=options.conv_bits, fc_bits=options.fc_bits, bits=options.bits,
-        init=options.init, seed=options.seed, shared_codebook=options.shared_codebook,
-    )
-    recorded = {
-        "prune": pruned.method, "conv_bits": options.bits or options.conv_bits, "fc_bits": options.bits or options.fc_bits,
-        "init": options.init, "seed": options.seed, "shared_codebook": options.shared_codebook, "index_bits": options.index_bits,
-    }
-    return quantized.state, encode_state(quantized.state, arch=source.arch, index_bits=width, options=recorded)
+        print_codes(console, header, data)
 
 
 @app.command()
 @command
+@option_group(method=PruneOptions, quant=QuantOptions)
 def compress(
     model: ModelArg,
     output: OutputOpt = None,
-    sparsity: SparsityOpt = None,
-    rates: RatesOpt = None,
-    preset: PresetOpt = None,
-    std_scale: StdOpt = None,
-    conv_bits: ConvBitsOpt = 8,
-    fc_bits: FcBitsOpt = 5,
-    bits: BitsOpt = None,
-    init: InitOpt = InitMethod.linear,
     seed: SeedOpt = 0,
-    shared_codebook: SharedOpt = False,
     index_bits: IndexBitsOpt = "auto",
     verify: Annotated[bool, typer.Option("--verify", help="Decode the written file and check it against the quantized model.")] = False,
     arch: ArchOpt = None,
     force: ForceOpt = False,
     quiet: QuietOpt = False,
+    method: PruneOptions = PruneOptions(),
+    quant: QuantOptions = QuantOptions(),
 ) -> None:
     """All three stages in one process (AlexNet defaults to --preset paper, others to --sparsity 0.9)."""
-    from .codec import decode_arrays
     from .container import parse_header
+    from .dcz import decode_arrays
+    from .pipeline import compress as compress_state
     from .report import print_info, print_ladder
 
-    options = CompressOptions(_prune_options(sparsity, rates, preset, std_scale), conv_bits, fc_bits, bits, init.value, seed, shared_codebook, index_bits)
-    options.check()
+    spec, quant_spec, width = method.spec(), quant.spec(seed), _parse_index_bits(index_bits)
     console = _console(quiet)
     target = _plan_output(model, arch, output, ".dcz", force)
     source = read_model(model, arch)
-    quantized, data = _compress_in_memory(source, options, console)
+    result = compress_state(source.state, arch=source.arch, pruning=spec, quantization=quant_spec, index_bits=width, inplace=True)
+    _announce(console, source)
+    _print_pruning(console, result.pruning)
+    _print_quantization(console, result.quantization, quant_spec.shared_codebook)
     if verify:
-        decoded, _ = decode_arrays(data)
+        decoded, _ = decode_arrays(result.data)
+        quantized = result.quantization.state
         bad = [k for k, v in quantized.items() if not _same_bits(decoded[k], v)]
         if bad:
             raise AlexCompressError(f"verification failed: {', '.join(bad)} differ after decoding (a bug: please report it)")
         console.print("verified: the file decodes bit for bit to the quantized model")
-    write_output(target, data)
-    header = parse_header(data)
+    write_output(target, result.data)
+    header = parse_header(result.data)
     print_info(console, header, target if target != STDIO else "<stdout>")
     print_ladder(console, header)
 
 
 @app.command()
 @command
+@option_group(method=PruneOptions, quant=QuantOptions)
 def report(
-    model: Annotated[str, typer.Argument(help="A .dcz file (drawn as it is), or any MODEL (compressed in memory first with the options below).", metavar="MODEL_OR_DCZ", show_default=False)],
-    output: Annotated[Optional[str], typer.Option("--output", "-o", help="Directory for the PNG figures. Default: <name>-report.", show_default=False)] = None,
-    sparsity: SparsityOpt = None,
-    rates: RatesOpt = None,
-    preset: PresetOpt = None,
-    std_scale: StdOpt = None,
-    conv_bits: ConvBitsOpt = 8,
-    fc_bits: FcBitsOpt = 5,
-    bits: BitsOpt = None,
-    init: InitOpt = InitMethod.linear,
+    model: Annotated[
+        str,
+        typer.Argument(
+            help="A .dcz file (drawn as it is), or any MODEL (compressed in memory first with the options below).",
+            metavar="MODEL_OR_DCZ",
+            show_default=False,
+        ),
+    ],
+    output: Annotated[
+        Optional[str], typer.Option("--output", "-o", help="Directory for the PNG figures. Default: <name>-report.", show_default=False)
+    ] = None,
     seed: SeedOpt = 0,
     index_bits: IndexBitsOpt = "auto",
     arch: ArchOpt = None,
     force: ForceOpt = False,
     quiet: QuietOpt = False,
+    method: PruneOptions = PruneOptions(),
+    quant: QuantOptions = QuantOptions(),
 ) -> None:
     """PNG figures of weights and codebooks, bytes by stream, the ladder, code lengths (needs the plot extra)."""
     from pathlib import Path
 
     from .container import MAGIC, is_dcz, parse_header
+    from .pipeline import compress as compress_state
     from .plots import _pyplot, write_report
 
     _pyplot()  # fail early, before any work, when matplotlib is missing
-    options = CompressOptions(_prune_options(sparsity, rates, preset, std_scale), conv_bits, fc_bits, bits, init.value, seed, False, index_bits)
-    options.check()
+    spec, quant_spec, width = method.spec(), quant.spec(seed), _parse_index_bits(index_bits)
     if model == STDIO:
         raise AlexCompressError("report reads a file or a model keyword, not stdin")
     stem = _keyword_stem(model, arch) or Path(default_output(model, "", None)).name
@@ -790,7 +828,8 @@ def report(
     else:
         source = read_model(model, arch)
         original = {k: v.copy() for k, v in source.state.items()}
-        _, data = _compress_in_memory(source, options, Console(stderr=True, quiet=True))
+        data = compress_state(source.state, arch=source.arch, pruning=spec, quantization=quant_spec, index_bits=width, inplace=True).data
+        _announce(console, source)
     paths = write_report(out, parse_header(data), data, original)
     for path in paths:
         console.print(f"wrote {path}")
@@ -815,7 +854,7 @@ def _version(value: bool) -> None:
 def _root(
     version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version and exit.")] = False,
 ) -> None:
-    """Deep Compression for AlexNet: prune, quantize, Huffman-code into a real .dcz file, and back."""
+    """Deep Compression for AlexNet and any torchvision model: prune, quantize, Huffman-code into a real .dcz file, and back."""
 
 
 def main() -> None:

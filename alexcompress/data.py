@@ -1,5 +1,4 @@
-"""Data for evaluation and retraining: an ImageFolder tree with torchvision's AlexNet preprocessing, and
-scikit-learn's digits (real handwriting that ships with the package) for offline experiments.
+"""Data for evaluation and retraining: an ImageFolder tree with torchvision's AlexNet preprocessing.
 
 Class indices follow ImageFolder: sorted folder names, which for ImageNet's `n01440764`-style synset folders
 is exactly the order of torchvision's pretrained AlexNet outputs.
@@ -68,37 +67,18 @@ def loader(dataset: "Dataset", *, batch_size: int, workers: int = 0, shuffle: bo
     from torch.utils.data import DataLoader
 
     if batch_size < 1:
-        raise AlexCompressError(f"--batch-size must be at least 1, got {batch_size}")
+        raise AlexCompressError(f"batch size must be at least 1, got {batch_size}")
     generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
     return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, num_workers=workers, generator=generator)
 
 
-def digits(image_size: int = 64, test_fraction: float = 0.25, seed: int = 0) -> tuple["Dataset", "Dataset"]:
-    """scikit-learn's 8x8 handwritten digits (1797 images, 10 classes), upsampled to `image_size` (AlexNet
-    needs at least 63 pixels) as 3-channel tensors; a stratified train/test split."""
-    import numpy as np
-    import torch
-    from sklearn.datasets import load_digits
-    from sklearn.model_selection import train_test_split
-    from torch.nn.functional import interpolate
-    from torch.utils.data import TensorDataset
-
-    bunch = load_digits()
-    images = torch.from_numpy(bunch.images.astype(np.float32) / 16.0).unsqueeze(1)
-    images = interpolate(images, size=(image_size, image_size), mode="bilinear", align_corners=False)
-    images = ((images - 0.5) / 0.5).expand(-1, 3, -1, -1).contiguous()
-    labels = torch.from_numpy(bunch.target.astype(np.int64))
-    train_idx, test_idx = train_test_split(np.arange(len(labels)), test_size=test_fraction, random_state=seed, stratify=bunch.target)
-    return TensorDataset(images[train_idx], labels[train_idx]), TensorDataset(images[test_idx], labels[test_idx])
-
-
-def resolve_device(name: str) -> "torch.device":
+def resolve_device(name: str, what: str = "device") -> "torch.device":
     import torch
 
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name not in ("cpu", "cuda") and not name.startswith("cuda:"):
-        raise AlexCompressError(f"--device must be cpu, cuda, cuda:N or auto, got {name!r}")
+        raise AlexCompressError(f"{what} must be cpu, cuda, cuda:N or auto, got {name!r}")
     if name.startswith("cuda") and not torch.cuda.is_available():
-        raise AlexCompressError(f"--device {name}: no CUDA device is available here; use --device cpu")
+        raise AlexCompressError(f"{what} {name}: no CUDA device is available here; use cpu")
     return torch.device(name)

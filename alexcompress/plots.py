@@ -4,16 +4,18 @@ Every figure is drawn from the same numbers `info` prints: the real file's secti
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping, Optional
+from typing import Any, Optional
 
 import numpy as np
 
 from . import huffman
-from .container import DczHeader, decode_streams
+from .container import DczHeader, streams_of
+from .encodings import get_encoding
 from .errors import AlexCompressError
-from .models import as_numpy, layer_names
-from .report import breakdown, ladder
+from .models import as_numpy
+from .report import breakdown, display_name, ladder
 
 DPI = 100
 SIZE = (10, 6)  # inches: every figure is 1000 x 600 pixels
@@ -36,14 +38,19 @@ def _save(fig: Any, path: Path) -> Path:
     return path
 
 
+def _coded(header: DczHeader) -> list[Any]:
+    """The coded tensors (those whose encoding summarises them as a layer) and their display names."""
+    return [t for t in header.tensors if get_encoding(t.encoding).summary(t) is not None]
+
+
 def weight_figures(out: Path, header: DczHeader, data: bytes, original: Optional[Mapping[str, Any]]) -> list[Path]:
     """Per layer: the weights before pruning (if known), the survivors, and the codebook's centroids."""
     plt = _pyplot()
-    sparse = [t for t in header.tensors if t.encoding == "sparse_huffman"]
-    names = layer_names(header.arch, [t.name for t in sparse])
+    sparse = _coded(header)
+    names = {t.name: display_name(header.arch, t.name) for t in sparse}
     paths = []
     for entry in sparse:
-        streams = decode_streams(header, data, entry)
+        streams = streams_of(header, data, entry)
         codebook, codes = streams.codebook, streams.codes
         real = codes[codes < entry.codebook_size]
         fig, ax = plt.subplots(figsize=SIZE)
@@ -56,8 +63,7 @@ def weight_figures(out: Path, header: DczHeader, data: bytes, original: Optional
             lo, hi = float(codebook.min(initial=0)), float(codebook.max(initial=0))
             bins = np.linspace(lo, hi, 201) if hi > lo else 50
         if entry.nnz:
-            ax.hist(codebook[real], bins=bins, color="tab:blue", alpha=0.8,
-                    label=f"after pruning and quantization ({entry.nnz:,} nonzero)")
+            ax.hist(codebook[real], bins=bins, color="tab:blue", alpha=0.8, label=f"after pruning and quantization ({entry.nnz:,} nonzero)")
         else:
             ax.text(0.5, 0.5, "every weight of this layer was pruned", transform=ax.transAxes, ha="center", fontsize=14)
         for i, c in enumerate(codebook):
@@ -77,17 +83,17 @@ def weight_figures(out: Path, header: DczHeader, data: bytes, original: Optional
 
 def bytes_figure(out: Path, header: DczHeader) -> Path:
     plt = _pyplot()
-    sparse = [t for t in header.tensors if t.encoding == "sparse_huffman"]
-    names = layer_names(header.arch, [t.name for t in sparse])
+    sparse = _coded(header)
+    names = {t.name: display_name(header.arch, t.name) for t in sparse}
     labels = [names[t.name] for t in sparse] + ["raw tensors", "header"]
     kinds = {"codes": "weight codes", "gaps": "index gaps", "codebook": "codebooks", "tables": "code-length tables"}
     stacks = {label: np.zeros(len(labels)) for label in kinds.values()}
     stacks["raw (biases, buffers)"] = np.zeros(len(labels))
     stacks["preamble + header"] = np.zeros(len(labels))
     for i, t in enumerate(sparse):
+        roles = get_encoding(t.encoding).section_roles
         for s in t.sections:
-            kind = "tables" if s.kind in ("code_lengths", "gap_lengths") else s.kind
-            stacks[kinds[kind]][i] += s.length
+            stacks[kinds[roles[s.kind]]][i] += s.length
     parts = breakdown(header)
     stacks["raw (biases, buffers)"][-2] = parts.raw
     stacks["preamble + header"][-1] = parts.header
@@ -112,8 +118,12 @@ def ladder_figure(out: Path, header: DczHeader) -> Path:
     fig, ax = plt.subplots(figsize=SIZE)
     bars = ax.bar(stages, [s / 1e6 for s in sizes], color=["0.6", "tab:orange", "tab:green", "tab:blue"])
     for bar, size in zip(bars, sizes):
-        ax.annotate(f"{size / 1e6:,.2f} MB\n{steps.original / size:.1f}x", (bar.get_x() + bar.get_width() / 2, bar.get_height()),
-                    ha="center", va="bottom")
+        ax.annotate(
+            f"{size / 1e6:,.2f} MB\n{steps.original / size:.1f}x",
+            (bar.get_x() + bar.get_width() / 2, bar.get_height()),
+            ha="center",
+            va="bottom",
+        )
     ax.set_yscale("log")
     ax.set_ylim(top=steps.original / 1e6 * 2.5)  # room for the labels above the tallest bar
     ax.set_ylabel("size (MB, log scale)")
@@ -124,12 +134,12 @@ def ladder_figure(out: Path, header: DczHeader) -> Path:
 
 def code_length_figure(out: Path, header: DczHeader, data: bytes) -> Path:
     plt = _pyplot()
-    sparse = [t for t in header.tensors if t.encoding == "sparse_huffman" and t.entries]
-    names = layer_names(header.arch, [t.name for t in sparse])
+    sparse = [t for t in _coded(header) if t.entries]
+    names = {t.name: display_name(header.arch, t.name) for t in sparse}
     fig, (left, right) = plt.subplots(1, 2, figsize=SIZE, sharey=True)
     longest = 1
     for entry in sparse:
-        s = decode_streams(header, data, entry)
+        s = streams_of(header, data, entry)
         for ax, lengths, symbols in ((left, s.code_lengths, s.codes), (right, s.gap_lengths, s.gaps)):
             per_symbol = lengths.astype(np.int64)[symbols]
             counts = np.bincount(per_symbol, minlength=huffman.MAX_CODE_LENGTH + 1)

@@ -6,31 +6,25 @@ Every figure comes from the header's section table, so the parts add up to the f
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from .container import DTYPES, DczHeader, TensorEntry
-from .models import PAPER_KEEP_RATES, layer_names
+from .archs import PAPER_KEEP_RATES, get_arch
+from .container import DczHeader, streams_of
+from .encodings import DTYPES, LayerSummary, get_encoding
+from .errors import ModelError
 
 
 @dataclass(frozen=True)
-class LayerRow:
-    """One compressed layer, as in the paper's Table 4."""
+class LayerRow(LayerSummary):
+    """One coded layer, as in the paper's Table 4, with its display name."""
 
-    name: str
-    weights: int
-    nnz: int
-    entries: int  # nonzeros plus filler entries
-    codebook_size: int
-    index_bits: int
-    weight_bits_fixed: int
-    weight_bits_huffman: float
-    index_bits_huffman: float
-    bytes_fixed: int  # same layer at fixed-width codes and indices (computed, not written)
-    bytes_file: int  # this layer's sections in the file
+    name: str = ""
 
     @property
     def kept(self) -> float:
@@ -61,37 +55,30 @@ class Breakdown:
         return self.header + self.codes + self.gaps + self.codebooks + self.code_tables + self.raw
 
 
-def fixed_code_bits(codebook_size: int) -> int:
-    return max(1, math.ceil(math.log2(codebook_size))) if codebook_size else 0
+def display_name(arch: str, key: str) -> str:
+    """A layer's name for tables and plots: the architecture's alias (conv1..fc8) or the key."""
+    try:
+        return get_arch(arch).display_name(key)
+    except ModelError:  # a file written for an architecture this torchvision does not know
+        return key[: -len(".weight")] if key.endswith(".weight") else key
 
 
 def layer_rows(header: DczHeader) -> list[LayerRow]:
-    sparse = [t for t in header.tensors if t.encoding == "sparse_huffman"]
-    names = layer_names(header.arch, [t.name for t in sparse])
     rows = []
-    for t in sparse:
-        wbits = fixed_code_bits(t.codebook_size)
-        fixed = math.ceil(t.entries * (wbits + t.index_bits) / 8) + 4 * t.codebook_size
-        rows.append(
-            LayerRow(
-                names[t.name], t.numel, t.nnz, t.entries, t.codebook_size, t.index_bits, wbits,
-                t.code_bits / t.entries if t.entries else 0.0,
-                t.gap_bits / t.entries if t.entries else 0.0,
-                fixed, t.nbytes,
-            )
-        )
+    for t in header.tensors:
+        summary = get_encoding(t.encoding).summary(t)
+        if summary is not None:
+            rows.append(LayerRow(**vars(summary), name=display_name(header.arch, t.name)))
     return rows
 
 
 def breakdown(header: DczHeader) -> Breakdown:
-    sums = {"codes": 0, "gaps": 0, "codebook": 0, "code_lengths": 0, "gap_lengths": 0, "data": 0}
+    sums = {"codes": 0, "gaps": 0, "codebook": 0, "tables": 0, "raw": 0}
     for tensor in header.tensors:
+        roles = get_encoding(tensor.encoding).section_roles
         for section in tensor.sections:
-            sums[section.kind] += section.length
-    return Breakdown(
-        header.header_bytes, sums["codes"], sums["gaps"], sums["codebook"],
-        sums["code_lengths"] + sums["gap_lengths"], sums["data"],
-    )
+            sums[roles[section.kind]] += section.length
+    return Breakdown(header.header_bytes, sums["codes"], sums["gaps"], sums["codebook"], sums["tables"], sums["raw"])
 
 
 def original_bytes(header: DczHeader) -> int:
@@ -128,14 +115,20 @@ def _ratio(original: int, size: int) -> str:
 
 def info_table(header: DczHeader, title: str) -> Table:
     table = Table(title=title, title_justify="left")
-    for column in ("layer", "weights", "kept", "w-bits P+Q", "w-bits +H", "idx-bits P+Q",
-                   "idx-bits +H", "size P+Q", "size P+Q+H", "ratio"):
+    for column in ("layer", "weights", "kept", "w-bits P+Q", "w-bits +H", "idx-bits P+Q", "idx-bits +H", "size P+Q", "size P+Q+H", "ratio"):
         table.add_column(column, justify="left" if column == "layer" else "right")
     rows = layer_rows(header)
     for r in rows:
         table.add_row(
-            r.name, f"{r.weights:,}", f"{r.kept:.1%}", str(r.weight_bits_fixed), f"{r.weight_bits_huffman:.2f}",
-            str(r.index_bits), f"{r.index_bits_huffman:.2f}", f"{r.size_fixed:.2%}", f"{r.size_file:.2%}",
+            r.name,
+            f"{r.weights:,}",
+            f"{r.kept:.1%}",
+            str(r.weight_bits_fixed),
+            f"{r.weight_bits_coded:.2f}",
+            str(r.index_bits),
+            f"{r.index_bits_coded:.2f}",
+            f"{r.size_fixed:.2%}",
+            f"{r.size_file:.2%}",
             _ratio(4 * r.weights, r.bytes_file),
         )
     if rows:
@@ -145,12 +138,16 @@ def info_table(header: DczHeader, title: str) -> Table:
         fixed = sum(r.bytes_fixed for r in rows)
         in_file = sum(r.bytes_file for r in rows)
         table.add_row(
-            "total", f"{weights:,}", f"{nnz / weights:.1%}",
+            "total",
+            f"{weights:,}",
+            f"{nnz / weights:.1%}",
             f"{sum(r.weight_bits_fixed * r.entries for r in rows) / entries:.2f}",
-            f"{sum(r.weight_bits_huffman * r.entries for r in rows) / entries:.2f}",
+            f"{sum(r.weight_bits_coded * r.entries for r in rows) / entries:.2f}",
             f"{sum(r.index_bits * r.entries for r in rows) / entries:.2f}",
-            f"{sum(r.index_bits_huffman * r.entries for r in rows) / entries:.2f}",
-            f"{fixed / (4 * weights):.2%}", f"{in_file / (4 * weights):.2%}", _ratio(4 * weights, in_file),
+            f"{sum(r.index_bits_coded * r.entries for r in rows) / entries:.2f}",
+            f"{fixed / (4 * weights):.2%}",
+            f"{in_file / (4 * weights):.2%}",
+            _ratio(4 * weights, in_file),
             style="bold",
         )
     return table
@@ -178,10 +175,8 @@ def bytes_table(header: DczHeader) -> Table:
 
 
 def print_info(console: Console, header: DczHeader, label: str) -> None:
-    console.print(
-        f"{label}: {header.arch}, {header.num_classes} classes, {len(header.tensors)} tensors, "
-        f"written by {header.producer}"
-    )
+    classes = f"{header.num_classes} classes" if header.num_classes else "no class count"
+    console.print(f"{label}: {header.arch}, {classes}, {len(header.tensors)} tensors, written by {header.producer}")
     console.print(info_table(header, "per layer (the paper's Table 4)"))
     console.print(bytes_table(header))
     if header.arch == "alexnet":
@@ -192,9 +187,19 @@ def print_info(console: Console, header: DczHeader, label: str) -> None:
         )
 
 
-def print_codes(console: Console, entry: TensorEntry, name: str, symbols: np.ndarray, lengths: np.ndarray,
-                codebook: np.ndarray, top: int = 5) -> None:
-    """The seed's view of one layer: the most frequent codes, their values and Huffman code words."""
+def print_codes(console: Console, header: DczHeader, data: bytes, top: int = 5) -> None:
+    """The seed's view of every coded layer: the most frequent codes, their values and Huffman code words."""
+    for entry in header.tensors:
+        streams = streams_of(header, data, entry)
+        if streams is not None:
+            _print_layer_codes(
+                console, entry, display_name(header.arch, entry.name), streams.codes, streams.code_lengths, streams.codebook, top
+            )
+
+
+def _print_layer_codes(
+    console: Console, entry: Any, name: str, symbols: np.ndarray, lengths: np.ndarray, codebook: np.ndarray, top: int
+) -> None:
     from .huffman import canonical_codes
 
     counts = np.bincount(symbols, minlength=entry.codebook_size + 1)
@@ -207,8 +212,13 @@ def print_codes(console: Console, entry: TensorEntry, name: str, symbols: np.nda
         if counts[symbol] == 0:
             continue
         value = "filler" if symbol == entry.codebook_size else f"{codebook[symbol]:+.6f}"
-        table.add_row(str(symbol), value, f"{counts[symbol]:,}", f"{counts[symbol] / max(entry.entries, 1):.1%}",
-                      codes[symbol].to01() if symbol in codes else "")
+        table.add_row(
+            str(symbol),
+            value,
+            f"{counts[symbol]:,}",
+            f"{counts[symbol] / max(entry.entries, 1):.1%}",
+            codes[symbol].to01() if symbol in codes else "",
+        )
     console.print(table)
 
 
@@ -223,3 +233,26 @@ def print_ladder(console: Console, header: DczHeader) -> None:
     table.add_row("after pruning + quantization (fixed width)", _mb(steps.quantized), _ratio(steps.original, steps.quantized))
     table.add_row("after P + Q + Huffman: the file on disk", _mb(steps.huffman), _ratio(steps.original, steps.huffman), style="bold")
     console.print(table)
+
+
+def print_state_dict(console: Console, state: Mapping[str, np.ndarray], arch: str, label: str) -> None:
+    """`info` on a `.pt`: per coded layer, weights, nonzeros and distinct values (is it pruned? quantized?)."""
+    from .models import compressible_keys, num_classes_of
+
+    keys = compressible_keys(state, arch)
+    classes = num_classes_of(state, arch)
+    table = Table(title=f"{label}: {arch} state dict" + (f", {classes} classes" if classes else ""), title_justify="left")
+    for column in ("layer", "weights", "nonzeros", "kept", "distinct nonzero values"):
+        table.add_column(column, justify="left" if column == "layer" else "right")
+    for key in keys:
+        flat = np.asarray(state[key]).reshape(-1)
+        nonzero = flat[flat != 0]
+        table.add_row(
+            display_name(arch, key),
+            f"{flat.size:,}",
+            f"{nonzero.size:,}",
+            f"{nonzero.size / max(flat.size, 1):.2%}",
+            f"{np.unique(nonzero).size:,}",
+        )
+    console.print(table)
+    console.print(f"dense size: {sum(np.asarray(v).nbytes for v in state.values()):,} bytes")

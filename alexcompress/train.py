@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import os
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 from .data import loader, resolve_device
 from .errors import AlexCompressError
-from .models import build_model, is_compressible
+from .models import build_model, compressible_keys
 
 if TYPE_CHECKING:
     import torch
@@ -46,13 +47,13 @@ class TrainConfig:
 
     def validate(self) -> None:
         if self.epochs < 0:
-            raise AlexCompressError(f"--epochs must be >= 0, got {self.epochs}")
+            raise AlexCompressError(f"epochs must be >= 0, got {self.epochs}")
         if not self.lr > 0:
-            raise AlexCompressError(f"--lr must be > 0, got {self.lr}")
+            raise AlexCompressError(f"learning rate must be > 0, got {self.lr}")
         if self.optimizer not in OPTIMIZERS:
-            raise AlexCompressError(f"--optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
+            raise AlexCompressError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
         if self.resume and not self.checkpoint:
-            raise AlexCompressError("--resume needs a checkpoint file (--checkpoint PATH)")
+            raise AlexCompressError("resuming needs a checkpoint file")
         if self.resume and not Path(self.checkpoint).exists():
             raise AlexCompressError(f"{self.checkpoint}: no checkpoint to resume from")
 
@@ -76,11 +77,9 @@ class _Hooks:
 class MaskedRetraining(_Hooks):
     """Train every parameter; pruned weights (zeros at the start) stay exactly zero."""
 
-    def __init__(self, model: "torch.nn.Module", masks: "Optional[dict[str, torch.Tensor]]" = None) -> None:
+    def __init__(self, model: "torch.nn.Module", coded: "set[str]", masks: "Optional[dict[str, torch.Tensor]]" = None) -> None:
         params = dict(model.named_parameters())
-        self.masks = masks if masks is not None else {
-            key: (p.detach() != 0) for key, p in params.items() if is_compressible(key, p)
-        }
+        self.masks = masks if masks is not None else {key: (p.detach() != 0) for key, p in params.items() if key in coded}
         self._params = [(params[key], mask.to(params[key].device)) for key, mask in self.masks.items()]
 
     def parameters(self, model: "torch.nn.Module") -> list:
@@ -106,14 +105,19 @@ class CentroidFinetuning(_Hooks):
     """Train each quantized layer's centroids with the grouped gradient; biases and other raw parameters
     train as usual. Weights are rewritten from the centroids after every step."""
 
-    def __init__(self, model: "torch.nn.Module", assignments: "Optional[dict[str, tuple[torch.Tensor, torch.Tensor]]]" = None,
-                 centroids: "Optional[dict[str, torch.Tensor]]" = None) -> None:
+    def __init__(
+        self,
+        model: "torch.nn.Module",
+        coded: "set[str]",
+        assignments: "Optional[dict[str, tuple[torch.Tensor, torch.Tensor]]]" = None,
+        centroids: "Optional[dict[str, torch.Tensor]]" = None,
+    ) -> None:
         import torch
 
         params = dict(model.named_parameters())
         self.layers: dict[str, tuple[torch.Tensor, torch.Tensor, torch.nn.Parameter]] = {}
         for key, p in params.items():
-            if not is_compressible(key, p):
+            if key not in coded:
                 continue
             if assignments is not None:
                 positions, labels = (t.to(p.device) for t in assignments[key])
@@ -216,13 +220,20 @@ def _train(
 
     def checkpoint(next_epoch: int) -> None:
         if config.checkpoint:
-            _save_checkpoint(config.checkpoint, {
-                "format": "alexcompress-checkpoint", "stage": stage, "round": round_index, "epoch": next_epoch,
-                "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-                "optimizer": optimizer.state_dict(), "rng": torch.get_rng_state(),
-                "config": {k: v for k, v in asdict(config).items() if k not in ("checkpoint", "resume")},
-                **hooks.state(),
-            })
+            _save_checkpoint(
+                config.checkpoint,
+                {
+                    "format": "alexcompress-checkpoint",
+                    "stage": stage,
+                    "round": round_index,
+                    "epoch": next_epoch,
+                    "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+                    "optimizer": optimizer.state_dict(),
+                    "rng": torch.get_rng_state(),
+                    "config": {k: v for k, v in asdict(config).items() if k not in ("checkpoint", "resume")},
+                    **hooks.state(),
+                },
+            )
 
     try:
         for epoch in range(start_epoch, config.epochs):
@@ -288,12 +299,18 @@ def retrain_pruned(
         elif prune_round is not None:
             state = prune_round(state, r)
         model = build_model(state, arch).to(resolve_device(config.device))
-        hooks = MaskedRetraining(model, ckpt["masks"] if resuming else None)
+        hooks = MaskedRetraining(model, set(compressible_keys(state, arch)), ckpt["masks"] if resuming else None)
         _train(
-            model, hooks, dataset, config, stage="retrain", round_index=r,
+            model,
+            hooks,
+            dataset,
+            config,
+            stage="retrain",
+            round_index=r,
             start_epoch=int(ckpt["epoch"]) if resuming else 0,
             optimizer_state=ckpt["optimizer"] if resuming else None,
-            rng_state=ckpt["rng"] if resuming else None, progress=progress,
+            rng_state=ckpt["rng"] if resuming else None,
+            progress=progress,
         )
         state = _state_of(model)
     return state
@@ -311,26 +328,20 @@ def finetune_centroids(
     config.validate()
     ckpt = _resume_point(config, "centroids")
     model = build_model(OrderedDict(ckpt["model"]) if ckpt else state, arch).to(resolve_device(config.device))
-    hooks = CentroidFinetuning(model, ckpt["assignments"] if ckpt else None, ckpt["centroids"] if ckpt else None)
+    coded = set(compressible_keys(state, arch))
+    hooks = CentroidFinetuning(model, coded, ckpt["assignments"] if ckpt else None, ckpt["centroids"] if ckpt else None)
     _train(
-        model, hooks, dataset, config, stage="centroids",
+        model,
+        hooks,
+        dataset,
+        config,
+        stage="centroids",
         start_epoch=int(ckpt["epoch"]) if ckpt else 0,
         optimizer_state=ckpt["optimizer"] if ckpt else None,
-        rng_state=ckpt["rng"] if ckpt else None, progress=progress,
+        rng_state=ckpt["rng"] if ckpt else None,
+        progress=progress,
     )
     return _state_of(model)
-
-
-def train_from_scratch(model: "torch.nn.Module", dataset: "Dataset", config: TrainConfig,
-                       progress: Optional[ProgressHook] = None) -> None:
-    """Plain training of every parameter (the benchmark's reference model)."""
-
-    class _All(_Hooks):
-        def parameters(self, model: "torch.nn.Module") -> list:
-            return list(model.parameters())
-
-    model.to(resolve_device(config.device))
-    _train(model, _All(), dataset, config, stage="train", progress=progress)
 
 
 def default_checkpoint(output: str) -> Optional[str]:

@@ -63,18 +63,26 @@ def main() -> None:
     bound, per_layer = entropy_bound_bits(q)
     header = parse_header(data)
     names = layer_names("alexnet", list(per_layer))
-    print(f"{'layer':6} {'kept':>6} {'paper':>6} | {'w-bits+H':>8} {'paper':>5} | {'idx+H':>6} {'paper':>5} | "
-          f"{'size':>7} {'paper':>6} | {'file B':>11} {'bound B':>11} {'file/bound':>10}")
+    print(
+        f"{'layer':6} {'kept':>6} {'paper':>6} | {'w-bits+H':>8} {'paper':>5} | {'idx+H':>6} {'paper':>5} | "
+        f"{'size':>7} {'paper':>6} | {'file B':>11} {'bound B':>11} {'file/bound':>10}"
+    )
     for row, key in zip(layer_rows(header), per_layer):
         name = names[key]
         bound_bytes = per_layer[key] / 8
-        print(f"{name:6} {row.kept:6.1%} {PAPER_KEEP_RATES[name]:6.0%} | {row.weight_bits_huffman:8.2f} {PAPER_WBITS[name]:5.1f} | "
-              f"{row.index_bits_huffman:6.2f} {PAPER_IBITS[name]:5.1f} | {row.size_file:7.2%} {PAPER_SIZE[name] / 100:6.2%} | "
-              f"{row.bytes_file:11,} {bound_bytes:11,.0f} {row.bytes_file / bound_bytes:10.4f}")
-    print(f"file {len(data):,} bytes; memoryless entropy bound {bound / 8:,.0f} bytes; file/bound = {len(data) / (bound / 8):.4f} (target <= 1.02)")
+        print(
+            f"{name:6} {row.kept:6.1%} {PAPER_KEEP_RATES[name]:6.0%} | {row.weight_bits_huffman:8.2f} {PAPER_WBITS[name]:5.1f} | "
+            f"{row.index_bits_huffman:6.2f} {PAPER_IBITS[name]:5.1f} | {row.size_file:7.2%} {PAPER_SIZE[name] / 100:6.2%} | "
+            f"{row.bytes_file:11,} {bound_bytes:11,.0f} {row.bytes_file / bound_bytes:10.4f}"
+        )
+    print(
+        f"file {len(data):,} bytes; memoryless entropy bound {bound / 8:,.0f} bytes; file/bound = {len(data) / (bound / 8):.4f} (target <= 1.02)"
+    )
     original = sum(v.numel() * 4 for v in q.values())
     print(f"ratio vs float32 original: {original / len(data):.2f}x (paper, pretrained weights: 35x)")
-    print(f"encode: median {statistics.median(encode_times):.2f} s, decode: median {statistics.median(decode_times):.2f} s (3 runs, in-process)")
+    print(
+        f"encode: median {statistics.median(encode_times):.2f} s, decode: median {statistics.median(decode_times):.2f} s (3 runs, in-process)"
+    )
 
     print()
     print("== 10-class AlexNet (the seed's shape), global 90%, 5 bits: the real file vs the seed's accounting ==")
@@ -85,9 +93,13 @@ def main() -> None:
     q10 = alexcompress.quantize(alexcompress.prune_global(state10, 0.9, inplace=True).state, bits=5, inplace=True).state
     data10 = alexcompress.encode(q10)
     original10 = sum(v.numel() * 4 for v in q10.values())
-    print(f"seed's accounting (sizes it never wrote): {seed_figures['huffman_bytes'] / 1e6:.3f} MB, {seed_figures['ratio']:.2f}x (its printout: 9.00x)")
-    print(f"alexcompress .dcz on disk:                {len(data10) / 1e6:.3f} MB, {original10 / len(data10):.2f}x "
-          f"({seed_figures['huffman_bytes'] / len(data10):.2f}x smaller than the seed's figure)")
+    print(
+        f"seed's accounting (sizes it never wrote): {seed_figures['huffman_bytes'] / 1e6:.3f} MB, {seed_figures['ratio']:.2f}x (its printout: 9.00x)"
+    )
+    print(
+        f"alexcompress .dcz on disk:                {len(data10) / 1e6:.3f} MB, {original10 / len(data10):.2f}x "
+        f"({seed_figures['huffman_bytes'] / len(data10):.2f}x smaller than the seed's figure)"
+    )
 
 
 if __name__ == "__main__":

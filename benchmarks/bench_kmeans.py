@@ -10,10 +10,10 @@ from __future__ import annotations
 import time
 
 import numpy as np
+from alexcompress.quantize import kmeans_1d, kmeans_sklearn
 
 import alexcompress
 from alexcompress.models import layer_names, numpy_state
-from alexcompress.quantize import kmeans_1d, kmeans_sklearn
 
 
 def sse(values: np.ndarray, centroids: np.ndarray, labels: np.ndarray) -> float:
@@ -24,7 +24,9 @@ def main() -> None:
     state = numpy_state(alexcompress.prune_paper(alexcompress.random_model("alexnet", num_classes=1000, seed=0), inplace=True).state)
     keys = [k for k, v in state.items() if k.endswith(".weight")]
     names = layer_names("alexnet", keys)
-    print(f"{'layer':6} {'nonzeros':>10} {'k':>4} | {'1-D Lloyd s':>11} {'sklearn s':>10} {'speed-up':>9} | {'SSE ratio (ours/sklearn)':>24}")
+    print(
+        f"{'layer':6} {'nonzeros':>10} {'k':>4} | {'1-D Lloyd s':>11} {'sklearn s':>10} {'speed-up':>9} | {'SSE ratio (ours/sklearn)':>24}"
+    )
     total_ours = total_theirs = 0.0
     for key in keys:
         values = state[key][state[key] != 0]

@@ -19,7 +19,6 @@ from alexcompress.evaluate import evaluate
 from alexcompress.models import build_model, random_model, torch_state
 from alexcompress.train import TrainConfig, finetune_centroids, retrain_pruned, train_from_scratch
 
-
 HIGH_RATES = {"conv1": 0.85, "conv2": 0.35, "conv3": 0.35, "conv4": 0.35, "conv5": 0.35, "fc6": 0.03, "fc7": 0.03, "fc8": 0.25}
 
 
@@ -47,7 +46,9 @@ def main() -> None:
     print(f"digits: {len(train)} train / {len(test)} test images, 64x64, AlexNet with 10 classes")
 
     model = build_model(random_model("alexnet", num_classes=10, seed=args.seed), "alexnet")
-    train_from_scratch(model, train, TrainConfig(epochs=args.epochs, lr=1e-4, optimizer="adam", batch_size=64, seed=args.seed, device="cpu"))
+    train_from_scratch(
+        model, train, TrainConfig(epochs=args.epochs, lr=1e-4, optimizer="adam", batch_size=64, seed=args.seed, device="cpu")
+    )
     reference = OrderedDict((k, v.detach().clone()) for k, v in model.state_dict().items())
     base = top1(reference, test)
     print(f"uncompressed: top-1 {base:.2%} ({time.perf_counter() - start:.0f} s)")
@@ -68,15 +69,17 @@ def main() -> None:
 
         pruned = prune(reference)
         sparsity = 1 - sum(int(v.count_nonzero()) for k, v in pruned.items() if k.endswith("weight")) / sum(
-            v.numel() for k, v in pruned.items() if k.endswith("weight"))
+            v.numel() for k, v in pruned.items() if k.endswith("weight")
+        )
         acc_p = top1(pruned, test)
         quantized = alexcompress.quantize(pruned, bits=bits).state
         acc_pq = top1(quantized, test)
         ratio_pq, _ = ratio(quantized)
         if label not in retrained_cache:
             retrain = TrainConfig(epochs=args.retrain_epochs, lr=1e-4, optimizer="adam", batch_size=64, seed=args.seed, device="cpu")
-            retrained = retrain_pruned(reference, "alexnet", train, retrain,
-                                       prune_round=lambda state, r: prune(state, r / args.rounds), rounds=args.rounds)
+            retrained = retrain_pruned(
+                reference, "alexnet", train, retrain, prune_round=lambda state, r: prune(state, r / args.rounds), rounds=args.rounds
+            )
             retrained_cache[label] = (retrained, top1(retrained, test))
         retrained, acc_rp = retrained_cache[label]
         requantized = alexcompress.quantize(retrained, bits=bits).state
@@ -89,9 +92,13 @@ def main() -> None:
 
     print()
     print(f"uncompressed top-1: {base:.2%}; test set {len(test)} images (one image = {1 / len(test):.2%})")
-    print(f"{'pruning':>26} {'bits':>4} | {'P':>7} {'P+Q':>7} {'ratio':>7} | {'P+retrain':>9} {'+Q+finetune':>11} {'ratio':>7} {'.dcz bytes':>11} | {'vs uncompressed':>15}")
+    print(
+        f"{'pruning':>26} {'bits':>4} | {'P':>7} {'P+Q':>7} {'ratio':>7} | {'P+retrain':>9} {'+Q+finetune':>11} {'ratio':>7} {'.dcz bytes':>11} | {'vs uncompressed':>15}"
+    )
     for label, sparsity, bits, acc_p, acc_pq, ratio_pq, acc_rp, acc_t, ratio_t, size_t in rows:
-        print(f"{label + f' ({sparsity:.2%})':>26} {bits:>4} | {acc_p:7.2%} {acc_pq:7.2%} {ratio_pq:6.1f}x | {acc_rp:9.2%} {acc_t:11.2%} {ratio_t:6.1f}x {size_t:11,} | {100 * (acc_t - base):+14.2f} pt")
+        print(
+            f"{label + f' ({sparsity:.2%})':>26} {bits:>4} | {acc_p:7.2%} {acc_pq:7.2%} {ratio_pq:6.1f}x | {acc_rp:9.2%} {acc_t:11.2%} {ratio_t:6.1f}x {size_t:11,} | {100 * (acc_t - base):+14.2f} pt"
+        )
     print(f"wall time: {time.perf_counter() - start:.0f} s")
 
 

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from alexcompress.models import random_model, state_dict_bytes
-from alexcompress.prune import prune_global
-from alexcompress.quantize import quantize
+from alexcompress.pruning import prune_global
+from alexcompress.quantization import quantize
 
 
 @pytest.fixture(scope="session")

@@ -63,10 +63,10 @@ def test_default_output_name_and_refusal_to_overwrite(tmp_path, files):
         (["prune", "{missing}"], "{missing}: no such file"),
         (["prune", "{text}"], "not a readable torch file"),
         (["prune", "{truncated}"], "truncated"),
-        (["prune", "{foreign}"], "not a torchvision alexnet state dict: missing keys"),
+        (["prune", "{foreign}", "--arch", "alexnet"], "not a torchvision alexnet state dict: missing keys"),
         (["prune", "{model}", "--sparsity", "1.5"], "sparsity must be in [0, 1), got 1.5"),
         (["quantize", "{model}", "--fc-bits", "9"], "--fc-bits must be between 1 and 8"),
-        (["prune", "{model}", "--rates", "conv9=0.5"], "unknown layer 'conv9'"),
+        (["prune", "{model}", "--rates", "conv9=0.5"], "layer 'conv9' matches no compressible layer"),
         (["prune", "{model}", "-o", "{tmp}/no/such/dir/x.pt"], "does not exist"),
         (["prune", "{model}", "-o", "{text}/x.pt"], "is not a directory"),
         (["decode", "{model}"], "not a .dcz file"),
@@ -80,8 +80,14 @@ def test_bad_input_is_one_line_exit_1_and_no_output(tmp_path, files, args, messa
     truncated.write_bytes(files["model"].read_bytes()[:100_000])
     foreign = tmp_path / "resnet_like.pt"
     torch.save({"classifier.6.weight": torch.zeros(10, 4096), "fc.bias": torch.zeros(3)}, foreign)
-    names = {"missing": tmp_path / "nope.pt", "text": text, "truncated": truncated, "foreign": foreign,
-             "model": files["model"], "tmp": tmp_path}
+    names = {
+        "missing": tmp_path / "nope.pt",
+        "text": text,
+        "truncated": truncated,
+        "foreign": foreign,
+        "model": files["model"],
+        "tmp": tmp_path,
+    }
     before = set(tmp_path.iterdir())
     result = run(*[a.format(**names) for a in args])
     assert message.format(**names) in one_error_line(result)
@@ -138,7 +144,7 @@ def test_compress_random_keyword_with_verify(tmp_path):
     assert "verified: the file decodes bit for bit" in result.stderr
     assert "after P + Q + Huffman: the file on disk" in result.stderr
     assert f"{out.stat().st_size / 1e6:,.3f} MB" in result.stderr
-    assert "fc6" in result.stderr and "paper preset" in result.stderr
+    assert "fc6" in result.stderr and "preset 'paper'" in result.stderr
     decoded = tmp_path / "a.pt"
     assert run("decode", out, "-o", decoded, "-q").exit_code == 0
     torchvision.models.alexnet(num_classes=1000).load_state_dict(torch.load(decoded, weights_only=True))

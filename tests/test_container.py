@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 import struct
 import zlib
@@ -9,16 +11,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from alexcompress.container import (
-    MAGIC,
-    PREAMBLE,
-    encode_raw,
-    encode_sparse,
-    parse_header,
-    read_dcz,
-    write_dcz,
-)
+from alexcompress.container import MAGIC, PREAMBLE, parse_header, read_dcz, write_dcz
+from alexcompress.encodings import raw, sparse_huffman
 from alexcompress.errors import DczError
+
+encode_raw, encode_sparse = raw.ENCODING.encode, sparse_huffman.ENCODING.encode
 
 
 def quantized_array(rng, shape, density, bits):
@@ -77,13 +74,19 @@ def test_auto_width_is_no_worse_than_any_fixed_width():
 
 def test_unquantized_tensor_points_to_quantize():
     a = np.random.default_rng(0).normal(size=(30, 30)).astype(np.float32)
-    with pytest.raises(DczError, match="not quantized: run 'alexcompress quantize' first"):
+    with pytest.raises(DczError, match="the model is not quantized: quantize it first"):
         encode_sparse("fc6", a)
 
 
 def small_file():
     a = quantized_array(np.random.default_rng(3), (20, 30), 0.2, 4)
-    return write_dcz([encode_sparse("w.weight", a), encode_raw("w.bias", np.ones(4, np.float32))], arch="alexnet", num_classes=10, producer="t", options={})
+    return write_dcz(
+        [encode_sparse("w.weight", a), encode_raw("w.bias", np.ones(4, np.float32))],
+        arch="alexnet",
+        num_classes=10,
+        producer="t",
+        options={},
+    )
 
 
 def test_every_flipped_byte_is_caught():
@@ -144,3 +147,40 @@ def test_version_flags_and_magic():
 
 def test_header_has_no_timestamps_and_is_deterministic():
     assert small_file() == small_file()
+
+
+# Written by alexcompress 0.1.0 (before the encodings moved into their own modules): the reader of today must
+# decode files of every earlier release. Tensors: two sparse (index widths auto and 2), a float32 bias, an
+# int64 scalar.
+FILE_V0_1 = base64.b64decode(
+    "iURDWg0KGgoBAAAAUgUAAETqtrl7ImFyY2giOiJhbGV4bmV0IiwiZm9ybWF0IjoiZGN6IiwibnVtX2NsYXNzZXMiOjEwLCJvcHRp"
+    "b25zIjp7fSwicHJvZHVjZXIiOiJhbGV4Y29tcHJlc3MgMC4xLjAiLCJ0ZW5zb3JzIjpbeyJjb2RlX2JpdHMiOjEzNCwiY29kZWJv"
+    "b2tfc2l6ZSI6NCwiZHR5cGUiOiJmbG9hdDMyIiwiZW5jb2RpbmciOiJzcGFyc2VfaHVmZm1hbiIsImVudHJpZXMiOjU5LCJnYXBf"
+    "Yml0cyI6MTEyLCJpbmRleF9iaXRzIjoyLCJuYW1lIjoiY29udi53ZWlnaHQiLCJubnoiOjQwLCJzZWN0aW9ucyI6W3siY3JjMzIi"
+    "OjEzODM0MDc3NTMsImtpbmQiOiJjb2RlYm9vayIsImxlbmd0aCI6MTYsIm9mZnNldCI6MH0seyJjcmMzMiI6Mzk3OTEyNTcwMywi"
+    "a2luZCI6ImNvZGVfbGVuZ3RocyIsImxlbmd0aCI6NSwib2Zmc2V0IjoxNn0seyJjcmMzMiI6MzU3NTc2MTU2Mywia2luZCI6Imdh"
+    "cF9sZW5ndGhzIiwibGVuZ3RoIjo0LCJvZmZzZXQiOjIxfSx7ImNyYzMyIjozNTEyMjMzMTU3LCJraW5kIjoiY29kZXMiLCJsZW5n"
+    "dGgiOjE3LCJvZmZzZXQiOjI1fSx7ImNyYzMyIjoyNTY4MDY1NTE0LCJraW5kIjoiZ2FwcyIsImxlbmd0aCI6MTQsIm9mZnNldCI6"
+    "NDJ9XSwic2hhcGUiOls2LDMsMywzXX0seyJkdHlwZSI6ImZsb2F0MzIiLCJlbmNvZGluZyI6InJhdyIsIm5hbWUiOiJjb252LmJp"
+    "YXMiLCJzZWN0aW9ucyI6W3siY3JjMzIiOjI0NDc4NzIwMjMsImtpbmQiOiJkYXRhIiwibGVuZ3RoIjoyNCwib2Zmc2V0Ijo1Nn1d"
+    "LCJzaGFwZSI6WzZdfSx7ImNvZGVfYml0cyI6NjUsImNvZGVib29rX3NpemUiOjIsImR0eXBlIjoiZmxvYXQzMiIsImVuY29kaW5n"
+    "Ijoic3BhcnNlX2h1ZmZtYW4iLCJlbnRyaWVzIjo1NiwiZ2FwX2JpdHMiOjY4LCJpbmRleF9iaXRzIjoyLCJuYW1lIjoiZmMud2Vp"
+    "Z2h0Iiwibm56Ijo5LCJzZWN0aW9ucyI6W3siY3JjMzIiOjI0MjQzODEzMjAsImtpbmQiOiJjb2RlYm9vayIsImxlbmd0aCI6OCwi"
+    "b2Zmc2V0Ijo4MH0seyJjcmMzMiI6MzExOTgwMDE2OCwia2luZCI6ImNvZGVfbGVuZ3RocyIsImxlbmd0aCI6Mywib2Zmc2V0Ijo4"
+    "OH0seyJjcmMzMiI6MzU3NTc2MTU2Mywia2luZCI6ImdhcF9sZW5ndGhzIiwibGVuZ3RoIjo0LCJvZmZzZXQiOjkxfSx7ImNyYzMy"
+    "IjoyMTkyMDczNjAsImtpbmQiOiJjb2RlcyIsImxlbmd0aCI6OSwib2Zmc2V0Ijo5NX0seyJjcmMzMiI6MTI3NzYyMDU1Mywia2lu"
+    "ZCI6ImdhcHMiLCJsZW5ndGgiOjksIm9mZnNldCI6MTA0fV0sInNoYXBlIjpbNCw1NF19LHsiZHR5cGUiOiJpbnQ2NCIsImVuY29k"
+    "aW5nIjoicmF3IiwibmFtZSI6Im4iLCJzZWN0aW9ucyI6W3siY3JjMzIiOjE4Nzc0NjQ2ODgsImtpbmQiOiJkYXRhIiwibGVuZ3Ro"
+    "Ijo4LCJvZmZzZXQiOjExM31dLCJzaGFwZSI6W119XX0AAAC/AACAvgAAAD4AAEA/AwICAwICAwMB96NTd/macLmSi7jaxq15UESc"
+    "sc12Qy9OM2bzaOlTegAAAAAAAIA/AAAAQAAAQEAAAIBAAACgQAAAwL8AAABAAgIBAgMDAQCAAOBJMwABAACAAPwZkEAAIAcAAAAA"
+    "AAAA"
+)
+
+
+def test_a_file_written_by_version_0_1_still_decodes():
+    header, tensors = read_dcz(FILE_V0_1)
+    assert header.producer == "alexcompress 0.1.0" and list(tensors) == ["conv.weight", "conv.bias", "fc.weight", "n"]
+    weights = tensors["conv.weight"].tobytes() + tensors["fc.weight"].tobytes()
+    assert hashlib.sha256(weights).hexdigest() == "ec30d27b67814b2205538e5c0602eb84ea28008269703751e57ed501d225ac2f"
+    assert np.count_nonzero(tensors["conv.weight"]) == 40 and np.count_nonzero(tensors["fc.weight"]) == 9
+    assert tensors["conv.bias"].tolist() == [0, 1, 2, 3, 4, 5] and tensors["n"].dtype == np.int64 and int(tensors["n"]) == 7

@@ -90,7 +90,7 @@ def test_disk_full_inside_a_library_writer_is_still_a_one_line_error(tmp_path):
         try:
             raise OSError(28, "No space left on device")
         except OSError:
-            raise RuntimeError("[enforce fail at inline_container.cc] unexpected pos")
+            raise RuntimeError("[enforce fail at inline_container.cc] unexpected pos")  # noqa: B904 - as torch does
 
     with pytest.raises(AlexCompressError, match=r"x.pt: cannot write \(No space left on device\)"):
         write_atomic(tmp_path / "x.pt", torch_like)
@@ -117,7 +117,8 @@ def test_signal_mid_write_leaves_no_partial_output(tmp_path, sig, code, script):
     target.write_bytes(b"the user's file")
     child = subprocess.Popen(
         [sys.executable, "-c", script, "init", "-o", str(target), "--num-classes", "2", "--force"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
     )
     deadline = time.monotonic() + 120
     while not leftovers(tmp_path) and time.monotonic() < deadline and child.poll() is None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from alexcompress.container import read_dcz
-from alexcompress.fuzz import run, sample_file
+from tests.fuzz_dcz import run, sample_file
 
 
 def test_fuzzed_files_end_in_dcz_error_or_a_clean_decode():

@@ -11,7 +11,7 @@ from alexcompress.errors import DczError
 
 def kraft(lengths):
     used = lengths[lengths > 0].astype(np.float64)
-    return float((2.0 ** -used).sum())
+    return float((2.0**-used).sum())
 
 
 @settings(max_examples=200, deadline=None)

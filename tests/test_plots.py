@@ -5,7 +5,6 @@ from __future__ import annotations
 import sys
 
 import numpy as np
-
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -20,8 +19,10 @@ def test_report_from_a_dcz_and_from_a_model(tmp_path, files):
     result = runner.invoke(app, ["report", str(dcz), "-o", str(tmp_path / "fig")])
     assert result.exit_code == 0, result.output
     names = sorted(p.name for p in (tmp_path / "fig").iterdir())
-    expected = sorted([f"weights_{n}.png" for n in ("conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7", "fc8")]
-                      + ["bytes.png", "ladder.png", "code_lengths.png"])
+    expected = sorted(
+        [f"weights_{n}.png" for n in ("conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7", "fc8")]
+        + ["bytes.png", "ladder.png", "code_lengths.png"]
+    )
     assert names == expected
     for name in names:
         with Image.open(tmp_path / "fig" / name) as image:

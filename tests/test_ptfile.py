@@ -9,6 +9,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from alexcompress.ptfile import read_state_dict
 
@@ -72,3 +74,35 @@ def test_compress_of_a_pt_file_never_imports_torch(files, tmp_path):
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "False"
     assert out.read_bytes()[:4] == b"\x89DCZ"
+
+
+DTYPES = ["float32", "float64", "float16", "int64", "int32", "int16", "int8", "uint8", "bool"]
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    shapes=st.lists(st.lists(st.integers(0, 5), min_size=0, max_size=4), min_size=1, max_size=5),
+    dtypes=st.lists(st.sampled_from(DTYPES), min_size=5, max_size=5),
+    transpose=st.booleans(),
+)
+def test_written_pt_is_what_torch_load_reads(tmp_path_factory, shapes, dtypes, transpose):
+    """The torch-free writer against torch.load(weights_only=True), mmap too: dtypes, 0-d and empty tensors,
+    non-contiguous input."""
+    from alexcompress.ptfile import write_state_dict
+
+    rng = np.random.default_rng(0)
+    state = OrderedDict()
+    for i, (shape, dtype) in enumerate(zip(shapes, dtypes)):
+        array = (rng.normal(size=shape) * 100).astype(dtype)
+        state[f"layer{i}.weight"] = array.T if transpose else array
+    path = tmp_path_factory.mktemp("pt") / "w.pt"
+    with open(path, "wb") as handle:
+        write_state_dict(state, handle, {"": 1, "layer0": 2})
+    for mmap in (False, True):
+        loaded = torch.load(path, weights_only=True, mmap=mmap)
+        assert list(loaded) == list(state) and loaded._metadata["layer0"] == {"version": 2}
+        for key, array in state.items():
+            assert loaded[key].numpy().dtype == array.dtype and loaded[key].numpy().shape == array.shape
+            assert np.array_equal(loaded[key].numpy(), array), key
+    again = read_state_dict(path)
+    assert all(np.array_equal(again[k], v) for k, v in state.items())

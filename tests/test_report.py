@@ -20,9 +20,9 @@ def test_parts_add_up_to_the_file(quantized10):
     assert steps.huffman == len(data) < steps.quantized < steps.pruned < steps.original
     for r in rows:
         if r.nnz == 0:  # global pruning of a random-init AlexNet empties fc6 (its weights are the smallest)
-            assert r.weight_bits_fixed == 0 and r.weight_bits_huffman == 0 and r.bytes_fixed == 0
+            assert r.weight_bits_fixed == 0 and r.weight_bits_coded == 0 and r.bytes_fixed == 0
             continue
         assert r.weight_bits_fixed <= (5 if r.name.startswith("fc") else 8)
-        assert 1.0 <= r.index_bits_huffman <= r.index_bits  # Huffman never loses to the fixed width
-        assert 1.0 <= r.weight_bits_huffman <= r.weight_bits_fixed + 1  # + 1: the filler symbol
+        assert 1.0 <= r.index_bits_coded <= r.index_bits  # Huffman never loses to the fixed width
+        assert 1.0 <= r.weight_bits_coded <= r.weight_bits_fixed + 1  # + 1: the filler symbol
         assert 0 < r.kept < 1

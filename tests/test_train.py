@@ -10,16 +10,19 @@ import torch
 from PIL import Image
 from torch.utils.data import TensorDataset
 
-from alexcompress.prune import prune_global
-from alexcompress.quantize import quantize
+from alexcompress.pruning import prune_global
+from alexcompress.quantization import quantize
 from alexcompress.train import CentroidFinetuning, MaskedRetraining, TrainConfig, _train, finetune_centroids, retrain_pruned
+
+
+def coded(net) -> set[str]:
+    """The weights a stage codes: conv and linear weights (every parameter with >= 2 dimensions here)."""
+    return {k for k, p in net.named_parameters() if p.dim() >= 2}
 
 
 def tiny_net(seed: int = 0) -> torch.nn.Module:
     torch.manual_seed(seed)
-    return torch.nn.Sequential(
-        torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU(), torch.nn.Flatten(), torch.nn.Linear(4 * 6 * 6, 3)
-    )
+    return torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU(), torch.nn.Flatten(), torch.nn.Linear(4 * 6 * 6, 3))
 
 
 def tiny_data(n: int = 32, seed: int = 0) -> TensorDataset:
@@ -33,11 +36,11 @@ def tiny_data(n: int = 32, seed: int = 0) -> TensorDataset:
 )
 def test_pruned_weights_stay_exactly_zero(optimizer, weight_decay):
     net = tiny_net()
-    pruned = prune_global(OrderedDict(net.state_dict()), 0.7, arch="tiny").state
+    pruned = prune_global(OrderedDict(net.state_dict()), 0.7, arch="none").state
     net.load_state_dict(pruned)
     zero_before = {k: (v == 0).clone() for k, v in net.state_dict().items() if k.endswith("weight")}
     config = TrainConfig(epochs=3, lr=0.05, optimizer=optimizer, momentum=0.9, weight_decay=weight_decay, batch_size=8, device="cpu")
-    _train(net, MaskedRetraining(net), tiny_data(), config, stage="retrain")
+    _train(net, MaskedRetraining(net, coded(net)), tiny_data(), config, stage="retrain")
     for key, zero in zero_before.items():
         weight = net.state_dict()[key]
         assert (weight[zero] == 0).all(), key
@@ -46,9 +49,9 @@ def test_pruned_weights_stay_exactly_zero(optimizer, weight_decay):
 
 def test_centroid_gradient_is_the_sum_of_its_weights_gradients():
     net = tiny_net()
-    quantized = quantize(prune_global(OrderedDict(net.state_dict()), 0.5, arch="tiny").state, bits=2, arch="tiny").state
+    quantized = quantize(prune_global(OrderedDict(net.state_dict()), 0.5, arch="none").state, bits=2, arch="none").state
     net.load_state_dict(quantized)
-    hooks = CentroidFinetuning(net)
+    hooks = CentroidFinetuning(net, coded(net))
     images, labels = tiny_data(8)[:]
     torch.nn.functional.cross_entropy(net(images), labels).backward()
     grads = {k: p.grad.clone() for k, p in net.named_parameters()}
@@ -63,9 +66,9 @@ def test_centroid_gradient_is_the_sum_of_its_weights_gradients():
 
 def test_centroid_finetuning_keeps_codebook_structure():
     net = tiny_net()
-    state = quantize(prune_global(OrderedDict(net.state_dict()), 0.6, arch="tiny").state, bits=3, arch="tiny").state
+    state = quantize(prune_global(OrderedDict(net.state_dict()), 0.6, arch="none").state, bits=3, arch="none").state
     net.load_state_dict(state)
-    hooks = CentroidFinetuning(net)
+    hooks = CentroidFinetuning(net, coded(net))
     _train(net, hooks, tiny_data(), TrainConfig(epochs=2, lr=0.05, batch_size=8, device="cpu"), stage="centroids")
     after = net.state_dict()
     changed = False
@@ -120,7 +123,7 @@ def make_image_folder(root, classes=2, per_class=4, size=40):
 
 def test_ctrl_c_leaves_a_usable_checkpoint(tmp_path):
     net = tiny_net()
-    net.load_state_dict(prune_global(OrderedDict(net.state_dict()), 0.5, arch="tiny").state)
+    net.load_state_dict(prune_global(OrderedDict(net.state_dict()), 0.5, arch="none").state)
     checkpoint = tmp_path / "run.ckpt"
     config = TrainConfig(epochs=3, lr=0.05, batch_size=8, device="cpu", checkpoint=str(checkpoint))
 
@@ -129,7 +132,7 @@ def test_ctrl_c_leaves_a_usable_checkpoint(tmp_path):
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        _train(net, MaskedRetraining(net), tiny_data(), config, stage="retrain", progress=interrupt)
+        _train(net, MaskedRetraining(net, coded(net)), tiny_data(), config, stage="retrain", progress=interrupt)
     saved = torch.load(checkpoint, weights_only=True)
     assert saved["epoch"] == 1 and saved["stage"] == "retrain"  # epoch 2 restarts on --resume
     assert set(saved["masks"]) == {"0.weight", "3.weight"}

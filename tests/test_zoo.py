@@ -10,8 +10,9 @@ import torch
 import torchvision
 
 import alexcompress
+from alexcompress.archs import get_arch
 from alexcompress.container import parse_header
-from alexcompress.models import expected_shapes, random_model
+from alexcompress.models import random_model
 
 
 def test_resnet18_round_trip_with_batchnorm_buffers(tmp_path):
@@ -21,7 +22,7 @@ def test_resnet18_round_trip_with_batchnorm_buffers(tmp_path):
             value.uniform_(0.5, 2.0)
         if key.endswith("num_batches_tracked"):
             value.fill_(1234)
-    q = alexcompress.quantize(alexcompress.prune_global(state, 0.8, arch="resnet18").state, arch="resnet18").state
+    q = alexcompress.quantize(alexcompress.prune(state, alexcompress.PruneSpec(sparsity=0.8), arch="resnet18").state, arch="resnet18").state
     data = alexcompress.encode(q, arch="resnet18")
     header = parse_header(data)
     encodings = {t.name: t.encoding for t in header.tensors}
@@ -43,7 +44,7 @@ def test_vgg16_container_round_trip_without_initialising_vgg(tmp_path):
     """VGG-16's 134M weights, sparse and quantized, built straight from the shape table (no slow init)."""
     rng = np.random.default_rng(0)
     state = OrderedDict()
-    for key, shape in expected_shapes("vgg16", 10).items():
+    for key, shape in get_arch("vgg16").shapes(10).items():
         n = int(np.prod(shape))
         values = np.zeros(n, np.float32)
         if key.endswith(".weight"):
@@ -76,6 +77,6 @@ def test_cli_arch_option_and_paper_preset_guard(tmp_path):
     assert "verified" in result.stderr and "layer1.0.conv1" in result.stderr
     assert parse_header(out.read_bytes()).arch == "resnet18"
     result = runner.invoke(app, ["prune", "random:0:10", "--arch", "resnet18", "--preset", "paper", "-o", str(tmp_path / "x.pt")])
-    assert result.exit_code == 1 and "holds AlexNet's keep rates" in result.stderr
+    assert result.exit_code == 1 and "architecture resnet18 has no preset 'paper'" in result.stderr
     result = runner.invoke(app, ["compress", "random", "--arch", "lenet", "-o", str(tmp_path / "y.dcz")])
     assert result.exit_code == 1 and "unknown architecture 'lenet'" in result.stderr

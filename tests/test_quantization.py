@@ -7,10 +7,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from alexcompress.errors import AlexCompressError
-from alexcompress.prune import prune_global
-from alexcompress.quantize import centroids_to_float32, kmeans_1d, kmeans_sklearn, quantize
+from alexcompress.pruning import prune_global
+from alexcompress.quantization import centroids_to_float32, kmeans_1d, quantize
 
 from .conftest import tiny_state
+from .reference import kmeans_sklearn
 
 
 def test_kmeans_1d_reaches_the_same_fixed_point_as_sklearn():
@@ -56,10 +57,12 @@ def test_zero_centroid_is_moved_off_zero():
 
 
 @settings(max_examples=40, deadline=None)
-@given(bits=st.integers(1, 8), sparsity=st.floats(0, 0.95), seed=st.integers(0, 1000), init=st.sampled_from(["linear", "density", "random"]))
+@given(
+    bits=st.integers(1, 8), sparsity=st.floats(0, 0.95), seed=st.integers(0, 1000), init=st.sampled_from(["linear", "density", "random"])
+)
 def test_quantize_properties(bits, sparsity, seed, init):
-    state = prune_global(tiny_state(seed), sparsity, arch="tiny").state
-    result = quantize(state, bits=bits, init=init, seed=seed, arch="tiny")
+    state = prune_global(tiny_state(seed), sparsity, arch="none").state
+    result = quantize(state, bits=bits, init=init, seed=seed, arch="none")
     for key in ("a.weight", "b.weight"):
         before, after = state[key], result.state[key]
         assert torch.equal(before == 0, after == 0)  # zeros stay zero, no weight becomes zero
@@ -67,7 +70,7 @@ def test_quantize_properties(bits, sparsity, seed, init):
         assert after.dtype == torch.float32
     for key in ("a.bias", "b.bias"):
         assert result.state[key].equal(state[key])
-    again = quantize(state, bits=bits, init=init, seed=seed, arch="tiny")
+    again = quantize(state, bits=bits, init=init, seed=seed, arch="none")
     assert all(again.state[k].equal(result.state[k]) for k in state)
 
 
@@ -79,13 +82,20 @@ def test_conv_and_fc_bits_apply_per_layer(alexnet10):
 
 
 def test_shared_codebook_spans_all_layers():
-    state = prune_global(tiny_state(), 0.5, arch="tiny").state
-    result = quantize(state, bits=3, shared_codebook=True, arch="tiny")
+    state = prune_global(tiny_state(), 0.5, arch="none").state
+    result = quantize(state, bits=3, shared_codebook=True, arch="none")
     values = torch.cat([result.state[k][result.state[k] != 0] for k in ("a.weight", "b.weight")])
     assert values.unique().numel() <= 8
 
 
-@pytest.mark.parametrize("kwargs, message", [({"bits": 9}, "--bits must be between 1 and 8"), ({"conv_bits": 0}, "--conv-bits must be between 1 and 8"), ({"init": "kmeans++"}, "unknown init")])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"bits": 9}, "bits must be between 1 and 8"),
+        ({"conv_bits": 0}, "conv_bits must be between 1 and 8"),
+        ({"init": "kmeans++"}, "unknown init"),
+    ],
+)
 def test_bad_options(kwargs, message):
     with pytest.raises(AlexCompressError, match=message):
-        quantize(tiny_state(), arch="tiny", **kwargs)
+        quantize(tiny_state(), arch="none", **kwargs)

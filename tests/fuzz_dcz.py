@@ -5,7 +5,7 @@ Besides blind bit flips and truncations (which the CRCs catch), it re-signs muta
 section and header CRC-32s, so the mutations reach the decoder's own checks: hostile integers in the header,
 damaged code tables and Huffman streams. The suite runs a few thousand cases; for longer runs:
 
-    python -m alexcompress.fuzz --cases 200000 --seed 1
+    python -m tests.fuzz_dcz --cases 200000 --seed 1
 """
 
 from __future__ import annotations
@@ -15,13 +15,16 @@ import json
 import time
 import tracemalloc
 import zlib
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Callable, Iterator
 
 import numpy as np
 
-from .container import MAGIC, PREAMBLE, encode_raw, encode_sparse, parse_header, read_dcz, write_dcz
-from .errors import DczError
+from alexcompress.container import MAGIC, PREAMBLE, parse_header, read_dcz, write_dcz
+from alexcompress.encodings import raw, sparse_huffman
+from alexcompress.errors import DczError
+
+encode_raw, encode_sparse = raw.ENCODING.encode, sparse_huffman.ENCODING.encode
 
 HOSTILE_INTS = [0, 1, -1, 2, 255, 256, 4096, 2**20, 2**28, 2**31 - 1, 2**31, 2**32, 2**53, 2**63, 2**64, 10**30]
 
@@ -32,7 +35,11 @@ def sample_file(seed: int = 0) -> bytes:
     a = np.where(rng.random((12, 20)) < 0.3, rng.choice(np.array([-0.5, -0.1, 0.2, 0.7], np.float32), (12, 20)), 0)
     b = np.zeros(3000, np.float32)
     b[rng.choice(3000, 7, replace=False)] = 0.25
-    tensors = [encode_sparse("a.weight", a.astype(np.float32)), encode_sparse("b.weight", b, 2), encode_raw("a.bias", rng.normal(size=5).astype(np.float32))]
+    tensors = [
+        encode_sparse("a.weight", a.astype(np.float32)),
+        encode_sparse("b.weight", b, 2),
+        encode_raw("a.bias", rng.normal(size=5).astype(np.float32)),
+    ]
     return write_dcz(tensors, arch="alexnet", num_classes=10, producer="fuzz", options={})
 
 
@@ -179,8 +186,12 @@ def main() -> None:
     args = parser.parse_args()
     start = time.perf_counter()
     report = run(args.cases, args.seed)
-    print(f"{report.cases:,} cases in {time.perf_counter() - start:.1f} s: {report.errors:,} DczError, {report.decoded:,} decoded, {len(report.crashes)} crashes")
-    print(f"slowest case {report.slowest * 1000:.1f} ms ({report.slowest_case}); peak traced memory {report.peak_bytes / 1e6:.2f} MB; {len(report.over_budget)} over budget")
+    print(
+        f"{report.cases:,} cases in {time.perf_counter() - start:.1f} s: {report.errors:,} DczError, {report.decoded:,} decoded, {len(report.crashes)} crashes"
+    )
+    print(
+        f"slowest case {report.slowest * 1000:.1f} ms ({report.slowest_case}); peak traced memory {report.peak_bytes / 1e6:.2f} MB; {len(report.over_budget)} over budget"
+    )
     for description, error in report.crashes[:20]:
         print(f"CRASH {description}: {error}")
     raise SystemExit(1 if report.crashes or report.over_budget else 0)

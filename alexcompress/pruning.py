@@ -9,13 +9,15 @@ the weight, and the result is deterministic.
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Mapping
+from typing import TYPE_CHECKING
 
 import numpy as np
 
+from .archs import Architecture, per_layer
 from .errors import AlexCompressError
-from .models import PAPER_KEEP_RATES, as_numpy, is_compressible, layer_names, resolve_layer
+from .models import as_numpy, is_compressible, resolve_arch
 
 if TYPE_CHECKING:
     import torch
@@ -55,9 +57,7 @@ class PruneResult:
         return 1.0 - self.kept / self.weights if self.weights else 0.0
 
 
-def prune_global(
-    state: Mapping[str, "torch.Tensor"], sparsity: float, *, arch: str = "alexnet", inplace: bool = False
-) -> PruneResult:
+def prune_global(state: Mapping[str, "torch.Tensor"], sparsity: float, *, arch: str | None = None, inplace: bool = False) -> PruneResult:
     """Zero the `sparsity` fraction of smallest-magnitude weights, over all conv and fc layers together.
 
     >>> from alexcompress.models import random_model
@@ -66,17 +66,19 @@ def prune_global(
     0.9
     """
     _check_fraction("sparsity", sparsity, allow_one=False)
-    out, keys = _prepare(state, inplace)
+    architecture = resolve_arch(state, arch)
+    out, keys = _prepare(state, architecture, inplace)
     flats = [_flat(out[k]) for k in keys]
     n_prune = int(round(sparsity * sum(f.size for f in flats)))
     threshold, below = _radix_select(flats, n_prune)
     ties_left = n_prune - below
-    names = layer_names(arch, keys)
     layers = []
     for key, flat in zip(keys, flats):
         if n_prune:
             ties_left -= _zero_smallest(flat, threshold, ties_left)
-        layers.append(LayerPruning(names[key], key, flat.size, int(np.count_nonzero(flat)), threshold if n_prune else 0.0))
+        layers.append(
+            LayerPruning(architecture.display_name(key), key, flat.size, int(np.count_nonzero(flat)), threshold if n_prune else 0.0)
+        )
     return PruneResult(out, layers, f"global sparsity {sparsity:g}")
 
 
@@ -84,19 +86,20 @@ def prune_by_rates(
     state: Mapping[str, "torch.Tensor"],
     keep_rates: Mapping[str, float],
     *,
-    arch: str = "alexnet",
+    arch: str | None = None,
     inplace: bool = False,
+    method: str = "per-layer keep rates",
 ) -> PruneResult:
     """Keep `keep_rates[layer]` of each named layer's weights (layers not named are left as they are).
 
-    Layer names are the paper's conv1..fc8 for AlexNet, or state-dict prefixes such as `features.0`.
+    Layers are named by state-dict key (with or without `.weight`), by glob (`features.*`), or by the
+    architecture's aliases (the paper's conv1..fc8 for AlexNet); a later pattern overrides an earlier one.
     """
-    out, keys = _prepare(state, inplace)
-    by_key = {}
+    architecture = resolve_arch(state, arch)
+    out, keys = _prepare(state, architecture, inplace)
     for name, rate in keep_rates.items():
         _check_fraction(f"keep rate of {name}", rate, allow_one=True)
-        by_key[resolve_layer(arch, name, keys)] = rate
-    names = layer_names(arch, keys)
+    by_key = per_layer(architecture, keep_rates, keys)
     layers = []
     for key in keys:
         flat = _flat(out[key])
@@ -106,57 +109,54 @@ def prune_by_rates(
             if n_prune:
                 threshold, below = _radix_select([flat], n_prune)
                 _zero_smallest(flat, threshold, n_prune - below)
-        layers.append(LayerPruning(names[key], key, flat.size, int(np.count_nonzero(flat)), threshold))
-    return PruneResult(out, layers, "per-layer keep rates")
+        layers.append(LayerPruning(architecture.display_name(key), key, flat.size, int(np.count_nonzero(flat)), threshold))
+    return PruneResult(out, layers, method)
+
+
+def prune_preset(
+    state: Mapping[str, "torch.Tensor"], preset: str = "paper", *, arch: str | None = None, inplace: bool = False
+) -> PruneResult:
+    """An architecture's named keep-rate table; AlexNet's `paper` is Table 4 (conv1 84% ... fc6 9%)."""
+    architecture = resolve_arch(state, arch)
+    rates = architecture.presets.get(preset)
+    if rates is None:
+        have = ", ".join(architecture.presets) or "none"
+        raise AlexCompressError(
+            f"architecture {architecture.name} has no preset {preset!r} (its presets: {have}); give keep rates or a sparsity instead"
+        )
+    return prune_by_rates(state, rates, arch=architecture.name, inplace=inplace, method=f"preset {preset!r} keep rates")
 
 
 def prune_paper(state: Mapping[str, "torch.Tensor"], *, inplace: bool = False) -> PruneResult:
     """The paper's Table 4 keep rates for AlexNet (conv1 84% ... fc6 9%, fc8 25%): 11% kept overall."""
-    result = prune_by_rates(state, PAPER_KEEP_RATES, arch="alexnet", inplace=inplace)
-    return PruneResult(result.state, result.layers, "paper preset (Table 4 keep rates)")
+    return prune_preset(state, "paper", arch="alexnet", inplace=inplace)
 
 
-def prune_by_std(
-    state: Mapping[str, "torch.Tensor"], scale: float, *, arch: str = "alexnet", inplace: bool = False
-) -> PruneResult:
+def prune_by_std(state: Mapping[str, "torch.Tensor"], scale: float, *, arch: str | None = None, inplace: bool = False) -> PruneResult:
     """Prune |w| < scale * std(layer) in every layer: the threshold rule of Han et al. (NIPS 2015)."""
     if not np.isfinite(scale) or scale < 0:
         raise AlexCompressError(f"std scale must be a finite number >= 0, got {scale}")
-    out, keys = _prepare(state, inplace)
-    names = layer_names(arch, keys)
+    architecture = resolve_arch(state, arch)
+    out, keys = _prepare(state, architecture, inplace)
     layers = []
     for key in keys:
         flat = _flat(out[key])
         threshold = float(scale * flat.std(dtype=np.float64))
         flat[np.abs(flat) < threshold] = 0.0
-        layers.append(LayerPruning(names[key], key, flat.size, int(np.count_nonzero(flat)), threshold))
+        layers.append(LayerPruning(architecture.display_name(key), key, flat.size, int(np.count_nonzero(flat)), threshold))
     return PruneResult(out, layers, f"threshold {scale:g} x std per layer")
-
-
-def parse_rates(text: str) -> dict[str, float]:
-    """Parse `conv1=0.84,fc6=0.09` into a dict; a malformed item is an AlexCompressError."""
-    rates: dict[str, float] = {}
-    for item in filter(None, (part.strip() for part in text.split(","))):
-        name, sep, value = item.partition("=")
-        try:
-            if not sep or not name.strip():
-                raise ValueError
-            rates[name.strip()] = float(value)
-        except ValueError:
-            raise AlexCompressError(f"bad --rates item {item!r}: expected LAYER=KEEP_RATE, e.g. fc6=0.09") from None
-    if not rates:
-        raise AlexCompressError("--rates is empty: expected LAYER=KEEP_RATE items, e.g. conv1=0.84,fc6=0.09")
-    return rates
 
 
 # --------------------------------------------------------------------------------------------- helpers
 
 
-def _prepare(state: Mapping[str, "torch.Tensor | np.ndarray"], inplace: bool) -> tuple["OrderedDict", list[str]]:
+def _prepare(state: Mapping[str, "torch.Tensor | np.ndarray"], arch: Architecture, inplace: bool) -> tuple["OrderedDict", list[str]]:
     """The output state (sharing or copying the input's weights) and its compressible keys, checked."""
     out: OrderedDict = OrderedDict()
+    keys = []
     for key, value in state.items():
-        if is_compressible(key, value):
+        if is_compressible(arch, key, value):
+            keys.append(key)
             array = as_numpy(value)
             if array.dtype != np.float32:
                 raise AlexCompressError(f"{key} is {value.dtype}; pruning works on float32 weights")
@@ -165,7 +165,6 @@ def _prepare(state: Mapping[str, "torch.Tensor | np.ndarray"], inplace: bool) ->
             elif not array.flags.c_contiguous:
                 raise AlexCompressError(f"{key} is not contiguous; cannot prune it in place")
         out[key] = value
-    keys = [k for k, v in out.items() if is_compressible(k, v)]
     for key in keys:
         if not all(np.isfinite(chunk).all() for chunk in _chunks(_flat(out[key]))):
             raise AlexCompressError(f"{key} contains NaN or infinite weights")

@@ -9,13 +9,15 @@ the midpoints between centroids, so one iteration is a `searchsorted` plus prefi
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Mapping
+from typing import TYPE_CHECKING
 
 import numpy as np
 
+from .archs import per_layer
 from .errors import AlexCompressError
-from .models import as_numpy, is_compressible, layer_names
+from .models import as_numpy, is_compressible, resolve_arch
 
 if TYPE_CHECKING:
     import torch
@@ -111,21 +113,6 @@ def kmeans_1d(
     return centroids, np.searchsorted(boundaries.astype(x.dtype), x, side="left"), iterations
 
 
-def kmeans_sklearn(values: np.ndarray, k: int, *, init: str = "linear", seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """scikit-learn's KMeans on the same problem (same init, n_init=1): the reference `kmeans_1d` is checked
-    and benchmarked against. Returns (sorted centroids, labels)."""
-    from sklearn.cluster import KMeans
-
-    x = np.asarray(values, dtype=np.float64).reshape(-1, 1)
-    start = np.unique(initial_centroids(np.sort(x[:, 0]), k, init, seed))
-    model = KMeans(n_clusters=start.size, init=start.reshape(-1, 1), n_init=1, random_state=seed, max_iter=300, tol=0.0)
-    model.fit(x)
-    order = np.argsort(model.cluster_centers_[:, 0])
-    rank = np.empty_like(order)
-    rank[order] = np.arange(order.size)
-    return model.cluster_centers_[order, 0], rank[model.labels_]
-
-
 def centroids_to_float32(centroids: np.ndarray) -> np.ndarray:
     """float32 centroids with exact zeros moved to the smallest normal float32 of the same sign."""
     c32 = centroids.astype(np.float32)
@@ -146,47 +133,52 @@ def quantize(
     conv_bits: int = 8,
     fc_bits: int = 5,
     bits: int | None = None,
+    layer_bits: Mapping[str, int] | None = None,
     init: str = "linear",
     seed: int = 0,
     shared_codebook: bool = False,
-    arch: str = "alexnet",
+    arch: str | None = None,
     inplace: bool = False,
 ) -> QuantizeResult:
-    """Per-layer k-means weight sharing (conv layers `conv_bits`, fc layers `fc_bits`; `bits` sets both).
+    """Per-layer k-means weight sharing (conv layers `conv_bits`, fc layers `fc_bits`; `bits` sets both;
+    `layer_bits` maps layer names or globs to their own width and wins over both).
 
     With `shared_codebook`, one codebook of 2**bits (default `fc_bits`) centroids serves every layer, as
     in the seed script.
 
     >>> from alexcompress.models import random_model
-    >>> from alexcompress.prune import prune_global
+    >>> from alexcompress.pruning import prune_global
     >>> q = quantize(prune_global(random_model(num_classes=10), 0.9).state, bits=4)
     >>> max(layer.clusters for layer in q.layers) <= 16
     True
     """
     if bits is not None:
-        check_bits("--bits", bits)
+        check_bits("bits", bits)
         conv_bits = fc_bits = bits
-    check_bits("--conv-bits", conv_bits)
-    check_bits("--fc-bits", fc_bits)
+    check_bits("conv_bits", conv_bits)
+    check_bits("fc_bits", fc_bits)
+    for name, value in (layer_bits or {}).items():
+        check_bits(f"bits of {name}", value)
+    architecture = resolve_arch(state, arch)
     if init not in INITS:
         raise AlexCompressError(f"unknown init {init!r}; choose one of {', '.join(INITS)}")
     out: OrderedDict = OrderedDict()
     keys = []
     for key, value in state.items():
-        if is_compressible(key, value):
+        if is_compressible(architecture, key, value):
             if as_numpy(value).dtype != np.float32:
                 raise AlexCompressError(f"{key} is {value.dtype}; quantization works on float32 weights")
             if not inplace:
                 value = value.copy() if isinstance(value, np.ndarray) else value.detach().clone()
             keys.append(key)
         out[key] = value
-    names = layer_names(arch, keys)
     flats = {key: as_numpy(out[key]).reshape(-1) for key in keys}
     nonzero = {key: np.flatnonzero(flats[key]) for key in keys}
     for key in keys:  # NaN is nonzero, so checking the nonzeros checks everything
         if not np.isfinite(flats[key][nonzero[key]]).all():
             raise AlexCompressError(f"{key} contains NaN or infinite weights")
-    layer_bits = {key: conv_bits if len(out[key].shape) > 2 else fc_bits for key in keys}
+    widths = {key: conv_bits if len(out[key].shape) > 2 else fc_bits for key in keys}
+    widths.update(per_layer(architecture, layer_bits or {}, keys))
 
     fits: dict[str, tuple[np.ndarray, np.ndarray, int]] = {}
     if shared_codebook:
@@ -197,11 +189,11 @@ def quantize(
         for key in keys:
             n = nonzero[key].size
             fits[key] = (centroids, labels[start : start + n], iters)
-            layer_bits[key] = shared_bits
+            widths[key] = shared_bits
             start += n
     else:
         for key in keys:
-            fits[key] = kmeans_1d(flats[key][nonzero[key]], 2 ** layer_bits[key], init=init, seed=seed)
+            fits[key] = kmeans_1d(flats[key][nonzero[key]], 2 ** widths[key], init=init, seed=seed)
 
     layers = []
     for key in keys:
@@ -213,5 +205,5 @@ def quantize(
         error = float(np.abs(flat[where] - new_values).mean(dtype=np.float64)) if where.size else 0.0
         flat[where] = new_values
         clusters = int(np.unique(codebook[np.bincount(labels, minlength=codebook.size) > 0]).size)
-        layers.append(LayerQuantization(names[key], key, layer_bits[key], int(where.size), clusters, error, iters))
+        layers.append(LayerQuantization(architecture.display_name(key), key, widths[key], int(where.size), clusters, error, iters))
     return QuantizeResult(out, layers)

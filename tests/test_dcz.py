@@ -8,15 +8,14 @@ import torch
 import torchvision
 
 import alexcompress
+from alexcompress.archs import PAPER_KEEP_RATES
 from alexcompress.container import parse_header
-from alexcompress.models import PAPER_KEEP_RATES, random_model
+from alexcompress.models import random_model
 
 
 def test_public_api_is_declared():
     public = {
-        name
-        for name in dir(alexcompress)
-        if not name.startswith("_") and not isinstance(getattr(alexcompress, name), types.ModuleType)
+        name for name in dir(alexcompress) if not name.startswith("_") and not isinstance(getattr(alexcompress, name), types.ModuleType)
     } - {"annotations"}
     assert public | {"__version__"} == set(alexcompress.__all__)
     assert callable(alexcompress.quantize) and callable(alexcompress.load)
@@ -24,7 +23,7 @@ def test_public_api_is_declared():
 
 def test_full_alexnet_1000_classes_end_to_end(tmp_path):
     state = random_model("alexnet", num_classes=1000, seed=0)
-    pruned = alexcompress.prune_paper(state, inplace=True)
+    pruned = alexcompress.prune(state, inplace=True)  # AlexNet: the paper preset
     for layer in pruned.layers:
         assert abs(layer.kept - PAPER_KEEP_RATES[layer.name] * layer.weights) <= 1
     quantized = alexcompress.quantize(pruned.state, conv_bits=8, fc_bits=5, inplace=True)

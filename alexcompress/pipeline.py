@@ -1,0 +1,186 @@
+"""The whole pipeline as library calls with typed options: prune (one spec, four methods), quantize,
+encode (`compress`), and the iterative prune-retrain schedule. The CLI only parses options into these specs.
+
+>>> from alexcompress.models import random_model
+>>> result = compress(random_model("alexnet", num_classes=10), pruning=PruneSpec(sparsity=0.9))
+>>> result.arch, round(result.pruning.sparsity, 3), result.ratio > 20
+('alexnet', 0.9, True)
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field, replace
+from typing import TYPE_CHECKING, Any, Optional
+
+from .errors import AlexCompressError
+from .models import resolve_arch
+from .pruning import PruneResult, prune_by_rates, prune_by_std, prune_global, prune_preset
+from .quantization import QuantizeResult, quantize
+
+if TYPE_CHECKING:
+    import numpy as np
+    import torch
+    from torch.utils.data import Dataset
+
+    from .train import ProgressHook, TrainConfig
+
+DEFAULT_SPARSITY = 0.9
+
+
+@dataclass(frozen=True)
+class PruneSpec:
+    """How to prune: exactly one of a global `sparsity`, per-layer keep `rates` ({layer or glob: rate}),
+    an architecture `preset` ("paper" for AlexNet), or `std_scale` (|w| < scale * std per layer). All
+    None: the architecture's `paper` preset where it has one, else sparsity 0.9."""
+
+    sparsity: Optional[float] = None
+    rates: Optional[Mapping[str, float]] = None
+    preset: Optional[str] = None
+    std_scale: Optional[float] = None
+
+    def __post_init__(self) -> None:
+        if sum(x is not None for x in (self.sparsity, self.rates, self.preset, self.std_scale)) > 1:
+            raise AlexCompressError("give only one pruning method: sparsity, keep rates, a preset, or a std scale")
+        if self.sparsity is not None and not (math.isfinite(self.sparsity) and 0 <= self.sparsity < 1):
+            raise AlexCompressError(f"sparsity must be in [0, 1), got {self.sparsity}")
+        if self.std_scale is not None and not (math.isfinite(self.std_scale) and self.std_scale >= 0):
+            raise AlexCompressError(f"std scale must be a finite number >= 0, got {self.std_scale}")
+        for name, rate in (self.rates or {}).items():
+            if not (math.isfinite(rate) and 0 <= rate <= 1):
+                raise AlexCompressError(f"keep rate of {name} must be in [0, 1], got {rate}")
+
+    def resolved(self, arch: Any) -> "PruneSpec":
+        """This spec with the default filled in for `arch` (an Architecture)."""
+        if any(x is not None for x in (self.sparsity, self.rates, self.preset, self.std_scale)):
+            return self
+        return PruneSpec(preset="paper") if "paper" in arch.presets else PruneSpec(sparsity=DEFAULT_SPARSITY)
+
+    def step(self, r: int, rounds: int, arch: Any) -> "PruneSpec":
+        """Round r (1..rounds) of an iterative schedule reaching this spec: the kept fraction of every layer
+        shrinks geometrically, keep_r = keep ** (r / rounds)."""
+        spec = self.resolved(arch)
+        fraction = r / rounds
+        if spec.sparsity is not None:
+            return PruneSpec(sparsity=1 - (1 - spec.sparsity) ** fraction)
+        if spec.std_scale is not None:
+            return PruneSpec(std_scale=spec.std_scale * fraction)
+        rates = arch.presets[spec.preset] if spec.preset is not None else spec.rates
+        if spec.preset is not None and rates is None:
+            raise AlexCompressError(f"architecture {arch.name} has no preset {spec.preset!r}")
+        return PruneSpec(rates={k: v**fraction for k, v in rates.items()})
+
+
+def prune(
+    state: Mapping[str, "torch.Tensor | np.ndarray"], spec: PruneSpec | None = None, *, arch: str | None = None, inplace: bool = False
+) -> PruneResult:
+    """Prune `state` as `spec` says (default: see PruneSpec). `arch` None detects it."""
+    architecture = resolve_arch(state, arch)
+    spec = (spec or PruneSpec()).resolved(architecture)
+    name = architecture.name
+    if spec.preset is not None:
+        return prune_preset(state, spec.preset, arch=name, inplace=inplace)
+    if spec.rates is not None:
+        return prune_by_rates(state, spec.rates, arch=name, inplace=inplace)
+    if spec.std_scale is not None:
+        return prune_by_std(state, spec.std_scale, arch=name, inplace=inplace)
+    return prune_global(state, spec.sparsity, arch=name, inplace=inplace)
+
+
+@dataclass(frozen=True)
+class QuantizeSpec:
+    """Per-layer k-means weight sharing: conv layers `conv_bits`, the others `fc_bits` (`bits` sets both;
+    `layer_bits` {layer or glob: bits} wins over both); `init` linear|density|random."""
+
+    conv_bits: int = 8
+    fc_bits: int = 5
+    bits: Optional[int] = None
+    layer_bits: Mapping[str, int] = field(default_factory=dict)
+    init: str = "linear"
+    seed: int = 0
+    shared_codebook: bool = False
+
+    def apply(self, state: Mapping[str, Any], *, arch: str | None = None, inplace: bool = False) -> QuantizeResult:
+        return quantize(state, arch=arch, inplace=inplace, **asdict(self))
+
+    def record(self) -> dict[str, Any]:
+        """What the `.dcz` header keeps of these options."""
+        out = asdict(self)
+        out["conv_bits"] = self.bits or self.conv_bits
+        out["fc_bits"] = self.bits or self.fc_bits
+        del out["bits"]
+        if not out["layer_bits"]:
+            del out["layer_bits"]
+        return out
+
+
+@dataclass(frozen=True)
+class Compressed:
+    """What `compress` did: each stage's report, and the `.dcz` file image."""
+
+    arch: str
+    pruning: PruneResult
+    quantization: QuantizeResult
+    data: bytes
+
+    @property
+    def original_bytes(self) -> int:
+        from .container import parse_header
+        from .report import original_bytes
+
+        return original_bytes(parse_header(self.data))
+
+    @property
+    def ratio(self) -> float:
+        return self.original_bytes / len(self.data)
+
+
+def compress(
+    state: Mapping[str, "torch.Tensor | np.ndarray"],
+    *,
+    arch: str | None = None,
+    pruning: PruneSpec | None = None,
+    quantization: QuantizeSpec | None = None,
+    index_bits: int | None = None,
+    inplace: bool = False,
+) -> Compressed:
+    """All three stages: prune, quantize, entropy-code into a `.dcz` file image (`Compressed.data`)."""
+    from .dcz import encode
+
+    architecture = resolve_arch(state, arch)
+    quantization = quantization or QuantizeSpec()
+    pruned = prune(state, pruning, arch=architecture.name, inplace=inplace)
+    quantized = quantization.apply(pruned.state, arch=architecture.name, inplace=True)
+    options = {"prune": pruned.method, **quantization.record(), "index_bits": "auto" if index_bits is None else index_bits}
+    data = encode(quantized.state, arch=architecture.name, index_bits=index_bits, options=options)
+    return Compressed(architecture.name, pruned, quantized, data)
+
+
+def prune_and_retrain(
+    state: Mapping[str, "torch.Tensor | np.ndarray"],
+    dataset: "Dataset",
+    config: "TrainConfig",
+    spec: PruneSpec | None = None,
+    *,
+    arch: str | None = None,
+    rounds: int = 1,
+    progress: "Optional[ProgressHook]" = None,
+    on_round: Optional[Callable[[int, PruneResult], None]] = None,
+) -> "dict[str, torch.Tensor]":
+    """Iterative pruning (Han et al. 2015): `rounds` rounds of prune-to-the-schedule then masked retraining
+    for `config.epochs`; pruned weights stay exactly zero throughout. Returns the retrained state."""
+    from .train import retrain_pruned
+
+    if rounds < 1:
+        raise AlexCompressError(f"rounds must be at least 1, got {rounds}")
+    architecture = resolve_arch(state, arch)
+    target = (spec or PruneSpec()).resolved(architecture)
+
+    def prune_round(current: Any, r: int) -> Any:
+        result = prune(current, target.step(r, rounds, architecture), arch=architecture.name, inplace=True)
+        if on_round is not None:
+            on_round(r, replace(result, method=f"round {r}/{rounds}: {result.method}"))
+        return result.state
+
+    return retrain_pruned(state, architecture.name, dataset, config, prune_round=prune_round, rounds=rounds, progress=progress)
