@@ -276,6 +276,23 @@ class ImageOptions:
         return Preprocessing(self.image_size, self.resize, parse_floats(self.mean, "--mean"), parse_floats(self.std, "--std"))
 
 
+class Augment(str, Enum):
+    none = "none"
+    flip = "flip"
+    crop_flip = "crop-flip"
+
+
+class Schedule(str, Enum):
+    constant = "constant"
+    step = "step"
+    cosine = "cosine"
+
+
+class Keep(str, Enum):
+    best = "best"
+    last = "last"
+
+
 @dataclass
 class TrainOptions:
     """Everything a retraining stage needs from the command line (prune --data, quantize --data)."""
@@ -285,30 +302,78 @@ class TrainOptions:
         typer.Option("--data", help="ImageFolder tree (DIR/CLASS/IMAGE) to retrain on; without it, no retraining.", show_default=False),
     ] = None
     epochs: Annotated[int, typer.Option("--epochs", help="Retraining epochs (with --data).")] = 1
-    lr: Annotated[float, typer.Option("--lr", help="Learning rate for retraining.")] = 1e-3
+    lr: Annotated[float, typer.Option("--lr", help="Peak learning rate for retraining.")] = 1e-3
     optimizer: Annotated[str, typer.Option("--optimizer", help="sgd (with --momentum) or adam.")] = "sgd"
-    momentum: Annotated[float, typer.Option("--momentum", help="SGD momentum.")] = 0.9
+    momentum: Annotated[float, typer.Option("--momentum", help="SGD momentum, in [0, 1).")] = 0.9
     weight_decay: Annotated[float, typer.Option("--weight-decay", help="L2 weight decay.")] = 0.0
+    schedule: Annotated[
+        Schedule,
+        typer.Option("--schedule", help="Learning rate over the run: constant, step (x0.1 every --step-size epochs) or cosine (to 0)."),
+    ] = Schedule.constant
+    warmup: Annotated[float, typer.Option("--warmup", help="Epochs of linear learning-rate warm-up from 0 (fractions allowed).")] = 0.0
+    step_size: Annotated[int, typer.Option("--step-size", help="Epochs between decays of --schedule step (0: a third of the run).")] = 0
+    label_smoothing: Annotated[float, typer.Option("--label-smoothing", help="Label smoothing of the cross-entropy, in [0, 1).")] = 0.0
+    augment: Annotated[
+        Augment,
+        typer.Option(
+            "--augment",
+            help="Training augmentation: none (evaluation's preprocessing; right for any data), flip (mirror), crop-flip (random crops + mirror: AlexNet's ImageNet recipe).",
+        ),
+    ] = Augment.none
+    val: Annotated[
+        Optional[str],
+        typer.Option("--val", help="ImageFolder tree evaluated after every epoch; the best epoch is kept.", show_default=False),
+    ] = None
+    val_fraction: Annotated[
+        Optional[float],
+        typer.Option(
+            "--val-fraction", help="Hold out this fraction of every class of --data for validation (seeded by --seed).", show_default=False
+        ),
+    ] = None
+    keep: Annotated[Keep, typer.Option("--keep", help="With validation: keep the best epoch by validation top-1, or the last.")] = Keep.best
+    patience: Annotated[
+        Optional[int],
+        typer.Option("--patience", help="With validation: stop after this many epochs without a better top-1.", show_default=False),
+    ] = None
     batch_size: BatchOpt = 64
     workers: WorkersOpt = 0
     device: DeviceOpt = "auto"
     checkpoint: Annotated[
         Optional[str],
-        typer.Option("--checkpoint", help="Checkpoint written every epoch and on Ctrl-C (default: OUTPUT.ckpt).", show_default=False),
+        typer.Option(
+            "--checkpoint",
+            help="Checkpoint written every epoch and on Ctrl-C, removed on success (default: OUTPUT.ckpt).",
+            show_default=False,
+        ),
     ] = None
     resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted retraining from its checkpoint.")] = False
+    keep_checkpoint: Annotated[bool, typer.Option("--keep-checkpoint", help="Leave the checkpoint behind after a successful run.")] = False
+    log_every: Annotated[
+        int, typer.Option("--log-every", help="When stderr is not a terminal: a progress line every this many batches.")
+    ] = 50
 
-    def config(self, output: str, seed: int) -> Any:
+    def config(self, model: str, output: str, seed: int) -> Any:
+        """The training configuration, every value checked before a model is read."""
+        from .data import resolve_device
         from .train import TrainConfig, default_checkpoint
 
-        for what, value, low in (("--epochs", self.epochs, 0), ("--batch-size", self.batch_size, 1), ("--workers", self.workers, 0)):
+        for what, value, low in (
+            ("--epochs", self.epochs, 0),
+            ("--batch-size", self.batch_size, 1),
+            ("--workers", self.workers, 0),
+            ("--step-size", self.step_size, 0),
+            ("--log-every", self.log_every, 1),
+        ):
             if value < low:
                 raise AlexCompressError(f"{what} must be at least {low}, got {value}")
-        if not self.lr > 0:
-            raise AlexCompressError(f"--lr must be > 0, got {self.lr}")
-        from .data import resolve_device
-
+        if self.val is not None and self.val_fraction is not None:
+            raise AlexCompressError("give --val or --val-fraction, not both")
+        if self.val is None and self.val_fraction is None and (self.patience is not None or self.keep is Keep.last):
+            raise AlexCompressError("--patience and --keep need validation data: --val DIR or --val-fraction F")
         resolve_device(self.device, "--device")
+        checkpoint = self.checkpoint or default_checkpoint(output)
+        if checkpoint is not None:
+            _check_checkpoint(checkpoint, model, output, self.resume)
         config = TrainConfig(
             epochs=self.epochs,
             lr=self.lr,
@@ -319,11 +384,42 @@ class TrainOptions:
             workers=self.workers,
             seed=seed,
             device=self.device,
-            checkpoint=self.checkpoint or default_checkpoint(output),
+            schedule=self.schedule.value,
+            warmup_epochs=self.warmup,
+            step_size=self.step_size,
+            label_smoothing=self.label_smoothing,
+            keep=self.keep.value,
+            patience=self.patience,
+            checkpoint=checkpoint,
             resume=self.resume,
+            keep_checkpoint=self.keep_checkpoint,
         )
         config.validate()
         return config
+
+    def datasets(self, images: ImageOptions, seed: int) -> tuple[Any, Any]:
+        """(training set, validation set or None)."""
+        from .data import image_folder, split_folder
+
+        prep = images.preprocessing()
+        if self.val_fraction is not None:
+            return split_folder(self.data, prep, self.augment.value, self.val_fraction, seed)
+        validation = image_folder(self.val, prep) if self.val is not None else None
+        return image_folder(self.data, prep, self.augment.value), validation
+
+
+def _check_checkpoint(checkpoint: str, model: str, output: str, resume: bool) -> None:
+    """A checkpoint never replaces the input or the output, and never an existing file by surprise."""
+    path = os.path.realpath(checkpoint)
+    for other, what in ((model, "the input"), (output, "the output")):
+        if other != STDIO and (
+            path == os.path.realpath(other) or (os.path.exists(other) and os.path.exists(path) and os.path.samefile(other, path))
+        ):
+            raise AlexCompressError(f"{checkpoint}: is {what}; choose another --checkpoint")
+    if os.path.isdir(checkpoint):
+        raise AlexCompressError(f"{checkpoint}: is a directory; give a file name with --checkpoint")
+    if os.path.lexists(checkpoint) and not resume:
+        raise AlexCompressError(f"{checkpoint}: a checkpoint already exists: --resume continues it, or remove it to start over")
 
 
 # ------------------------------------------------------------------------------------------ model input
@@ -457,30 +553,6 @@ def _print_masks_held(console: Console, state: Any, arch: str) -> None:
     console.print(f"after retraining: {kept:,} / {total:,} weights nonzero (sparsity {1 - kept / max(total, 1):.2%})")
 
 
-def _progress(console: Console) -> Any:
-    """A rich progress display on stderr and the hook that feeds it (stage, epoch, batch, loss, accuracy)."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    display = Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[stats]}"),
-        TimeElapsedColumn(),
-        console=console,
-        transient=False,
-    )
-    tasks: dict[tuple[str, int], Any] = {}
-
-    def hook(stage: str, epoch: int, epochs: int, batch: int, batches: int, loss: float, accuracy: float) -> None:
-        key = (stage, epoch)
-        if key not in tasks:
-            tasks[key] = display.add_task(f"{stage} epoch {epoch}/{epochs}", total=batches, stats="")
-        display.update(tasks[key], completed=batch, stats=f"loss {loss:.4f}  acc {accuracy:.2%}")
-
-    return display, hook
-
-
 # ------------------------------------------------------------------------------------------ commands
 
 
@@ -539,8 +611,8 @@ def prune(
         raise AlexCompressError("--iterations needs --data: iterative pruning retrains between rounds")
     console = _console(quiet)
     target = _plan_output(model, arch, output, ".pruned.pt", force)
-    config = training.config(target, seed) if training.data is not None else None
-    dataset = _dataset(training.data, images, train=True) if training.data is not None else None
+    config = training.config(model, target, seed) if training.data is not None else None
+    dataset, validation = training.datasets(images, seed) if training.data is not None else (None, None)
     source = read_model(model, arch)
     if dataset is None:
         result = prune_state(source.state, spec, arch=source.arch, inplace=True)
@@ -548,9 +620,10 @@ def prune(
         _print_pruning(console, result)
         state = result.state
     else:
+        from .progress import training_log
+
         _announce(console, source)
-        display, hook = _progress(console)
-        with display:
+        with training_log(console, training.log_every) as log:
             state = prune_and_retrain(
                 source.state,
                 dataset,
@@ -558,7 +631,8 @@ def prune(
                 spec,
                 arch=source.arch,
                 rounds=iterations,
-                progress=hook,
+                validation=validation,
+                log=log,
                 on_round=lambda r, result: _print_pruning(console, result),
             )
         _print_masks_held(console, state, source.arch)
@@ -584,27 +658,27 @@ def quantize(
     spec = quant.spec(seed)
     console = _console(quiet)
     target = _plan_output(model, arch, output, ".quantized.pt", force)
-    config = training.config(target, seed) if training.data is not None else None
-    dataset = _dataset(training.data, images, train=True) if training.data is not None else None
+    config = training.config(model, target, seed) if training.data is not None else None
+    dataset, validation = training.datasets(images, seed) if training.data is not None else (None, None)
     source = read_model(model, arch)
     result = spec.apply(source.state, arch=source.arch, inplace=True)
     _announce(console, source)
     _print_quantization(console, result, spec.shared_codebook)
     state = result.state
     if dataset is not None:
+        from .progress import training_log
         from .train import finetune_centroids
 
-        display, hook = _progress(console)
-        with display:
-            state = finetune_centroids(state, source.arch, dataset, config, progress=hook)
+        with training_log(console, training.log_every) as log:
+            state = finetune_centroids(state, source.arch, dataset, config, validation=validation, log=log)
     _save_state(target, state, source.arch)
     _wrote(console, target)
 
 
-def _dataset(root: str, images: ImageOptions, train: bool) -> Any:
+def _dataset(root: str, images: ImageOptions) -> Any:
     from .data import image_folder
 
-    return image_folder(root, images.preprocessing(), train=train)
+    return image_folder(root, images.preprocessing())
 
 
 @app.command("eval")
@@ -638,7 +712,7 @@ def evaluate_command(
     if batch_size < 1 or workers < 0:
         raise AlexCompressError(f"--batch-size must be at least 1 and --workers at least 0, got {batch_size} and {workers}")
     console = _console(quiet)
-    dataset = _dataset(data, images, train=False)
+    dataset = _dataset(data, images)
     target_device = resolve_device(device, "--device")
     source = read_model(model, arch)
     net = build_model(source.state, source.arch)

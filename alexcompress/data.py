@@ -7,8 +7,9 @@ is exactly the order of torchvision's pretrained AlexNet outputs.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .errors import AlexCompressError
 
@@ -29,14 +30,29 @@ class Preprocessing:
     mean: tuple[float, ...] = IMAGENET_MEAN
     std: tuple[float, ...] = IMAGENET_STD
 
-    def transform(self, train: bool = False):
+    def transform(self, augment: str = "none"):
+        """Resize, crop (random for `crop-flip`), tensor, normalise; `augment` names an entry of AUGMENTATIONS."""
         from torchvision import transforms
 
-        steps = [transforms.Resize(self.resize), transforms.CenterCrop(self.image_size)]
-        if train:
-            steps.append(transforms.RandomHorizontalFlip())
+        if augment not in AUGMENTATIONS:
+            raise AlexCompressError(f"augmentation must be one of {', '.join(AUGMENTATIONS)}, got {augment!r}")
+        steps = AUGMENTATIONS[augment](self, transforms)
         steps += [transforms.ToTensor(), transforms.Normalize(self.mean, self.std)]
         return transforms.Compose(steps)
+
+
+def _centre(p: Preprocessing, t: Any) -> list:
+    return [t.Resize(p.resize), t.CenterCrop(p.image_size)]
+
+
+#: Training-time augmentations by name. `none` is evaluation's own preprocessing: right for any data;
+#: `flip` mirrors (wrong for digits, text, many scans); `crop-flip` is AlexNet's ImageNet recipe (random
+#: crops of the resized image, mirrored).
+AUGMENTATIONS: dict[str, Callable[[Preprocessing, Any], list]] = {
+    "none": _centre,
+    "flip": lambda p, t: [*_centre(p, t), t.RandomHorizontalFlip()],
+    "crop-flip": lambda p, t: [t.Resize(p.resize), t.RandomCrop(p.image_size), t.RandomHorizontalFlip()],
+}
 
 
 def parse_floats(text: str, what: str) -> tuple[float, ...]:
@@ -49,16 +65,38 @@ def parse_floats(text: str, what: str) -> tuple[float, ...]:
     return values
 
 
-def image_folder(root: str, preprocessing: Preprocessing, train: bool = False) -> "Dataset":
+def image_folder(root: str, preprocessing: Preprocessing, augment: str = "none") -> "Dataset":
     """An ImageFolder dataset, or an AlexCompressError naming what is wrong with the tree."""
     from torchvision.datasets import ImageFolder
 
     if not os.path.isdir(root):
         raise AlexCompressError(f"{root}: no such directory (expected an ImageFolder tree: DIR/CLASS/IMAGE)")
     try:
-        return ImageFolder(root, transform=preprocessing.transform(train))
+        return ImageFolder(root, transform=preprocessing.transform(augment))
     except (FileNotFoundError, RuntimeError) as exc:
         raise AlexCompressError(f"{root}: not an ImageFolder tree ({' '.join(str(exc).split())})") from None
+
+
+def split_folder(root: str, preprocessing: Preprocessing, augment: str, fraction: float, seed: int = 0) -> tuple["Dataset", "Dataset"]:
+    """(train, validation) from one ImageFolder tree: `fraction` of every class held out, chosen by `seed`;
+    the held-out images get evaluation's preprocessing, the rest `augment`."""
+    import numpy as np
+    from torch.utils.data import Subset
+
+    if not 0 < fraction < 1:
+        raise AlexCompressError(f"validation fraction must be in (0, 1), got {fraction}")
+    train, plain = image_folder(root, preprocessing, augment), image_folder(root, preprocessing)
+    targets = np.asarray(plain.targets)
+    rng = np.random.default_rng(seed)
+    held = []
+    for label in np.unique(targets):
+        members = np.flatnonzero(targets == label)
+        count = min(max(1, round(fraction * members.size)), members.size - 1) if members.size > 1 else 0
+        held.extend(rng.permutation(members)[:count].tolist())
+    if not held:
+        raise AlexCompressError(f"{root}: too few images to hold out a validation fraction of {fraction}")
+    keep = np.setdiff1d(np.arange(targets.size), held)
+    return Subset(train, keep.tolist()), Subset(plain, sorted(held))
 
 
 def loader(dataset: "Dataset", *, batch_size: int, workers: int = 0, shuffle: bool = False, seed: int = 0, epoch: int = 0) -> "DataLoader":

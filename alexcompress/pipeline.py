@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     import torch
     from torch.utils.data import Dataset
 
-    from .train import ProgressHook, TrainConfig
+    from .train import TrainConfig, TrainingLog
 
 DEFAULT_SPARSITY = 0.9
 
@@ -165,7 +165,8 @@ def prune_and_retrain(
     *,
     arch: str | None = None,
     rounds: int = 1,
-    progress: "Optional[ProgressHook]" = None,
+    validation: "Optional[Dataset]" = None,
+    log: "Optional[TrainingLog]" = None,
     on_round: Optional[Callable[[int, PruneResult], None]] = None,
 ) -> "dict[str, torch.Tensor]":
     """Iterative pruning (Han et al. 2015): `rounds` rounds of prune-to-the-schedule then masked retraining
@@ -183,4 +184,4 @@ def prune_and_retrain(
             on_round(r, replace(result, method=f"round {r}/{rounds}: {result.method}"))
         return result.state
 
-    return retrain_pruned(state, architecture.name, dataset, config, prune_round=prune_round, rounds=rounds, progress=progress)
+    return retrain_pruned(state, architecture.name, dataset, config, validation=validation, prune_round=prune_round, rounds=rounds, log=log)

@@ -7,18 +7,24 @@ Centroid fine-tuning trains the codebook, not the weights: the gradient of centr
 gradients of the weights assigned to it, dL/dC_k = sum_ij dL/dW_ij 1(I_ij = k); assignments and zeros stay
 fixed, so every layer keeps at most 2**bits distinct values and `encode` takes the result.
 
-Both write a checkpoint at the end of every epoch (and on Ctrl-C), and `resume` continues the same run:
-batches depend only on (seed, epoch) and the RNG state is saved, so a resumed run matches an unbroken one.
+The recipe is the caller's (`TrainConfig`): optimizer, learning-rate schedule with warm-up, weight decay,
+label smoothing. With a validation set, every epoch is evaluated (and the starting point, epoch 0), the
+best epoch by top-1 is what comes out (`keep="last"` opts out), and `patience` stops early. A checkpoint is
+written after every epoch and on Ctrl-C, and removed when the run succeeds (`keep_checkpoint` keeps it);
+`resume` continues the same run: batches depend only on (seed, epoch) and the RNG state is saved, so a
+resumed run matches an unbroken one.
 """
 
 from __future__ import annotations
 
+import math
 import os
+import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any, Optional, Protocol
 
 from .data import loader, resolve_device
 from .errors import AlexCompressError
@@ -29,6 +35,8 @@ if TYPE_CHECKING:
     from torch.utils.data import Dataset
 
 OPTIMIZERS = ("sgd", "adam")
+SCHEDULES = ("constant", "step", "cosine")
+KEEP = ("best", "last")
 
 
 @dataclass
@@ -42,20 +50,96 @@ class TrainConfig:
     workers: int = 0
     seed: int = 0
     device: str = "auto"
-    checkpoint: Optional[str] = None  # written every epoch and on Ctrl-C
+    schedule: str = "constant"  # constant | step (x gamma every step_size epochs) | cosine (to 0 at the end)
+    warmup_epochs: float = 0.0  # linear warm-up of the learning rate from 0, by step
+    step_size: int = 0  # epochs between decays of the step schedule; 0: a third of the run
+    gamma: float = 0.1
+    label_smoothing: float = 0.0
+    keep: str = "best"  # with a validation set: the best epoch by validation top-1, or the last
+    patience: Optional[int] = None  # with a validation set: stop after this many epochs without improvement
+    checkpoint: Optional[str] = None  # written every epoch and on Ctrl-C; removed after a successful run
     resume: bool = False
+    keep_checkpoint: bool = False
 
     def validate(self) -> None:
-        if self.epochs < 0:
-            raise AlexCompressError(f"epochs must be >= 0, got {self.epochs}")
-        if not self.lr > 0:
-            raise AlexCompressError(f"learning rate must be > 0, got {self.lr}")
-        if self.optimizer not in OPTIMIZERS:
-            raise AlexCompressError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
+        checks = [
+            (self.epochs >= 0, f"epochs must be >= 0, got {self.epochs}"),
+            (self.lr > 0 and math.isfinite(self.lr), f"learning rate must be a positive number, got {self.lr}"),
+            (self.optimizer in OPTIMIZERS, f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}"),
+            (0 <= self.momentum < 1, f"momentum must be in [0, 1), got {self.momentum}"),
+            (0 <= self.weight_decay < 1, f"weight decay must be in [0, 1), got {self.weight_decay}"),
+            (self.schedule in SCHEDULES, f"schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}"),
+            (
+                0 <= self.warmup_epochs <= max(self.epochs, 0),
+                f"warm-up must be between 0 and the {self.epochs} epochs, got {self.warmup_epochs}",
+            ),
+            (self.step_size >= 0, f"step size must be >= 0 epochs, got {self.step_size}"),
+            (0 < self.gamma <= 1, f"gamma must be in (0, 1], got {self.gamma}"),
+            (0 <= self.label_smoothing < 1, f"label smoothing must be in [0, 1), got {self.label_smoothing}"),
+            (self.keep in KEEP, f"keep must be one of {', '.join(KEEP)}, got {self.keep!r}"),
+            (self.patience is None or self.patience >= 1, f"patience must be at least 1 epoch, got {self.patience}"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise AlexCompressError(message)
         if self.resume and not self.checkpoint:
             raise AlexCompressError("resuming needs a checkpoint file")
         if self.resume and not Path(self.checkpoint).exists():
             raise AlexCompressError(f"{self.checkpoint}: no checkpoint to resume from")
+
+    def lr_factor(self, step: int, steps_per_epoch: int) -> float:
+        """The learning rate at optimizer step `step` (from 0) as a fraction of `lr`.
+
+        >>> c = TrainConfig(epochs=4, schedule="cosine", warmup_epochs=1)
+        >>> [round(c.lr_factor(s, 10), 3) for s in (0, 9, 10, 25, 39)]
+        [0.1, 1.0, 1.0, 0.5, 0.003]
+        """
+        position = step / steps_per_epoch  # in epochs
+        warmup_steps = self.warmup_epochs * steps_per_epoch
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        if self.schedule == "step":
+            size = self.step_size or max(1, self.epochs // 3)
+            return self.gamma ** int(position // size)
+        if self.schedule == "cosine":
+            span = max(self.epochs - self.warmup_epochs, 1e-9)
+            return 0.5 * (1 + math.cos(math.pi * min((position - self.warmup_epochs) / span, 1.0)))
+        return 1.0
+
+
+@dataclass(frozen=True)
+class EpochSummary:
+    epoch: int
+    epochs: int
+    loss: float
+    accuracy: float  # running training accuracy over the epoch
+    images_per_second: float
+    seconds: float
+    val_top1: Optional[float] = None
+    best_epoch: Optional[int] = None  # the best so far by validation top-1 (0: the starting point)
+
+
+class TrainingLog(Protocol):
+    """Where training reports to (the CLI: rich progress on a terminal, plain lines elsewhere)."""
+
+    def batch(
+        self, stage: str, epoch: int, epochs: int, batch: int, batches: int, loss: float, accuracy: float, images_per_second: float
+    ) -> None: ...
+
+    def epoch(self, stage: str, summary: EpochSummary) -> None: ...
+
+    def note(self, text: str) -> None: ...
+
+
+class SilentLog:
+    def batch(self, *args: Any) -> None:
+        pass
+
+    def epoch(self, stage: str, summary: EpochSummary) -> None:
+        pass
+
+    def note(self, text: str) -> None:
+        pass
 
 
 class _Hooks:
@@ -164,9 +248,6 @@ class CentroidFinetuning(_Hooks):
         }
 
 
-ProgressHook = Callable[[str, int, int, int, int, float, float], None]  # stage, epoch, epochs, batch, batches, loss, acc
-
-
 def _make_optimizer(params: list, config: TrainConfig) -> "torch.optim.Optimizer":
     import torch
 
@@ -192,6 +273,15 @@ def load_checkpoint(path: str) -> dict[str, Any]:
         raise AlexCompressError(f"{path}: not a readable alexcompress checkpoint ({' '.join(str(exc).split())[:200]})") from None
 
 
+def _validation_top1(model: "torch.nn.Module", validation: "Dataset", config: TrainConfig) -> float:
+    from .evaluate import evaluate
+
+    device = next(model.parameters()).device
+    result = evaluate(model, loader(validation, batch_size=max(config.batch_size, 64), workers=config.workers), device=device)
+    model.train()
+    return result.top1
+
+
 def _train(
     model: "torch.nn.Module",
     hooks: _Hooks,
@@ -199,23 +289,31 @@ def _train(
     config: TrainConfig,
     *,
     stage: str,
+    validation: "Optional[Dataset]" = None,
     round_index: int = 0,
-    start_epoch: int = 0,
-    optimizer_state: Optional[dict] = None,
-    rng_state: "Optional[torch.Tensor]" = None,
-    progress: Optional[ProgressHook] = None,
+    resume_from: Optional[dict[str, Any]] = None,
+    log: Optional[TrainingLog] = None,
 ) -> None:
+    """Train `model` in place for `config.epochs` (from a checkpoint's epoch when resuming); with a validation
+    set, leave the best epoch's weights in it unless `config.keep == "last"`."""
     import torch
     from torch.nn.functional import cross_entropy
 
+    log = log or SilentLog()
     device = next(model.parameters()).device  # callers move the model before building its hooks
     optimizer = _make_optimizer(hooks.parameters(model), config)
-    if optimizer_state is not None:
-        optimizer.load_state_dict(optimizer_state)
-    if rng_state is not None:
-        torch.set_rng_state(rng_state)
+    ckpt = resume_from or {}
+    if ckpt:
+        optimizer.load_state_dict(ckpt["optimizer"])
+        torch.set_rng_state(ckpt["rng"])
     else:
         torch.manual_seed(config.seed)
+    start_epoch = int(ckpt.get("epoch", 0))
+    best: Optional[dict[str, Any]] = ckpt.get("best")  # {"epoch", "top1", "model"}
+    stale = int(ckpt.get("stale", 0))
+    if validation is not None and best is None:  # the starting point competes too: retraining must earn its keep
+        best = {"epoch": 0, "top1": _validation_top1(model, validation, config), "model": _state_of(model)}
+        log.note(f"{stage}: validation top-1 before retraining {best['top1']:.2%}")
     epoch = start_epoch
 
     def checkpoint(next_epoch: int) -> None:
@@ -230,7 +328,9 @@ def _train(
                     "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
                     "optimizer": optimizer.state_dict(),
                     "rng": torch.get_rng_state(),
-                    "config": {k: v for k, v in asdict(config).items() if k not in ("checkpoint", "resume")},
+                    "best": best,
+                    "stale": stale,
+                    "config": {k: v for k, v in asdict(config).items() if k not in ("checkpoint", "resume", "keep_checkpoint")},
                     **hooks.state(),
                 },
             )
@@ -239,13 +339,17 @@ def _train(
         for epoch in range(start_epoch, config.epochs):
             model.train()
             batches = loader(dataset, batch_size=config.batch_size, workers=config.workers, shuffle=True, seed=config.seed, epoch=epoch)
+            steps = len(batches)
             seen = correct = 0
             loss_sum = 0.0
+            started = time.perf_counter()
             for index, (images, labels) in enumerate(batches):
+                for group in optimizer.param_groups:
+                    group["lr"] = config.lr * config.lr_factor(epoch * steps + index, steps)
                 images, labels = images.to(device), labels.to(device)
                 optimizer.zero_grad(set_to_none=True)
                 logits = model(images)
-                loss = cross_entropy(logits, labels)
+                loss = cross_entropy(logits, labels, label_smoothing=config.label_smoothing)
                 loss.backward()
                 hooks.after_backward(model)
                 optimizer.step()
@@ -253,12 +357,40 @@ def _train(
                 seen += labels.numel()
                 correct += int((logits.argmax(1) == labels).sum())
                 loss_sum += float(loss.detach()) * labels.numel()
-                if progress:
-                    progress(stage, epoch + 1, config.epochs, index + 1, len(batches), loss_sum / seen, correct / seen)
+                rate = seen / max(time.perf_counter() - started, 1e-9)
+                log.batch(stage, epoch + 1, config.epochs, index + 1, steps, loss_sum / seen, correct / seen, rate)
+            seconds = time.perf_counter() - started
+            val_top1 = None
+            if validation is not None:
+                val_top1 = _validation_top1(model, validation, config)
+                if val_top1 > best["top1"]:
+                    best, stale = {"epoch": epoch + 1, "top1": val_top1, "model": _state_of(model)}, 0
+                else:
+                    stale += 1
+            log.epoch(
+                stage,
+                EpochSummary(
+                    epoch + 1,
+                    config.epochs,
+                    loss_sum / max(seen, 1),
+                    correct / max(seen, 1),
+                    seen / max(seconds, 1e-9),
+                    seconds,
+                    val_top1,
+                    best["epoch"] if best else None,
+                ),
+            )
             checkpoint(epoch + 1)
+            if config.patience is not None and validation is not None and stale >= config.patience:
+                log.note(f"{stage}: no better validation top-1 for {stale} epochs: stopping early after epoch {epoch + 1}")
+                break
     except KeyboardInterrupt:
         checkpoint(epoch)  # the interrupted epoch restarts from these weights on --resume
         raise
+    if best is not None and config.keep == "best":
+        model.load_state_dict(best["model"])
+        which = "the starting point (epoch 0)" if best["epoch"] == 0 else f"epoch {best['epoch']}"
+        log.note(f"{stage}: keeping {which}, validation top-1 {best['top1']:.2%}")
     model.cpu()
 
 
@@ -277,21 +409,32 @@ def _resume_point(config: TrainConfig, stage: str) -> Optional[dict[str, Any]]:
     return ckpt
 
 
+def _finished(config: TrainConfig) -> None:
+    """A successful run leaves no checkpoint behind (741 MB for AlexNet) unless asked to."""
+    if config.checkpoint and not config.keep_checkpoint:
+        try:
+            os.unlink(config.checkpoint)
+        except FileNotFoundError:
+            pass
+
+
 def retrain_pruned(
     state: "OrderedDict[str, torch.Tensor]",
     arch: str,
     dataset: "Dataset",
     config: TrainConfig,
     *,
+    validation: "Optional[Dataset]" = None,
     prune_round: Optional[Callable[[Any, int], Any]] = None,
     rounds: int = 1,
-    progress: Optional[ProgressHook] = None,
+    log: Optional[TrainingLog] = None,
 ) -> "OrderedDict[str, torch.Tensor]":
     """Masked retraining of a pruned state dict. With `prune_round(state, r)` and `rounds` > 1, iterative
     pruning: round r (1..rounds) prunes to the r-th step of the schedule, then retrains `config.epochs`."""
     config.validate()
     ckpt = _resume_point(config, "retrain")
     first_round = int(ckpt["round"]) if ckpt else 1
+    coded = set(compressible_keys(state, arch))
     for r in range(first_round, rounds + 1):
         resuming = ckpt is not None and r == first_round
         if resuming:
@@ -299,20 +442,20 @@ def retrain_pruned(
         elif prune_round is not None:
             state = prune_round(state, r)
         model = build_model(state, arch).to(resolve_device(config.device))
-        hooks = MaskedRetraining(model, set(compressible_keys(state, arch)), ckpt["masks"] if resuming else None)
+        hooks = MaskedRetraining(model, coded, ckpt["masks"] if resuming else None)
         _train(
             model,
             hooks,
             dataset,
             config,
             stage="retrain",
+            validation=validation,
             round_index=r,
-            start_epoch=int(ckpt["epoch"]) if resuming else 0,
-            optimizer_state=ckpt["optimizer"] if resuming else None,
-            rng_state=ckpt["rng"] if resuming else None,
-            progress=progress,
+            resume_from=ckpt if resuming else None,
+            log=log,
         )
         state = _state_of(model)
+    _finished(config)
     return state
 
 
@@ -322,7 +465,8 @@ def finetune_centroids(
     dataset: "Dataset",
     config: TrainConfig,
     *,
-    progress: Optional[ProgressHook] = None,
+    validation: "Optional[Dataset]" = None,
+    log: Optional[TrainingLog] = None,
 ) -> "OrderedDict[str, torch.Tensor]":
     """Trained quantization: fine-tune the centroids of a quantized state dict (assignments fixed)."""
     config.validate()
@@ -330,20 +474,11 @@ def finetune_centroids(
     model = build_model(OrderedDict(ckpt["model"]) if ckpt else state, arch).to(resolve_device(config.device))
     coded = set(compressible_keys(state, arch))
     hooks = CentroidFinetuning(model, coded, ckpt["assignments"] if ckpt else None, ckpt["centroids"] if ckpt else None)
-    _train(
-        model,
-        hooks,
-        dataset,
-        config,
-        stage="centroids",
-        start_epoch=int(ckpt["epoch"]) if ckpt else 0,
-        optimizer_state=ckpt["optimizer"] if ckpt else None,
-        rng_state=ckpt["rng"] if ckpt else None,
-        progress=progress,
-    )
+    _train(model, hooks, dataset, config, stage="centroids", validation=validation, resume_from=ckpt, log=log)
+    _finished(config)
     return _state_of(model)
 
 
 def default_checkpoint(output: str) -> Optional[str]:
-    """`out.pt` -> `out.pt.ckpt` beside it; none for stdout."""
+    """`out.pt` -> `out.pt.ckpt` beside the output (never beside the input); none for stdout."""
     return None if output == "-" else os.fspath(output) + ".ckpt"

@@ -13,8 +13,8 @@ import time
 import numpy as np
 
 import alexcompress
+from alexcompress.archs import ALEXNET_LAYERS, PAPER_KEEP_RATES
 from alexcompress.container import parse_header
-from alexcompress.models import PAPER_KEEP_RATES, is_compressible, layer_names
 from alexcompress.report import layer_rows
 
 # The paper's Table 4, "size P+Q+H" column (percent of the float32 layer)
@@ -32,7 +32,7 @@ def entropy_bound_bits(state) -> tuple[float, dict[str, float]]:
     per_layer = {}
     total = 0.0
     for key, value in state.items():
-        if is_compressible(key, value):
+        if key in ALEXNET_LAYERS.values():
             flat = value.numpy().ravel()
             nz = flat[flat != 0]
             _, counts = np.unique(nz, return_counts=True)
@@ -49,7 +49,7 @@ def entropy_bound_bits(state) -> tuple[float, dict[str, float]]:
 def main() -> None:
     print("== 1000-class AlexNet, seeded random init (seed 0), --preset paper, 8/5 bits ==")
     state = alexcompress.random_model("alexnet", num_classes=1000, seed=0)
-    q = alexcompress.quantize(alexcompress.prune_paper(state, inplace=True).state, conv_bits=8, fc_bits=5, inplace=True).state
+    q = alexcompress.compress(state, inplace=True).quantization.state
     encode_times, decode_times = [], []
     data = b""
     for _ in range(3):
@@ -62,7 +62,7 @@ def main() -> None:
     assert all(decoded[k].equal(q[k]) for k in q)
     bound, per_layer = entropy_bound_bits(q)
     header = parse_header(data)
-    names = layer_names("alexnet", list(per_layer))
+    names = {key: name for name, key in ALEXNET_LAYERS.items()}
     print(
         f"{'layer':6} {'kept':>6} {'paper':>6} | {'w-bits+H':>8} {'paper':>5} | {'idx+H':>6} {'paper':>5} | "
         f"{'size':>7} {'paper':>6} | {'file B':>11} {'bound B':>11} {'file/bound':>10}"
@@ -71,7 +71,7 @@ def main() -> None:
         name = names[key]
         bound_bytes = per_layer[key] / 8
         print(
-            f"{name:6} {row.kept:6.1%} {PAPER_KEEP_RATES[name]:6.0%} | {row.weight_bits_huffman:8.2f} {PAPER_WBITS[name]:5.1f} | "
+            f"{name:6} {row.kept:6.1%} {PAPER_KEEP_RATES[name]:6.0%} | {row.weight_bits_coded:8.2f} {PAPER_WBITS[name]:5.1f} | "
             f"{row.index_bits_huffman:6.2f} {PAPER_IBITS[name]:5.1f} | {row.size_file:7.2%} {PAPER_SIZE[name] / 100:6.2%} | "
             f"{row.bytes_file:11,} {bound_bytes:11,.0f} {row.bytes_file / bound_bytes:10.4f}"
         )
@@ -90,7 +90,9 @@ def main() -> None:
 
     state10 = alexcompress.random_model("alexnet", num_classes=10, seed=0)
     seed_figures = naive_compress({k: v.clone() for k, v in state10.items()}, sparsity=0.9, clusters=32)
-    q10 = alexcompress.quantize(alexcompress.prune_global(state10, 0.9, inplace=True).state, bits=5, inplace=True).state
+    q10 = alexcompress.compress(
+        state10, pruning=alexcompress.PruneSpec(sparsity=0.9), quantization=alexcompress.QuantizeSpec(bits=5), inplace=True
+    ).quantization.state
     data10 = alexcompress.encode(q10)
     original10 = sum(v.numel() * 4 for v in q10.values())
     print(

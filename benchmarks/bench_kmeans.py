@@ -7,13 +7,19 @@ rates (8 bits conv, 5 bits fc). Prints time and the k-means objective (sum of sq
 
 from __future__ import annotations
 
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
-from alexcompress.quantize import kmeans_1d, kmeans_sklearn
 
-import alexcompress
-from alexcompress.models import layer_names, numpy_state
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the tests' scikit-learn reference
+
+import alexcompress  # noqa: E402
+from alexcompress.archs import ALEXNET_LAYERS  # noqa: E402
+from alexcompress.models import numpy_state  # noqa: E402
+from alexcompress.quantization import kmeans_1d  # noqa: E402
+from tests.reference import kmeans_sklearn  # noqa: E402
 
 
 def sse(values: np.ndarray, centroids: np.ndarray, labels: np.ndarray) -> float:
@@ -21,9 +27,9 @@ def sse(values: np.ndarray, centroids: np.ndarray, labels: np.ndarray) -> float:
 
 
 def main() -> None:
-    state = numpy_state(alexcompress.prune_paper(alexcompress.random_model("alexnet", num_classes=1000, seed=0), inplace=True).state)
+    state = numpy_state(alexcompress.prune(alexcompress.random_model("alexnet", num_classes=1000, seed=0), inplace=True).state)
     keys = [k for k, v in state.items() if k.endswith(".weight")]
-    names = layer_names("alexnet", keys)
+    names = {key: name for name, key in ALEXNET_LAYERS.items()}
     print(
         f"{'layer':6} {'nonzeros':>10} {'k':>4} | {'1-D Lloyd s':>11} {'sklearn s':>10} {'speed-up':>9} | {'SSE ratio (ours/sklearn)':>24}"
     )

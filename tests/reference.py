@@ -10,7 +10,7 @@ import numpy as np
 
 from alexcompress.data import resolve_device
 from alexcompress.quantization import initial_centroids
-from alexcompress.train import ProgressHook, TrainConfig, _Hooks, _train
+from alexcompress.train import TrainConfig, TrainingLog, _Hooks, _train
 
 if TYPE_CHECKING:
     import torch
@@ -51,7 +51,7 @@ def digits(image_size: int = 64, test_fraction: float = 0.25, seed: int = 0) -> 
     return TensorDataset(images[train_idx], labels[train_idx]), TensorDataset(images[test_idx], labels[test_idx])
 
 
-def train_from_scratch(model: "torch.nn.Module", dataset: "Dataset", config: TrainConfig, progress: Optional[ProgressHook] = None) -> None:
+def train_from_scratch(model: "torch.nn.Module", dataset: "Dataset", config: TrainConfig, log: Optional[TrainingLog] = None) -> None:
     """Plain training of every parameter (the benchmark's reference model)."""
 
     class _All(_Hooks):
@@ -59,4 +59,4 @@ def train_from_scratch(model: "torch.nn.Module", dataset: "Dataset", config: Tra
             return list(model.parameters())
 
     model.to(resolve_device(config.device))
-    _train(model, _All(), dataset, config, stage="train", progress=progress)
+    _train(model, _All(), dataset, config, stage="train", log=log)

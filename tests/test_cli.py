@@ -222,7 +222,7 @@ def test_eval_prune_retrain_quantize_finetune_through_the_cli(tmp_path):
     result = run("prune", "random:0:2", "-o", pruned, "--sparsity", "0.95", "--data", data, "--epochs", "1", "--iterations", "2", *small)
     assert result.exit_code == 0, result.output
     assert "round 2/2" in result.stderr and "sparsity 95.00%" in result.stderr
-    assert (tmp_path / "p.pt.ckpt").exists()
+    assert not (tmp_path / "p.pt.ckpt").exists()  # removed after the successful run
     quantized = tmp_path / "q.pt"
     result = run("quantize", pruned, "-o", quantized, "--bits", "4", "--data", data, "--epochs", "1", *small)
     assert result.exit_code == 0, result.output
@@ -241,4 +241,60 @@ def test_training_input_errors(tmp_path):
     assert "no checkpoint to resume from" in one_error_line(
         run("prune", "random:0:2", "-o", tmp_path / "x.pt", "--data", tmp_path, "--resume")
     )
+    model = tmp_path / "m.pt"
+    assert run("init", "--num-classes", "2", "-o", model, "-q").exit_code == 0
+    before = model.read_bytes()
+    line = one_error_line(run("prune", model, "-o", tmp_path / "p.pt", "--data", tmp_path, "--checkpoint", model))
+    assert line.endswith("m.pt: is the input; choose another --checkpoint") and model.read_bytes() == before
+    (tmp_path / "p.pt.ckpt").write_bytes(b"an earlier run")
+    assert "a checkpoint already exists: --resume continues it" in one_error_line(
+        run("prune", model, "-o", tmp_path / "p.pt", "--data", tmp_path)
+    )
+    assert (tmp_path / "p.pt.ckpt").read_bytes() == b"an earlier run"
+    assert "need validation data" in one_error_line(run("prune", model, "-o", tmp_path / "q.pt", "--data", tmp_path, "--patience", "2"))
+    assert "not both" in one_error_line(
+        run("prune", model, "-o", tmp_path / "q.pt", "--data", tmp_path, "--val", tmp_path, "--val-fraction", "0.1")
+    )
+    assert "momentum must be in [0, 1)" in one_error_line(
+        run("prune", model, "-o", tmp_path / "q.pt", "--data", tmp_path, "--momentum", "1.5")
+    )
+    assert run("prune", model, "-o", tmp_path / "q.pt", "--data", tmp_path, "--augment", "rotate").exit_code == 2
     assert "--iterations needs --data" in one_error_line(run("prune", "random:0:2", "--iterations", "3", "-o", tmp_path / "y.pt"))
+
+
+def test_retraining_in_a_batch_job_logs_plain_lines_and_keeps_the_best_epoch(tmp_path):
+    """stderr is a pipe here, as in a batch job or CI: progress comes as plain lines while it runs."""
+    from .test_train import make_image_folder
+
+    data = make_image_folder(tmp_path / "images", per_class=8)
+    out = tmp_path / "p.pt"
+    small = ["--image-size", "64", "--resize", "64", "--batch-size", "4", "--device", "cpu"]
+    done = alexcompress(
+        "prune",
+        "random:0:2",
+        "-o",
+        out,
+        "--sparsity",
+        "0.9",
+        "--data",
+        data,
+        "--epochs",
+        "2",
+        "--val-fraction",
+        "0.25",
+        "--log-every",
+        "1",
+        "--schedule",
+        "cosine",
+        "--warmup",
+        "0.5",
+        *small,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr
+    lines = done.stderr.splitlines()
+    steps = [line for line in lines if line.startswith("retrain epoch 1/2 step ")]
+    assert len(steps) == 3 and all("img/s" in line and "ETA" in line for line in steps)  # 12 training images, batches of 4
+    assert sum(line.startswith("retrain epoch") and " done: " in line and "val top-1" in line for line in lines) == 2
+    assert any(line.startswith("retrain: keeping ") and "validation top-1" in line for line in lines)
+    assert out.exists() and not (tmp_path / "p.pt.ckpt").exists()

@@ -12,7 +12,16 @@ from torch.utils.data import TensorDataset
 
 from alexcompress.pruning import prune_global
 from alexcompress.quantization import quantize
-from alexcompress.train import CentroidFinetuning, MaskedRetraining, TrainConfig, _train, finetune_centroids, retrain_pruned
+from alexcompress.train import (
+    CentroidFinetuning,
+    EpochSummary,
+    MaskedRetraining,
+    SilentLog,
+    TrainConfig,
+    _train,
+    finetune_centroids,
+    retrain_pruned,
+)
 
 
 def coded(net) -> set[str]:
@@ -91,7 +100,9 @@ def test_resume_continues_the_same_run(tmp_path):
     data = alexnet_small_data()
 
     def config(epochs, checkpoint, resume=False):
-        return TrainConfig(epochs=epochs, lr=0.01, batch_size=4, device="cpu", checkpoint=str(checkpoint), resume=resume)
+        return TrainConfig(
+            epochs=epochs, lr=0.01, batch_size=4, device="cpu", checkpoint=str(checkpoint), resume=resume, keep_checkpoint=True
+        )
 
     straight = retrain_pruned(base, "alexnet", data, config(2, tmp_path / "a.ckpt"))
     retrain_pruned(base, "alexnet", data, config(1, tmp_path / "b.ckpt"))  # "interrupted" after epoch 1
@@ -127,13 +138,124 @@ def test_ctrl_c_leaves_a_usable_checkpoint(tmp_path):
     checkpoint = tmp_path / "run.ckpt"
     config = TrainConfig(epochs=3, lr=0.05, batch_size=8, device="cpu", checkpoint=str(checkpoint))
 
-    def interrupt(stage, epoch, epochs, batch, batches, loss, accuracy):
-        if epoch == 2 and batch == 2:
-            raise KeyboardInterrupt
+    class Interrupt(SilentLog):
+        def batch(self, stage, epoch, epochs, batch, batches, *rest):
+            if epoch == 2 and batch == 2:
+                raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        _train(net, MaskedRetraining(net, coded(net)), tiny_data(), config, stage="retrain", progress=interrupt)
+        _train(net, MaskedRetraining(net, coded(net)), tiny_data(), config, stage="retrain", log=Interrupt())
     saved = torch.load(checkpoint, weights_only=True)
     assert saved["epoch"] == 1 and saved["stage"] == "retrain"  # epoch 2 restarts on --resume
     assert set(saved["masks"]) == {"0.weight", "3.weight"}
     assert not list(tmp_path.glob("*.tmp"))
+
+
+class Recorder(SilentLog):
+    def __init__(self):
+        self.epochs: list[EpochSummary] = []
+        self.notes: list[str] = []
+
+    def epoch(self, stage, summary):
+        self.epochs.append(summary)
+
+    def note(self, text):
+        self.notes.append(text)
+
+
+def test_checkpoint_is_removed_after_a_successful_run_unless_kept(tmp_path):
+    from alexcompress.models import random_model
+
+    base = prune_global(random_model("alexnet", num_classes=2, seed=0), 0.5).state
+    for keep in (False, True):
+        checkpoint = tmp_path / f"run{keep}.ckpt"
+        config = TrainConfig(epochs=1, lr=0.01, batch_size=4, device="cpu", checkpoint=str(checkpoint), keep_checkpoint=keep)
+        retrain_pruned(base, "alexnet", alexnet_small_data(), config)
+        assert checkpoint.exists() == keep
+    assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_validation_keeps_the_best_epoch_and_patience_stops_early():
+    """A learning rate that wrecks the model: every epoch is worse than the start, so `best` hands back the
+    starting point exactly, `last` the wreck, and patience 1 stops after the first bad epoch."""
+    net = tiny_net()
+    net.load_state_dict(prune_global(OrderedDict(net.state_dict()), 0.3, arch="none").state)
+    data = tiny_data()
+    _train(net, MaskedRetraining(net, coded(net)), data, TrainConfig(epochs=30, lr=0.05, batch_size=8, device="cpu"), stage="retrain")
+    start = OrderedDict((k, v.clone()) for k, v in net.state_dict().items())  # a model that fits tiny_data
+    wreck = dict(epochs=4, lr=50.0, batch_size=8, device="cpu")
+    results = {}
+    for keep in ("best", "last"):
+        net.load_state_dict(start)
+        log = Recorder()
+        _train(net, MaskedRetraining(net, coded(net)), data, TrainConfig(keep=keep, **wreck), stage="retrain", validation=data, log=log)
+        results[keep] = OrderedDict((k, v.clone()) for k, v in net.state_dict().items())
+        assert len(log.epochs) == 4 and all(e.val_top1 is not None for e in log.epochs)
+        assert all(e.best_epoch == 0 for e in log.epochs)
+    assert all(torch.equal(results["best"][k], start[k]) for k in start)
+    assert not all(torch.equal(results["last"][k], start[k]) for k in start)
+    net.load_state_dict(start)
+    log = Recorder()
+    _train(net, MaskedRetraining(net, coded(net)), data, TrainConfig(patience=1, **wreck), stage="retrain", validation=data, log=log)
+    assert len(log.epochs) == 1 and any("stopping early after epoch 1" in n for n in log.notes)
+    assert any("keeping the starting point (epoch 0)" in n for n in log.notes)
+
+
+def test_learning_rate_schedules():
+    step = TrainConfig(epochs=6, schedule="step", step_size=2, gamma=0.5)
+    assert [step.lr_factor(e * 10, 10) for e in range(6)] == [1, 1, 0.5, 0.5, 0.25, 0.25]
+    warm = TrainConfig(epochs=2, warmup_epochs=0.5)
+    assert [warm.lr_factor(s, 10) for s in (0, 4, 5, 19)] == [0.2, 1.0, 1.0, 1.0]
+    cosine = TrainConfig(epochs=2, schedule="cosine")
+    assert cosine.lr_factor(0, 10) == 1.0 and cosine.lr_factor(10, 10) == pytest.approx(0.5) and cosine.lr_factor(19, 10) < 0.01
+    with pytest.raises(Exception, match="schedule must be one of constant, step, cosine"):
+        TrainConfig(schedule="linear").validate()
+
+
+def test_augmentations_none_is_deterministic_and_flip_mirrors():
+    from alexcompress.data import AUGMENTATIONS, Preprocessing
+
+    assert set(AUGMENTATIONS) == {"none", "flip", "crop-flip"}
+    pixels = np.zeros((16, 16, 3), np.uint8)
+    pixels[:, :4] = 255  # bright left edge: mirroring moves it
+    image = Image.fromarray(pixels)
+    prep = Preprocessing(image_size=16, resize=16, mean=(0.0,), std=(1.0,))
+    plain = prep.transform("none")
+    assert all(torch.equal(plain(image), plain(image)) for _ in range(5))
+    torch.manual_seed(0)
+    flipped = [prep.transform("flip")(image) for _ in range(20)]
+    assert any(float(t[0, 0, -1]) == 1.0 for t in flipped) and any(float(t[0, 0, 0]) == 1.0 for t in flipped)
+
+
+def test_plain_log_lines_for_logs_and_pipes():
+    import io
+
+    from alexcompress.progress import PlainLog
+
+    stream = io.StringIO()
+    log = PlainLog(stream, every=2)
+    for batch in range(1, 6):
+        log.batch("retrain", 1, 2, batch, 5, 0.5, 0.75, 123.4)
+    log.epoch("retrain", EpochSummary(1, 2, 0.5, 0.75, 120.0, 4.0, 0.8, 1))
+    lines = stream.getvalue().splitlines()
+    assert [line.split(":")[0] for line in lines[:3]] == [
+        "retrain epoch 1/2 step 2/5",
+        "retrain epoch 1/2 step 4/5",
+        "retrain epoch 1/2 step 5/5",
+    ]
+    assert "acc 75.00%" in lines[0] and "123 img/s" in lines[0] and "ETA" in lines[0]
+    assert lines[3] == "retrain epoch 1/2 done: loss 0.5000  train acc 75.00%  120 img/s  0m04s  val top-1 80.00% (best: epoch 1)"
+
+
+def test_validation_split_is_stratified_and_seeded(tmp_path):
+    from alexcompress.data import Preprocessing, split_folder
+
+    root = make_image_folder(tmp_path / "data", classes=3, per_class=8)
+    prep = Preprocessing(image_size=32, resize=32)
+    train, val = split_folder(str(root), prep, "flip", 0.25, seed=1)
+    assert len(train) == 18 and len(val) == 6
+    assert sorted(val.dataset.targets[i] for i in val.indices) == [0, 0, 1, 1, 2, 2]
+    assert set(train.indices).isdisjoint(val.indices)
+    again = split_folder(str(root), prep, "flip", 0.25, seed=1)[1]
+    other = split_folder(str(root), prep, "flip", 0.25, seed=2)[1]
+    assert again.indices == val.indices and other.indices != val.indices
