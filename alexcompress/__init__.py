@@ -1,58 +1,54 @@
 """alexcompress: Deep Compression (Han et al., ICLR 2016) for AlexNet and any torchvision or custom model,
 with a real `.dcz` file format.
 
-This file declares the public API; heavy dependencies (torch, torchvision) are imported by the functions
-that need them, not here. Module names are nouns (`pruning`, `quantization`, `dcz`) so that no function
-exported here hides a module.
+This file declares the public API. Names are resolved on first use (PEP 562), so `import alexcompress`
+costs nothing and the command line can install its signal handlers before any heavy import; torch and
+torchvision are imported only by the functions that need them. Module names are nouns (`pruning`,
+`quantization`, `dcz`) so that no exported function hides a module.
 """
 
 from __future__ import annotations
 
+import importlib
+
 __version__ = "0.2.0"
 
-from .archs import Architecture as Architecture
-from .archs import detect as detect
-from .archs import get_arch as get_arch
-from .archs import register as register
-from .container import read_dcz as read_dcz
-from .dcz import decode as decode
-from .dcz import encode as encode
-from .dcz import load as load
-from .errors import AlexCompressError as AlexCompressError
-from .errors import DczError as DczError
-from .errors import ModelError as ModelError
-from .models import load_state_dict as load_state_dict
-from .models import pretrained as pretrained
-from .models import random_model as random_model
-from .pipeline import Compressed as Compressed
-from .pipeline import PruneSpec as PruneSpec
-from .pipeline import QuantizeSpec as QuantizeSpec
-from .pipeline import compress as compress
-from .pipeline import prune as prune
-from .quantization import kmeans_1d as kmeans_1d
-from .quantization import quantize as quantize
+#: public name -> the module that defines it
+_EXPORTS = {
+    "AlexCompressError": "errors",
+    "DczError": "errors",
+    "ModelError": "errors",
+    "Architecture": "archs",
+    "detect": "archs",
+    "get_arch": "archs",
+    "register": "archs",
+    "read_dcz": "container",
+    "encode": "dcz",
+    "decode": "dcz",
+    "load": "dcz",
+    "load_state_dict": "models",
+    "pretrained": "models",
+    "random_model": "models",
+    "Compressed": "pipeline",
+    "PruneSpec": "pipeline",
+    "QuantizeSpec": "pipeline",
+    "compress": "pipeline",
+    "prune": "pipeline",
+    "kmeans_1d": "quantization",
+    "quantize": "quantization",
+}
 
-__all__ = [
-    "AlexCompressError",
-    "Architecture",
-    "Compressed",
-    "DczError",
-    "ModelError",
-    "PruneSpec",
-    "QuantizeSpec",
-    "__version__",
-    "compress",
-    "decode",
-    "detect",
-    "encode",
-    "get_arch",
-    "kmeans_1d",
-    "load",
-    "load_state_dict",
-    "pretrained",
-    "prune",
-    "quantize",
-    "random_model",
-    "read_dcz",
-    "register",
-]
+__all__ = sorted([*_EXPORTS, "__version__"])
+
+
+def __getattr__(name: str) -> object:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'alexcompress' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))

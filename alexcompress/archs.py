@@ -318,11 +318,18 @@ def torchvision_names() -> tuple[str, ...]:
     return tuple(torchvision.models.list_models(module=torchvision.models))
 
 
-def get_arch(name: str) -> Architecture:
-    """The architecture called `name`: registered, or any torchvision classification model."""
+def get_arch(name: str, *, discover: bool = True) -> Architecture:
+    """The architecture called `name`: registered, or any torchvision classification model. A name outside
+    the shipped index is looked up in the installed torchvision only with `discover` (a user's --arch; not
+    a name read from a file, which must not make a reader import torchvision)."""
     if name in _REGISTRY:
         return _REGISTRY[name]
-    if isinstance(name, str) and name.isidentifier() and name in torchvision_names():
+    known = (
+        isinstance(name, str)
+        and name.isidentifier()
+        and (any(name in names for names in _signature_index().values()) or (discover and name in torchvision_names()))
+    )
+    if known:
         return register(TorchvisionArch(name))
     raise ModelError(
         f"unknown architecture {name!r}; use a torchvision classification model name "

@@ -13,6 +13,7 @@ import os
 import re
 import sys
 import typing
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
@@ -23,6 +24,7 @@ from rich.console import Console
 from rich.table import Table
 
 from . import __version__
+from .archs import MAX_NUM_CLASSES
 from .errors import AlexCompressError
 from .fileio import (
     STDIO,
@@ -30,11 +32,13 @@ from .fileio import (
     check_output,
     default_output,
     install_signal_handlers,
+    is_regular,
     read_input,
     read_prefix,
     stop_requested,
     write_output,
 )
+from .report import printable
 
 if TYPE_CHECKING:
     import numpy as np
@@ -51,8 +55,13 @@ app = typer.Typer(
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+_reported = False  # whether the one error line has been printed
+
+
 def _fail(message: str, code: int = 1) -> typer.Exit:
-    Console(stderr=True, highlight=False, soft_wrap=True).print(f"alexcompress: error: {message}", markup=False)
+    global _reported
+    _reported = True
+    Console(stderr=True, highlight=False, soft_wrap=True).print(f"alexcompress: error: {printable(message)}", markup=False)
     return typer.Exit(code)
 
 
@@ -89,7 +98,9 @@ def command(func: F) -> F:
 
 
 def _interrupted(exc: BaseException) -> tuple[str, int]:
-    return ("terminated", 143) if isinstance(exc, Terminated) else ("interrupted", 130)
+    if isinstance(exc, Terminated):
+        return f"terminated by {exc.name}", 128 + exc.signum
+    return "interrupted", 130
 
 
 def _console(quiet: bool = False, stderr: bool = True) -> Console:
@@ -174,6 +185,19 @@ class InitMethod(str, Enum):
     linear = "linear"
     density = "density"
     random = "random"
+
+
+def check_range(what: str, value: "int | float | None", low: "int | float", high: "int | float | None" = None) -> None:
+    """One line, exit 1, for an option outside its range (before any model is read)."""
+    if value is None:
+        return
+    if not (low <= value and (high is None or value <= high)):
+        bound = f"between {low} and {high}" if high is not None else f"at least {low}"
+        raise AlexCompressError(f"{what} must be {bound}, got {value}")
+
+
+MAX_IMAGE_SIDE = 4096
+MAX_SEED = 2**63 - 1
 
 
 def parse_assignments(text: str, what: str, convert: Callable[[str], Any]) -> dict[str, Any]:
@@ -273,6 +297,8 @@ class ImageOptions:
     def preprocessing(self) -> Any:
         from .data import Preprocessing, parse_floats
 
+        check_range("--image-size", self.image_size, 1, MAX_IMAGE_SIDE)
+        check_range("--resize", self.resize, 1, MAX_IMAGE_SIDE)
         return Preprocessing(self.image_size, self.resize, parse_floats(self.mean, "--mean"), parse_floats(self.std, "--std"))
 
 
@@ -357,15 +383,15 @@ class TrainOptions:
         from .data import resolve_device
         from .train import TrainConfig, default_checkpoint
 
-        for what, value, low in (
-            ("--epochs", self.epochs, 0),
-            ("--batch-size", self.batch_size, 1),
-            ("--workers", self.workers, 0),
-            ("--step-size", self.step_size, 0),
-            ("--log-every", self.log_every, 1),
+        for what, value, low, high in (
+            ("--epochs", self.epochs, 0, 100_000),
+            ("--batch-size", self.batch_size, 1, 1 << 20),
+            ("--workers", self.workers, 0, 1024),
+            ("--step-size", self.step_size, 0, None),
+            ("--log-every", self.log_every, 1, None),
+            ("--patience", self.patience, 1, None),
         ):
-            if value < low:
-                raise AlexCompressError(f"{what} must be at least {low}, got {value}")
+            check_range(what, value, low, high)
         if self.val is not None and self.val_fraction is not None:
             raise AlexCompressError("give --val or --val-fraction, not both")
         if self.val is None and self.val_fraction is None and (self.patience is not None or self.keep is Keep.last):
@@ -416,8 +442,12 @@ def _check_checkpoint(checkpoint: str, model: str, output: str, resume: bool) ->
             path == os.path.realpath(other) or (os.path.exists(other) and os.path.exists(path) and os.path.samefile(other, path))
         ):
             raise AlexCompressError(f"{checkpoint}: is {what}; choose another --checkpoint")
+    if os.path.islink(checkpoint):
+        raise AlexCompressError(f"{checkpoint}: is a symbolic link; refusing to write through it (choose another --checkpoint)")
     if os.path.isdir(checkpoint):
         raise AlexCompressError(f"{checkpoint}: is a directory; give a file name with --checkpoint")
+    if os.path.exists(checkpoint) and not is_regular(checkpoint):
+        raise AlexCompressError(f"{checkpoint}: is not a regular file (a FIFO, socket or device); choose another --checkpoint")
     if os.path.lexists(checkpoint) and not resume:
         raise AlexCompressError(f"{checkpoint}: a checkpoint already exists: --resume continues it, or remove it to start over")
 
@@ -434,7 +464,6 @@ class ModelInput:
 
 
 _RANDOM = re.compile(r"random(?::(\d+))?(?::(\d+))?")
-_MAX_SEED = 2**63 - 1
 
 
 def _keyword(spec: str) -> bool:
@@ -456,12 +485,14 @@ def read_model(spec: str, arch: Optional[str] = None) -> ModelInput:
         match = _RANDOM.fullmatch(spec)
         if match:
             seed, classes = int(match.group(1) or 0), int(match.group(2) or 1000)
-            if seed > _MAX_SEED:
-                raise AlexCompressError(f"{spec}: the seed must be at most {_MAX_SEED}")
+            if seed > MAX_SEED:
+                raise AlexCompressError(f"{spec}: the seed must be at most {MAX_SEED}")
             return ModelInput(numpy_state(random_model(name, classes, seed)), name, spec)
         return ModelInput(numpy_state(pretrained(name)), name, spec)
     label = "<stdin>" if spec == STDIO else spec
-    data: Any = read_input(spec, "MODEL") if spec == STDIO or is_dcz(read_prefix(spec, len(MAGIC))) else None
+    # a regular file is sniffed and read by path; stdin, pipes, FIFOs and devices are read once, in full
+    streamed = spec == STDIO or not is_regular(spec)
+    data: Any = read_input(spec, "MODEL") if streamed or is_dcz(read_prefix(spec, len(MAGIC))) else None
     if data is not None and is_dcz(data):
         state, found = decode_arrays(data)
         if arch not in (None, AUTO, found):
@@ -473,7 +504,7 @@ def read_model(spec: str, arch: Optional[str] = None) -> ModelInput:
 
 def _announce(console: Console, source: ModelInput) -> None:
     if source.note:
-        console.print(f"{source.label}: {source.note}")
+        console.print(f"{printable(source.label)}: {source.note}", markup=False)
 
 
 def _keyword_stem(spec: str, arch: Optional[str]) -> Optional[str]:
@@ -498,7 +529,7 @@ def _save_state(target: str, state: Any, arch: Optional[str] = None) -> None:
 
 def _wrote(console: Console, target: str) -> None:
     if target != STDIO:
-        console.print(f"wrote {target} ({os.path.getsize(target):,} bytes)")
+        console.print(f"wrote {printable(target)} ({os.path.getsize(target):,} bytes)", markup=False)
 
 
 def _parse_index_bits(text: str) -> Optional[int]:
@@ -576,8 +607,8 @@ def init(
     console = _console(quiet)
     check_output(output, force=force)
     name = arch if arch not in (None, "auto") else "alexnet"
-    if not 0 <= seed <= _MAX_SEED:
-        raise AlexCompressError(f"--seed must be between 0 and {_MAX_SEED}, got {seed}")
+    check_range("--seed", seed, 0, MAX_SEED)
+    check_range("--num-classes", num_classes, 1, MAX_NUM_CLASSES)
     state = pretrained_state(name) if pretrained else random_model(name, num_classes, seed)
     _save_state(output, state, name)
     _wrote(console, output)
@@ -605,8 +636,8 @@ def prune(
     from .pipeline import prune_and_retrain
 
     spec = method.spec()
-    if iterations < 1:
-        raise AlexCompressError(f"--iterations must be at least 1, got {iterations}")
+    check_range("--seed", seed, 0, MAX_SEED)
+    check_range("--iterations", iterations, 1, 1000)
     if iterations > 1 and training.data is None:
         raise AlexCompressError("--iterations needs --data: iterative pruning retrains between rounds")
     console = _console(quiet)
@@ -622,7 +653,6 @@ def prune(
     else:
         from .progress import training_log
 
-        _announce(console, source)
         with training_log(console, training.log_every) as log:
             state = prune_and_retrain(
                 source.state,
@@ -635,6 +665,7 @@ def prune(
                 log=log,
                 on_round=lambda r, result: _print_pruning(console, result),
             )
+        _announce(console, source)
         _print_masks_held(console, state, source.arch)
     _save_state(target, state, source.arch)
     _wrote(console, target)
@@ -656,21 +687,22 @@ def quantize(
 ) -> None:
     """Stage 2: per-layer k-means weight sharing (<= 2^bits values); --data fine-tunes the centroids."""
     spec = quant.spec(seed)
+    check_range("--seed", seed, 0, MAX_SEED)
     console = _console(quiet)
     target = _plan_output(model, arch, output, ".quantized.pt", force)
     config = training.config(model, target, seed) if training.data is not None else None
     dataset, validation = training.datasets(images, seed) if training.data is not None else (None, None)
     source = read_model(model, arch)
     result = spec.apply(source.state, arch=source.arch, inplace=True)
-    _announce(console, source)
-    _print_quantization(console, result, spec.shared_codebook)
     state = result.state
-    if dataset is not None:
+    if dataset is not None:  # the tables follow the run, so that a refused checkpoint stays a one-line error
         from .progress import training_log
         from .train import finetune_centroids
 
         with training_log(console, training.log_every) as log:
             state = finetune_centroids(state, source.arch, dataset, config, validation=validation, log=log)
+    _announce(console, source)
+    _print_quantization(console, result, spec.shared_codebook)
     _save_state(target, state, source.arch)
     _wrote(console, target)
 
@@ -707,10 +739,9 @@ def evaluate_command(
     from .evaluate import evaluate
     from .models import build_model, num_classes_of
 
-    if limit is not None and limit < 1:
-        raise AlexCompressError(f"--limit must be at least 1, got {limit}")
-    if batch_size < 1 or workers < 0:
-        raise AlexCompressError(f"--batch-size must be at least 1 and --workers at least 0, got {batch_size} and {workers}")
+    check_range("--limit", limit, 1)
+    check_range("--batch-size", batch_size, 1, 1 << 20)
+    check_range("--workers", workers, 0, 1024)
     console = _console(quiet)
     dataset = _dataset(data, images)
     target_device = resolve_device(device, "--device")
@@ -838,6 +869,7 @@ def compress(
     from .report import print_info, print_ladder
 
     spec, quant_spec, width = method.spec(), quant.spec(seed), _parse_index_bits(index_bits)
+    check_range("--seed", seed, 0, MAX_SEED)
     console = _console(quiet)
     target = _plan_output(model, arch, output, ".dcz", force)
     source = read_model(model, arch)
@@ -890,10 +922,13 @@ def report(
 
     _pyplot()  # fail early, before any work, when matplotlib is missing
     spec, quant_spec, width = method.spec(), quant.spec(seed), _parse_index_bits(index_bits)
+    check_range("--seed", seed, 0, MAX_SEED)
     if model == STDIO:
         raise AlexCompressError("report reads a file or a model keyword, not stdin")
     stem = _keyword_stem(model, arch) or Path(default_output(model, "", None)).name
     out = Path(output if output is not None else f"{stem}-report")
+    if out.is_symlink():
+        raise AlexCompressError(f"{printable(str(out))}: is a symbolic link; refusing to write through it")
     if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not force)):
         raise AlexCompressError(f"{out}: already exists and is not an empty directory; use --force to write into it")
     console = _console(quiet)
@@ -933,4 +968,15 @@ def _root(
 
 def main() -> None:
     install_signal_handlers()
-    app(prog_name="alexcompress")
+    warnings.simplefilter("ignore")  # libraries' notices (torch, PIL) are not for the user's stderr
+    try:
+        app(prog_name="alexcompress")
+    except SystemExit as exc:
+        interrupt = stop_requested()
+        # Typer turns an interrupt outside a command body (building the command, parsing options) into a
+        # silent exit 130: say it, with the signal's own code
+        if interrupt is not None and not _reported:
+            message, code = _interrupted(interrupt)
+            _fail(message, code)
+            raise SystemExit(code) from None
+        raise exc from None

@@ -99,6 +99,40 @@ def is_dcz(prefix: bytes) -> bool:
     return prefix[: len(MAGIC)] == MAGIC
 
 
+MAX_STREAM_BYTES = 8 << 30  # what the limits allow: 2**28 elements of at most 8 bytes, plus tables and header
+
+
+def read_dcz_stream(handle: Any, head: bytes) -> bytes:
+    """A `.dcz` from a pipe, FIFO or device, reading no further than the header declares (plus one byte, so
+    that trailing data is noticed). Malformed headers are returned short, for `parse_header` to word."""
+
+    def upto(size: int) -> bytes:
+        chunks = []
+        while size > 0:
+            chunk = handle.read(min(size, 1 << 24))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size -= len(chunk)
+        return b"".join(chunks)
+
+    data = head + upto(PREAMBLE.size - len(head))
+    if len(data) < PREAMBLE.size:
+        return data
+    header_length = PREAMBLE.unpack_from(data, 0)[3]
+    if header_length > MAX_HEADER_BYTES:
+        return data
+    data += upto(header_length)
+    try:
+        rows = json.loads(data[PREAMBLE.size :].decode("utf-8")).get("tensors", [])
+        total = sum(int(section["length"]) for row in rows for section in row["sections"])
+    except (ValueError, TypeError, KeyError, AttributeError, RecursionError):
+        return data  # parse_header says what is wrong with it
+    if not 0 <= total <= MAX_STREAM_BYTES:
+        return data
+    return data + upto(total) + upto(1)
+
+
 def parse_header(data: bytes | memoryview, file_size: int | None = None) -> DczHeader:
     """Validate the preamble, the header and the whole section layout; decode nothing yet.
 
@@ -126,6 +160,8 @@ def parse_header(data: bytes | memoryview, file_size: int | None = None) -> DczH
         obj = json.loads(raw.decode("utf-8"), parse_constant=_reject_constant)
     except (UnicodeDecodeError, ValueError) as exc:
         raise DczError(f"header: not valid JSON ({exc})") from None
+    except RecursionError:
+        raise DczError("header: JSON nested too deeply") from None
     return _validate_header(obj, end, size)
 
 

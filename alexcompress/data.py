@@ -15,6 +15,7 @@ from .errors import AlexCompressError
 
 if TYPE_CHECKING:
     import torch
+    from PIL import Image
     from torch.utils.data import DataLoader, Dataset
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -71,10 +72,50 @@ def image_folder(root: str, preprocessing: Preprocessing, augment: str = "none")
 
     if not os.path.isdir(root):
         raise AlexCompressError(f"{root}: no such directory (expected an ImageFolder tree: DIR/CLASS/IMAGE)")
+    _check_tree(root)
     try:
-        return ImageFolder(root, transform=preprocessing.transform(augment))
+        return ImageFolder(root, transform=preprocessing.transform(augment), loader=load_image)
     except (FileNotFoundError, RuntimeError) as exc:
         raise AlexCompressError(f"{root}: not an ImageFolder tree ({' '.join(str(exc).split())})") from None
+
+
+MAX_IMAGE_PIXELS = 89_478_485  # PIL's own default: a larger image is refused, not decompressed
+
+
+def _check_tree(root: str) -> None:
+    """ImageFolder follows symbolic links: a link back to a parent would make its walk endless. Walk the tree
+    the same way first, refusing any directory reached twice."""
+    seen: set[tuple[int, int]] = set()
+    for directory, subdirs, _ in os.walk(root, followlinks=True, onerror=None):
+        info = os.stat(directory)
+        key = (info.st_dev, info.st_ino)
+        if key in seen:
+            raise AlexCompressError(f"{root}: the directory tree loops through a symbolic link at {directory}")
+        seen.add(key)
+
+
+def load_image(path: str) -> "Image.Image":
+    """An RGB image, or an AlexCompressError naming the file: unreadable, truncated, or a decompression bomb
+    (more pixels than MAX_IMAGE_PIXELS) that would take gigabytes to decode."""
+    import warnings
+
+    from PIL import Image
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                if image.width * image.height > MAX_IMAGE_PIXELS:
+                    raise AlexCompressError(
+                        f"{path}: an image of {image.width}x{image.height} pixels, more than {MAX_IMAGE_PIXELS} (a decompression bomb?)"
+                    )
+                return image.convert("RGB")
+    except AlexCompressError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise AlexCompressError(f"{path}: refused as a decompression bomb ({exc})") from None
+    except Exception as exc:  # PIL raises many kinds on damaged files
+        raise AlexCompressError(f"{path}: not a readable image ({' '.join(str(exc).split())[:120]})") from None
 
 
 def split_folder(root: str, preprocessing: Preprocessing, augment: str, fraction: float, seed: int = 0) -> tuple["Dataset", "Dataset"]:

@@ -71,7 +71,7 @@ def decode_arrays(data: "bytes | memoryview") -> tuple["OrderedDict[str, np.ndar
     header = parse_header(data)
     if header.arch != NONE:
         try:
-            architecture = get_arch(header.arch)
+            architecture = get_arch(header.arch, discover=False)
         except ModelError:
             raise DczError(f"header: unknown architecture {header.arch!r} (written by {header.producer})") from None
         if header.num_classes < 1:
@@ -88,6 +88,9 @@ def decode_arrays(data: "bytes | memoryview") -> tuple["OrderedDict[str, np.ndar
                 if keys
             )
             raise DczError(f"header: tensor table does not match torchvision {header.arch}({header.num_classes} classes): {detail}")
+        for entry in header.tensors:  # an int32 bias would decode, then fail inside the model
+            if architecture.expects_floating(entry.name) != entry.dtype.startswith("float"):
+                raise DczError(f"tensor {entry.name}: dtype {entry.dtype} does not fit {header.arch}'s {entry.name}")
     return OrderedDict((entry.name, decode_tensor(header, data, entry)) for entry in header.tensors), header.arch
 
 

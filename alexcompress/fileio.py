@@ -1,13 +1,20 @@
 """Where bytes enter and leave: paths or `-` for stdin/stdout, default output names, atomic writes.
 
-An output is written to a hidden temporary file in the target directory, fsynced, then renamed over the
-target, so an error, Ctrl-C or SIGTERM never leaves a partial file and never damages an existing one.
+One output policy for every file the tool writes (outputs, checkpoints, report figures): never an input
+(same path or same inode), never through a symbolic link, only over a regular file (never a FIFO or a
+device) and only with --force; written to a hidden temporary file in the target's directory, fsynced,
+then renamed over the target, so an error or any catchable signal leaves nothing behind.
+
+Inputs are read once: a pipe, FIFO or device is sniffed from the bytes already read (never reopened), a
+stream that is neither a `.dcz` nor a zip `.pt` is refused at its first bytes, and a `.dcz` stream is read
+no further than its header declares.
 """
 
 from __future__ import annotations
 
 import os
 import signal
+import stat
 import sys
 import tempfile
 from collections.abc import Callable
@@ -20,43 +27,111 @@ STDIO = "-"
 
 
 class Terminated(KeyboardInterrupt):
-    """SIGTERM, unwound like Ctrl-C so that atomic writers remove their temporary files on the way out."""
+    """A signal other than SIGINT, unwound like Ctrl-C so that atomic writers remove their temporary files."""
 
+    def __init__(self, signum: int = signal.SIGTERM) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+    @property
+    def name(self) -> str:
+        return signal.Signals(self.signum).name
+
+
+#: every signal whose default action ends the process and that a handler may catch
+STOP_SIGNALS = tuple(
+    getattr(signal, name)
+    for name in ("SIGINT", "SIGTERM", "SIGHUP", "SIGQUIT", "SIGUSR1", "SIGUSR2", "SIGALRM", "SIGXCPU", "SIGXFSZ", "SIGVTALRM", "SIGPROF")
+    if hasattr(signal, name)
+)
 
 _stop_signal: Optional[int] = None  # set by the handlers: libraries may turn our exception into their own
 
 
 def install_signal_handlers() -> None:
-    """SIGTERM and SIGINT raise (Terminated / KeyboardInterrupt) and are remembered, so that an interrupt
-    that torch.save converts into a RuntimeError is still reported, and cleaned up, as an interrupt."""
+    """Every catchable terminating signal raises (KeyboardInterrupt for SIGINT, Terminated otherwise) and is
+    remembered, so that an interrupt a library converts into its own error is still reported, and cleaned
+    up, as an interrupt. SIGPIPE stays ignored (Python's default): writes report EPIPE instead."""
 
     def handler(signum: int, frame: object) -> None:
         global _stop_signal
         _stop_signal = signum
-        raise Terminated if signum == signal.SIGTERM else KeyboardInterrupt
+        raise KeyboardInterrupt if signum == signal.SIGINT else Terminated(signum)
 
-    signal.signal(signal.SIGTERM, handler)
-    signal.signal(signal.SIGINT, handler)
+    for signum in STOP_SIGNALS:
+        try:
+            signal.signal(signum, handler)
+        except (OSError, ValueError):  # not in the main thread, or not catchable here
+            pass
 
 
 def stop_requested() -> Optional[BaseException]:
     """The interrupt a signal asked for, if one arrived: for code that sees some other exception instead."""
     if _stop_signal is None:
         return None
-    return Terminated() if _stop_signal == signal.SIGTERM else KeyboardInterrupt()
+    return KeyboardInterrupt() if _stop_signal == signal.SIGINT else Terminated(_stop_signal)
+
+
+def is_regular(path: str) -> bool:
+    try:
+        return stat.S_ISREG(os.stat(path).st_mode)
+    except OSError:
+        return False
 
 
 def read_input(path: str, what: str = "input") -> bytes:
-    """All bytes of a file, or of stdin for `-`."""
+    """All bytes of a regular file; of stdin (`-`), a pipe, FIFO or device: read once, sniffed on the way."""
     if path == STDIO:
-        if sys.stdin is None or sys.stdin.isatty():
+        if sys.stdin is None:
+            raise AlexCompressError(f"{what} is '-' but stdin is closed")
+        if sys.stdin.isatty():
             raise AlexCompressError(f"{what} is '-' but nothing is piped into stdin")
-        return sys.stdin.buffer.read()
-    return read_prefix(path, -1)
+        return read_stream(sys.stdin.buffer, "<stdin>")
+    p = Path(path)
+    if not p.exists():
+        raise AlexCompressError(f"{path}: no such file")
+    if p.is_dir():
+        raise AlexCompressError(f"{path}: is a directory, expected a file")
+    try:
+        with p.open("rb") as handle:
+            return handle.read() if is_regular(path) else read_stream(handle, path)
+    except OSError as exc:
+        raise AlexCompressError(f"{path}: cannot read ({exc.strerror or exc})") from None
+
+
+def read_stream(handle: BinaryIO, label: str) -> bytes:
+    """A model from a stream, read once: refused at its first bytes unless it starts like a `.dcz` or a zip
+    `.pt`; a `.dcz` is read no further than its header declares (plus one byte to notice trailing data)."""
+    from .container import MAGIC, read_dcz_stream
+
+    head = _read_upto(handle, len(MAGIC))
+    if not head:
+        raise AlexCompressError(f"{label}: empty input, expected a .dcz or a torch .pt file")
+    if head == MAGIC:
+        return read_dcz_stream(handle, head)
+    if head[:4] == b"PK\x03\x04":
+        return head + handle.read()
+    if head[:1] == b"\x80":
+        raise AlexCompressError(
+            f"{label}: a plain pickle or a legacy (torch < 1.6) file, which is never unpickled here; re-save it with a current torch.save"
+        )
+    raise AlexCompressError(f"{label}: neither a .dcz nor a torch .pt file (it starts with {head.hex(' ')})")
+
+
+def _read_upto(handle: BinaryIO, size: int) -> bytes:
+    """Up to `size` bytes, fewer only at the end of the stream."""
+    chunks, left = [], size
+    while left > 0:
+        chunk = handle.read(left)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        left -= len(chunk)
+    return b"".join(chunks)
 
 
 def read_prefix(path: str, size: int) -> bytes:
-    """The first `size` bytes of a file (all of it for -1), or an error naming the file."""
+    """The first `size` bytes of a regular file (sniffing a pipe would consume them: use read_input)."""
     p = Path(path)
     if not p.exists():
         raise AlexCompressError(f"{path}: no such file")
@@ -84,27 +159,52 @@ def default_output(input_path: str, suffix: str, keyword_stem: str | None = None
     return str(p.with_name(stem + suffix))
 
 
-def check_output(output: str, *, inputs: tuple[str, ...] = (), force: bool = False) -> None:
-    """Refuse, before any work is done, an output that would clobber an input or an existing file."""
+def check_output(output: str, *, inputs: tuple[str, ...] = (), force: bool = False, what: str = "") -> None:
+    """Refuse, before any work is done, an output that would clobber an input, follow a link, replace
+    something that is not a regular file, or replace an existing file without --force."""
     if output == STDIO:
-        if sys.stdout is None or sys.stdout.isatty():
+        if sys.stdout is None:
+            raise AlexCompressError("stdout is closed; write to a file with -o FILE")
+        if sys.stdout.isatty():
             raise AlexCompressError("refusing to write binary data to a terminal; use -o FILE or redirect stdout")
         return
-    out = Path(output)
+    label = f"{output}{what}"
     for source in inputs:
-        if source != STDIO and Path(source).exists() and out.exists() and os.path.samefile(source, out):
-            raise AlexCompressError(f"{output}: is the input file; refusing to overwrite it (choose another -o)")
-    if out.is_dir():
-        raise AlexCompressError(f"{output}: is a directory; give a file name with -o")
-    if out.exists() and not force:
-        raise AlexCompressError(f"{output}: already exists; use --force to overwrite it")
+        if source != STDIO and same_file(source, output):
+            raise AlexCompressError(f"{label}: is the input file; refusing to overwrite it (choose another -o)")
+    try:
+        info = os.lstat(output)
+    except (FileNotFoundError, NotADirectoryError):  # the directory checks below say which
+        info = None
+    except OSError as exc:
+        raise AlexCompressError(f"{label}: cannot inspect ({exc.strerror or exc})") from None
+    if info is not None:
+        if stat.S_ISLNK(info.st_mode):
+            raise AlexCompressError(f"{label}: is a symbolic link; refusing to write through it (remove it or choose another name)")
+        if stat.S_ISDIR(info.st_mode):
+            raise AlexCompressError(f"{label}: is a directory; give a file name with -o")
+        if not stat.S_ISREG(info.st_mode):
+            raise AlexCompressError(f"{label}: is not a regular file (a FIFO, socket or device); refusing to replace it")
+        if not force:
+            raise AlexCompressError(f"{label}: already exists; use --force to overwrite it")
+    out = Path(output)
     parent = out.parent if str(out.parent) else Path(".")
     if not parent.exists():
-        raise AlexCompressError(f"{output}: directory {parent} does not exist")
+        raise AlexCompressError(f"{label}: directory {parent} does not exist")
     if not parent.is_dir():
-        raise AlexCompressError(f"{output}: {parent} is not a directory")
+        raise AlexCompressError(f"{label}: {parent} is not a directory")
     if not os.access(parent, os.W_OK | os.X_OK):
-        raise AlexCompressError(f"{output}: directory {parent} is not writable")
+        raise AlexCompressError(f"{label}: directory {parent} is not writable")
+
+
+def same_file(a: str, b: str) -> bool:
+    """The same file: the same resolved path, or the same inode (hard links, bind mounts)."""
+    if os.path.realpath(a) == os.path.realpath(b):
+        return True
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
 
 
 Payload = Union[bytes, Callable[[BinaryIO], None]]

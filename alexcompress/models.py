@@ -10,9 +10,11 @@ stage sees it. What architectures exist lives in `archs`.
 from __future__ import annotations
 
 import io
+import math
 import os
 import pickle
 import re
+import warnings
 from collections import OrderedDict
 from collections.abc import Mapping
 from typing import IO, TYPE_CHECKING, NamedTuple
@@ -88,6 +90,11 @@ def random_model(arch: str = "alexnet", num_classes: int = 1000, seed: int = 0) 
     architecture = get_arch(arch)
     if not architecture.buildable:
         raise ModelError(f"architecture {arch!r} has no module, so no random initialisation; name a model")
+    from .container import MAX_TOTAL_ELEMENTS
+
+    total = sum(math.prod(shape) for shape in architecture.shapes(num_classes).values())
+    if total > MAX_TOTAL_ELEMENTS:
+        raise ModelError(f"{arch} with {num_classes} classes has {total:,} parameters, more than the {MAX_TOTAL_ELEMENTS:,} a .dcz holds")
     with torch.random.fork_rng(devices=[]):  # seeded, without disturbing the caller's global RNG
         torch.manual_seed(seed)
         model = architecture.build(num_classes)
@@ -130,7 +137,9 @@ def _torch_load(source: "str | os.PathLike[str] | bytes", label: str) -> object:
             raise ModelError(f"{label}: empty file, expected a torch .pt file")
         handle = source
     try:
-        return torch.load(handle, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch's notices (sparse invariants, pickle protocol) are not for users
+            return torch.load(handle, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         text = str(exc)
         found = re.search(r"GLOBAL ([\w.]+)", text)
@@ -144,28 +153,43 @@ def _torch_load(source: "str | os.PathLike[str] | bytes", label: str) -> object:
         raise ModelError(f"{label}: not a readable torch file, or truncated ({_torch_reason(str(exc))})") from None
 
 
+def read_model_file(source: "str | os.PathLike[str] | bytes", label: str) -> object:
+    """The object a `.pt` holds (path or bytes): through `ptfile`'s checked reader, which refuses hostile
+    files; torch.load(weights_only=True) only for a bounded, well-formed file with globals beyond a plain
+    state dict's (a checkpoint with extras)."""
+    from .ptfile import read_state_dict
+
+    if isinstance(source, bytes):
+        if not source:
+            raise ModelError(f"{label}: empty input, expected a torch .pt file")
+    else:
+        if not os.path.exists(source):
+            raise ModelError(f"{label}: no such file")
+        if os.path.isdir(source):
+            raise ModelError(f"{label}: is a directory, expected a torch .pt file")
+        if os.path.getsize(source) == 0:
+            raise ModelError(f"{label}: empty file, expected a torch .pt file")
+    obj = read_state_dict(source, label)
+    return obj if obj is not None else _torch_load(source, label)
+
+
 def load_state_dict(source: "str | os.PathLike[str] | bytes", *, arch: str | None = None, name: str | None = None) -> Loaded:
     """Read a `.pt` file (path or bytes) into a checked state dict of tensors, with its architecture.
 
-    Only `torch.load(weights_only=True)` is used: a pickled module or arbitrary object is refused with a
-    message saying how to re-save it as a state dict. `arch` None or "auto" detects it.
+    Nothing is ever fully unpickled: a pickled module or arbitrary object is refused with a message saying
+    how to re-save it as a state dict. `arch` None or "auto" detects it.
     """
     label = name or (os.fspath(source) if not isinstance(source, bytes) else "<stdin>")
-    state = _unwrap(_torch_load(source, label), label)
+    state = _unwrap(read_model_file(source, label), label)
     found, note = match_arch(state, arch, label)
-    return Loaded(state, found, note)
+    return Loaded(torch_state(state), found, note)
 
 
 def load_arrays(source: "str | os.PathLike[str] | bytes", *, arch: str | None = None, name: str | None = None) -> Loaded:
-    """Like `load_state_dict`, as numpy arrays (coded weights float32), without importing torch when the
-    file is a plain zip `.pt` (see `ptfile`); anything else goes through torch.load(weights_only=True)."""
-    from .ptfile import read_state_dict
-
+    """Like `load_state_dict`, as numpy arrays (coded weights float32), without importing torch for a plain
+    state dict."""
     label = name or (os.fspath(source) if not isinstance(source, bytes) else "<stdin>")
-    obj = read_state_dict(source) if isinstance(source, bytes) or os.path.isfile(source) else None
-    if obj is None:
-        obj = _torch_load(source, label)
-    state = _unwrap(obj, label)
+    state = _unwrap(read_model_file(source, label), label)
     found, note = match_arch(state, arch, label)
     return Loaded(to_float32(state, found), found, note)
 
@@ -186,12 +210,37 @@ def _unwrap(obj: object, label: str) -> "OrderedDict[str, torch.Tensor | np.ndar
     state: OrderedDict = OrderedDict()
     for key, value in obj.items():
         if not isinstance(key, str) or not is_array(value):
-            raise ModelError(f"{label}: entry {key!r} is not a tensor; expected a state dict of tensors")
+            raise ModelError(f"{label}: entry {_short(key)} is not a tensor; expected a state dict of tensors")
+        if not isinstance(value, np.ndarray):
+            _check_tensor(value, f"{label}: entry {_short(key)}")
         for prefix in ("module.", "_orig_mod."):  # DataParallel / torch.compile wrappers
             if key.startswith(prefix):
                 key = key[len(prefix) :]
         state[key] = value
     return state
+
+
+def _short(key: object) -> str:
+    text = repr(key) if isinstance(key, str) else f"of type {type(key).__name__}"
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+_TORCH_DTYPES = ("float32", "float64", "float16", "bfloat16", "int64", "int32", "int16", "int8", "uint8", "bool")
+
+
+def _check_tensor(value: "torch.Tensor", where: str) -> None:
+    """What torch.load can hand back but no stage can use: sparse, meta, quantized or exotic tensors, and
+    views larger than their storage (densifying a stride-0 view is a memory bomb)."""
+    import torch
+
+    if value.layout != torch.strided:
+        raise ModelError(f"{where} is a sparse tensor ({value.layout}); save dense tensors: tensor.to_dense()")
+    if value.is_meta:
+        raise ModelError(f"{where} is a meta tensor: it holds no data")
+    if str(value.dtype).replace("torch.", "") not in _TORCH_DTYPES:
+        raise ModelError(f"{where} has dtype {value.dtype}, which cannot be compressed or stored")
+    if value.numel() and value.numel() * value.element_size() > value.untyped_storage().nbytes():
+        raise ModelError(f"{where} is a view of {value.numel()} elements on a smaller storage (an expanded view)")
 
 
 def _all_arrays(obj: Mapping) -> bool:

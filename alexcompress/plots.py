@@ -33,8 +33,17 @@ def _pyplot() -> Any:
 
 
 def _save(fig: Any, path: Path) -> Path:
-    fig.savefig(path, dpi=DPI)
+    """Render to memory, then write like every output: never through a link or over a non-regular file,
+    atomically (a Ctrl-C leaves no truncated PNG)."""
+    import io
+
+    from .fileio import check_output, write_atomic
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, dpi=DPI, format="png")
     _pyplot().close(fig)
+    check_output(str(path), force=True)
+    write_atomic(path, buffer.getvalue())
     return path
 
 

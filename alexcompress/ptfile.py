@@ -1,11 +1,18 @@
-"""torch's zip `.pt` format without importing torch: a reader (fast path) and a writer for plain state dicts.
+"""torch's zip `.pt` format without importing torch: the reader every model file goes through, and a writer.
 
 `torch.save` writes a zip archive holding `<root>/data.pkl` (a pickle) and one raw record per storage,
-`<root>/data/<key>`. This reader unpickles with a whitelist of exactly the globals a plain state dict uses
-(OrderedDict, torch's storage types, `_rebuild_tensor_v2`), so nothing but numpy arrays can come out of it,
-and reads each storage straight into a numpy array. Anything else (legacy non-zip files, other globals,
-big-endian archives, damage) makes it return None: the caller then uses `torch.load(weights_only=True)`,
-which gives the authoritative error. Skipping `import torch` saves ~2 s and ~650 MB per process.
+`<root>/data/<key>`. Before anything is unpickled the reader checks what the file can justify: a zip whose
+records are all stored (torch never compresses: a deflated record is a zip bomb), a pickle of bounded size
+whose opcodes are pre-scanned by an abstract interpreter (memo indices within reach, nesting depth bounded:
+a deeply nested key would overflow the C stack while hashing), storage records of exactly their declared
+size, tensor views inside their storage (a stride-0 view would be copied densely). Hostile input is a
+ModelError; nothing is allocated beyond a small multiple of the file's size.
+
+The unpickler whitelists exactly the globals a plain state dict uses (OrderedDict, torch's storage types,
+`_rebuild_tensor_v2`), so nothing but numpy arrays can come out of it. A file that passes every check but
+uses other globals (a checkpoint with extras) makes `read_state_dict` return None: the caller then uses
+`torch.load(weights_only=True)` on a file already known to be bounded. Skipping `import torch` saves
+~2 s and ~650 MB per process.
 
 The writer produces what `torch.save` would for a dict of tensors (protocol-2 pickle, stored records
 aligned to 64 bytes so that `torch.load(mmap=True)` works), so the stages of a shell pipeline never import
@@ -17,6 +24,7 @@ from __future__ import annotations
 import io
 import os
 import pickle
+import pickletools
 import struct
 import zipfile
 import zlib
@@ -26,10 +34,13 @@ from typing import Any, BinaryIO, Optional
 
 import numpy as np
 
+from .errors import ModelError
+
 STORAGE_DTYPES = {
     "FloatStorage": np.dtype("<f4"),
     "DoubleStorage": np.dtype("<f8"),
     "HalfStorage": np.dtype("<f2"),
+    "BFloat16Storage": np.dtype("<u2"),  # read as its bits, widened to float32 (numpy has no bfloat16)
     "LongStorage": np.dtype("<i8"),
     "IntStorage": np.dtype("<i4"),
     "ShortStorage": np.dtype("<i2"),
@@ -37,22 +48,30 @@ STORAGE_DTYPES = {
     "ByteStorage": np.dtype("u1"),
     "BoolStorage": np.dtype("?"),
 }
+MAX_PICKLE_BYTES = 64 << 20  # a state dict's pickle is a few hundred bytes per tensor
+MAX_NESTING = 64  # a state dict nests ~5 deep; a checkpoint with optimizer state ~10
+MAX_RECORDS = 1 << 20
+ZIP_MAGIC = b"PK\x03\x04"
 
 
 class _Unsupported(Exception):
-    pass
+    """Valid and bounded, but beyond this reader (other globals): torch.load(weights_only=True) decides."""
+
+
+class _Hostile(Exception):
+    """Something no torch.save writes and no reader should allocate for."""
 
 
 class _StorageType:
     def __init__(self, name: str) -> None:
-        self.dtype = STORAGE_DTYPES[name]
+        self.name, self.dtype = name, STORAGE_DTYPES[name]
 
 
 def _rebuild_tensor(storage: np.ndarray, offset: int, size: tuple, stride: tuple, *rest: Any) -> np.ndarray:
-    if not isinstance(storage, np.ndarray) or not all(isinstance(v, int) and v >= 0 for v in (offset, *size, *stride)):
-        raise _Unsupported
-    if len(size) != len(stride):
-        raise _Unsupported
+    if not isinstance(storage, np.ndarray) or not isinstance(size, tuple) or not isinstance(stride, tuple):
+        raise _Hostile("a tensor without a storage, size or stride")
+    if not all(type(v) is int and v >= 0 for v in (offset, *size, *stride)) or len(size) != len(stride):
+        raise _Hostile("a tensor with a negative or malformed size, stride or offset")
     count = 1
     for d in size:
         count *= d
@@ -60,7 +79,9 @@ def _rebuild_tensor(storage: np.ndarray, offset: int, size: tuple, stride: tuple
         return np.zeros(size, dtype=storage.dtype)
     last = offset + sum((d - 1) * s for d, s in zip(size, stride))
     if last >= storage.size:
-        raise _Unsupported
+        raise _Hostile(f"a tensor view reaches element {last} of a storage of {storage.size}")
+    if count > storage.size:  # an expanded (stride-0) view: copying it densely is a memory bomb
+        raise _Hostile(f"a tensor of {count} elements viewing a storage of {storage.size} (an expanded view)")
     itemsize = storage.dtype.itemsize
     view = np.lib.stride_tricks.as_strided(storage[offset:], shape=size, strides=[s * itemsize for s in stride], writeable=False)
     contiguous = list(stride) == _c_strides(size)
@@ -94,16 +115,19 @@ class _Unpickler(pickle.Unpickler):
 
     def persistent_load(self, pid: Any) -> np.ndarray:
         if not (isinstance(pid, tuple) and len(pid) == 5 and pid[0] == "storage" and isinstance(pid[1], _StorageType)):
-            raise _Unsupported
+            raise _Hostile("a persistent id that is not a storage")
         _, storage_type, key, _location, numel = pid
+        if not isinstance(key, str) or type(numel) is not int or numel < 0:
+            raise _Hostile("a storage with a malformed key or size")
         if key in self.storages:
             return self.storages[key]
-        if not isinstance(key, str) or not isinstance(numel, int):
-            raise _Unsupported
-        info = self.archive.getinfo(f"{self.root}/data/{key}")
+        try:
+            info = self.archive.getinfo(f"{self.root}/data/{key}")
+        except KeyError:
+            raise _Hostile(f"storage {key[:40]!r} has no record in the archive") from None
         dtype = storage_type.dtype
-        if info.file_size != numel * dtype.itemsize or info.compress_type != zipfile.ZIP_STORED:
-            raise _Unsupported
+        if info.file_size != numel * dtype.itemsize:
+            raise _Hostile(f"storage {key[:40]!r} declares {numel} elements but its record holds {info.file_size} bytes")
         array = np.empty(numel, dtype=dtype)
         view = memoryview(array).cast("B")
         # torch stores records uncompressed: read them straight from the file into the array (no zipfile
@@ -111,31 +135,145 @@ class _Unpickler(pickle.Unpickler):
         handle = self.archive.fp
         handle.seek(info.header_offset)
         local = handle.read(30)
-        if len(local) != 30 or local[:4] != b"PK\x03\x04":
-            raise _Unsupported
+        if len(local) != 30 or local[:4] != ZIP_MAGIC:
+            raise _Hostile(f"storage {key[:40]!r}: damaged zip record")
         name_length, extra_length = struct.unpack("<HH", local[26:30])
         handle.seek(info.header_offset + 30 + name_length + extra_length)
         if handle.readinto(view) != len(view) or zlib.crc32(view) != info.CRC:
-            raise _Unsupported
+            raise _Hostile(f"storage {key[:40]!r}: truncated or damaged (CRC-32 mismatch)")
+        if storage_type.name == "BFloat16Storage":  # bfloat16 is the top half of a float32: widen exactly
+            array = (array.astype(np.uint32) << 16).view(np.float32)
         self.storages[key] = array
         return array
 
 
-def read_state_dict(source: "str | os.PathLike[str] | bytes") -> Optional["OrderedDict[str, Any]"]:
-    """The top-level object of a zip `.pt` (a path or the file's bytes) as numpy arrays in (nested) dicts,
-    or None if this fast path cannot read it exactly (the caller then falls back to torch.load)."""
+_CONTAINER_OPS = {"APPEND", "APPENDS", "SETITEM", "SETITEMS", "ADDITEMS", "BUILD"}
+_PUT_OPS, _GET_OPS = {"PUT", "BINPUT", "LONG_BINPUT"}, {"GET", "BINGET", "LONG_BINGET"}
+
+
+def prescan(data: bytes) -> None:
+    """Run the pickle's opcodes on an abstract stack of nesting depths, before any unpickler sees them.
+
+    Refuses (with `_Hostile`) memo indices beyond the number of opcodes so far (the C unpickler sizes its memo
+    table by the largest index), references to memo slots never written, and objects nested deeper than
+    MAX_NESTING (hashing or comparing a deeply nested key recurses in C and overflows the stack). Cost:
+    one pass, memory proportional to the stack and memo, both bounded by the pickle's size.
+    """
+    mark = pickletools.markobject
+    depths: list[int] = []
+    marks: list[int] = []
+    memo: dict[int, int] = {}
     try:
-        with zipfile.ZipFile(io.BytesIO(source) if isinstance(source, bytes) else source) as archive:
-            pickles = [n for n in archive.namelist() if n.endswith("/data.pkl") and n.count("/") == 1]
-            if len(pickles) != 1:
-                return None
-            root = pickles[0].split("/")[0]
-            names = set(archive.namelist())
-            if f"{root}/byteorder" in names and archive.read(f"{root}/byteorder") != b"little":
-                return None
-            return _Unpickler(archive.read(pickles[0]), archive, root).load()
-    except Exception:  # any surprise: let torch.load decide, and word the error
+        for count, (op, arg, _) in enumerate(pickletools.genops(data), start=1):
+            name = op.name
+            if name == "MARK":
+                marks.append(len(depths))
+                continue
+            if name in _PUT_OPS or name == "MEMOIZE":
+                index = len(memo) if name == "MEMOIZE" else arg
+                if not depths or index > count:
+                    raise _Hostile("a pickle memo index far beyond its size (a memory bomb)")
+                memo[index] = depths[-1]
+                continue
+            if name in _GET_OPS:
+                if arg not in memo:
+                    raise _Hostile("a pickle that reads a memo slot it never wrote")
+                depths.append(memo[arg])
+                continue
+            before = op.stack_before
+            if mark in before:
+                if not marks:
+                    raise _Hostile("a pickle that closes a mark it never opened")
+                cut = marks.pop()
+                below = before.index(mark)
+                if cut < below:
+                    raise _Hostile("a pickle whose stack runs dry")
+                consumed = depths[cut - below :]
+                del depths[cut - below :]
+            else:
+                if len(depths) < len(before):
+                    raise _Hostile("a pickle whose stack runs dry")
+                consumed = depths[len(depths) - len(before) :]
+                del depths[len(depths) - len(before) :]
+            if name == "DUP":
+                depths.extend(consumed * 2)
+                continue
+            if not consumed:
+                depth = 0
+            elif name in _CONTAINER_OPS:
+                depth = max(consumed[0], 1 + max(consumed[1:], default=0))
+            else:
+                depth = 1 + max(consumed)
+            if depth > MAX_NESTING:
+                raise _Hostile(f"objects nested more than {MAX_NESTING} deep (a crash or memory bomb)")
+            depths.extend([depth] * len(op.stack_after))
+    except _Hostile:
+        raise
+    except Exception as exc:  # genops: unknown opcode, truncated argument, ...
+        raise _Hostile(f"a malformed pickle ({' '.join(str(exc).split())[:120]})") from None
+
+
+def read_state_dict(source: "str | os.PathLike[str] | bytes", label: str = "model") -> Optional["OrderedDict[str, Any]"]:
+    """The top-level object of a zip `.pt` (a path or the file's bytes) as numpy arrays in (nested) dicts.
+
+    A ModelError for anything that is not a torch zip archive or that the checks above refuse; None for a
+    bounded, well-formed file whose pickle uses globals beyond a plain state dict's (the caller may then
+    use torch.load(weights_only=True) on it).
+    """
+    try:
+        archive = zipfile.ZipFile(io.BytesIO(source) if isinstance(source, bytes) else source)
+    except OSError as exc:  # the file itself (permissions, I/O); zipfile's own complaints are not OSErrors
+        raise ModelError(f"{label}: cannot read ({exc.strerror or exc})") from None
+    except Exception:  # BadZipFile, NotImplementedError (odd versions), ValueError, EOFError, struct.error...
+        raise ModelError(f"{label}: {_not_a_zip(source)}") from None
+    try:
+        with archive:
+            return _read_archive(archive, label)
+    except _Hostile as exc:
+        raise ModelError(f"{label}: {exc}") from None
+    except _Unsupported:
         return None
+    except ModelError:
+        raise
+    except Exception as exc:  # anything the unpickler or zipfile raise on damage
+        raise ModelError(f"{label}: not a readable torch file, or truncated ({' '.join(str(exc).split())[:160]})") from None
+
+
+def _not_a_zip(source: "str | os.PathLike[str] | bytes") -> str:
+    if isinstance(source, bytes):
+        prefix = source[:4]
+    else:
+        with open(source, "rb") as handle:
+            prefix = handle.read(4)
+    if prefix == ZIP_MAGIC:
+        return "not a readable torch file, or truncated (a damaged zip archive)"
+    if prefix[:1] == b"\x80" or prefix[:1] == b"(":
+        return (
+            "a torch file in the legacy format (torch < 1.6) or a plain pickle, which is never unpickled here; "
+            "load it with a current torch and re-save it: torch.save(model.state_dict(), 'model.pt')"
+        )
+    return "not a readable torch file (not a zip archive)"
+
+
+def _read_archive(archive: zipfile.ZipFile, label: str) -> Any:
+    infos = archive.infolist()
+    if len(infos) > MAX_RECORDS:
+        raise _Hostile(f"a zip archive of {len(infos)} records")
+    pickles = [i for i in infos if i.filename.endswith("/data.pkl") and i.filename.count("/") == 1]
+    if len(pickles) != 1:
+        raise ModelError(f"{label}: not a readable torch file (a zip archive without a torch data.pkl record)")
+    for info in infos:
+        if info.compress_type != zipfile.ZIP_STORED:
+            raise _Hostile(f"record {info.filename[:60]!r} is compressed, which torch.save never does (a zip bomb?)")
+    if pickles[0].file_size > MAX_PICKLE_BYTES:
+        raise _Hostile(f"a data.pkl of {pickles[0].file_size} bytes, more than {MAX_PICKLE_BYTES} (a state dict needs a few KB)")
+    root = pickles[0].filename.split("/")[0]
+    names = {i.filename for i in infos}
+    if f"{root}/byteorder" in names and archive.read(f"{root}/byteorder") != b"little":
+        raise _Unsupported("big-endian archive")
+    data = archive.read(pickles[0])
+    prescan(data)
+    return _Unpickler(data, archive, root).load()
 
 
 # ------------------------------------------------------------------------------------------------ writer

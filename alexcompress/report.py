@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from .archs import PAPER_KEEP_RATES, get_arch
@@ -55,12 +56,23 @@ class Breakdown:
         return self.header + self.codes + self.gaps + self.codebooks + self.code_tables + self.raw
 
 
+def printable(text: str) -> str:
+    """`text` with control characters (newlines, escapes in file names) shown as escapes, never raw.
+
+    >>> printable("a\\nb\\x1b[31m.pt")
+    'a\\\\nb\\\\x1b[31m.pt'
+    """
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
+
+
 def display_name(arch: str, key: str) -> str:
-    """A layer's name for tables and plots: the architecture's alias (conv1..fc8) or the key."""
+    """A layer's name for tables and plots: the architecture's alias (conv1..fc8) or the key; escaped, since
+    a file's tensor names are the file's, not ours (no control characters, no rich markup)."""
     try:
-        return get_arch(arch).display_name(key)
+        name = get_arch(arch, discover=False).display_name(key)
     except ModelError:  # a file written for an architecture this torchvision does not know
-        return key[: -len(".weight")] if key.endswith(".weight") else key
+        name = key[: -len(".weight")] if key.endswith(".weight") else key
+    return escape(printable(name))
 
 
 def layer_rows(header: DczHeader) -> list[LayerRow]:
@@ -140,13 +152,13 @@ def info_table(header: DczHeader, title: str) -> Table:
         table.add_row(
             "total",
             f"{weights:,}",
-            f"{nnz / weights:.1%}",
+            f"{nnz / max(weights, 1):.1%}",
             f"{sum(r.weight_bits_fixed * r.entries for r in rows) / entries:.2f}",
             f"{sum(r.weight_bits_coded * r.entries for r in rows) / entries:.2f}",
             f"{sum(r.index_bits * r.entries for r in rows) / entries:.2f}",
             f"{sum(r.index_bits_coded * r.entries for r in rows) / entries:.2f}",
-            f"{fixed / (4 * weights):.2%}",
-            f"{in_file / (4 * weights):.2%}",
+            f"{fixed / max(4 * weights, 1):.2%}",
+            f"{in_file / max(4 * weights, 1):.2%}",
             _ratio(4 * weights, in_file),
             style="bold",
         )
@@ -176,7 +188,8 @@ def bytes_table(header: DczHeader) -> Table:
 
 def print_info(console: Console, header: DczHeader, label: str) -> None:
     classes = f"{header.num_classes} classes" if header.num_classes else "no class count"
-    console.print(f"{label}: {header.arch}, {classes}, {len(header.tensors)} tensors, written by {header.producer}")
+    line = f"{label}: {header.arch}, {classes}, {len(header.tensors)} tensors, written by {header.producer}"
+    console.print(printable(line), markup=False)
     console.print(info_table(header, "per layer (the paper's Table 4)"))
     console.print(bytes_table(header))
     if header.arch == "alexnet":

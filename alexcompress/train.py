@@ -398,7 +398,7 @@ def _state_of(model: "torch.nn.Module") -> "OrderedDict[str, torch.Tensor]":
     return OrderedDict((k, v.detach().cpu().clone()) for k, v in model.state_dict().items())
 
 
-def _resume_point(config: TrainConfig, stage: str) -> Optional[dict[str, Any]]:
+def _resume_point(config: TrainConfig, stage: str, state: Any) -> Optional[dict[str, Any]]:
     if not config.resume:
         return None
     ckpt = load_checkpoint(config.checkpoint)
@@ -406,6 +406,9 @@ def _resume_point(config: TrainConfig, stage: str) -> Optional[dict[str, Any]]:
         raise AlexCompressError(f"{config.checkpoint}: not an alexcompress checkpoint")
     if ckpt.get("stage") != stage:
         raise AlexCompressError(f"{config.checkpoint}: is a checkpoint of '{ckpt.get('stage')}', not of '{stage}'")
+    model = ckpt.get("model")
+    if not isinstance(model, dict) or list(model) != list(state) or any(tuple(model[k].shape) != tuple(state[k].shape) for k in state):
+        raise AlexCompressError(f"{config.checkpoint}: is a checkpoint of another model (its tensors differ from the input's)")
     return ckpt
 
 
@@ -432,7 +435,7 @@ def retrain_pruned(
     """Masked retraining of a pruned state dict. With `prune_round(state, r)` and `rounds` > 1, iterative
     pruning: round r (1..rounds) prunes to the r-th step of the schedule, then retrains `config.epochs`."""
     config.validate()
-    ckpt = _resume_point(config, "retrain")
+    ckpt = _resume_point(config, "retrain", state)
     first_round = int(ckpt["round"]) if ckpt else 1
     coded = set(compressible_keys(state, arch))
     for r in range(first_round, rounds + 1):
@@ -470,7 +473,7 @@ def finetune_centroids(
 ) -> "OrderedDict[str, torch.Tensor]":
     """Trained quantization: fine-tune the centroids of a quantized state dict (assignments fixed)."""
     config.validate()
-    ckpt = _resume_point(config, "centroids")
+    ckpt = _resume_point(config, "centroids", state)
     model = build_model(OrderedDict(ckpt["model"]) if ckpt else state, arch).to(resolve_device(config.device))
     coded = set(compressible_keys(state, arch))
     hooks = CentroidFinetuning(model, coded, ckpt["assignments"] if ckpt else None, ckpt["centroids"] if ckpt else None)

@@ -7,10 +7,12 @@ the messages are the same on every machine.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import socket
 import tempfile
+import zipfile
 import zlib
 from collections import OrderedDict
 from pathlib import Path
@@ -89,6 +91,56 @@ def _make_files(root: Path) -> None:
     for name in ("a", "b"):
         (root / "images" / name).mkdir(parents=True)
         Image.new("RGB", (8, 8)).save(root / "images" / name / "0.png")
+    _make_hostile(root, good)
+
+
+def _zip(root: Path, name: str, records: dict[str, bytes], compress: int = zipfile.ZIP_STORED) -> None:
+    with zipfile.ZipFile(root / name, "w", compression=compress) as archive:
+        for record, data in records.items():
+            archive.writestr(record, data)
+
+
+def _make_hostile(root: Path, good: bytes) -> None:
+    """Files an attacker or a careless user hands over (issue 12's classes), each a few hundred bytes."""
+    from PIL import Image
+
+    _zip(root, "memo.pt", {"archive/data.pkl": b"\x80\x02}r\xff\xff\xff\x7f.", "archive/version": b"3\n"})
+    _zip(root, "deep.pt", {"archive/data.pkl": b"\x80\x02)" + b"\x85" * 100_000 + b".", "archive/version": b"3\n"})
+    plain = io.BytesIO()
+    torch.save({"w": torch.zeros(4096, 4096)}, plain)
+    with zipfile.ZipFile(io.BytesIO(plain.getvalue())) as archive:
+        _zip(root, "zipbomb.pt", {n: archive.read(n) for n in archive.namelist()}, zipfile.ZIP_DEFLATED)
+    torch.save({"w": torch.zeros(1).expand(10**9)}, root / "expanded.pt")
+    torch.save({"w": torch.eye(4).to_sparse()}, root / "sparse.pt")
+    torch.save({"w": torch.zeros(4, 4, device="meta")}, root / "meta.pt")
+
+    def deep_header(header, body):
+        nested: list = []
+        for _ in range(100_000):
+            nested = [nested]
+        header["options"] = nested
+
+    def int_bias(header, body):
+        bias = next(t for t in header["tensors"] if t["name"] == "features.0.bias")
+        bias["dtype"] = "int32"
+
+    for name, mutate in (("deep_header.dcz", deep_header), ("int_bias.dcz", int_bias)):
+        try:
+            (root / name).write_bytes(_resign(good, mutate))
+        except RecursionError:  # json.dumps cannot write it either: build the nesting by hand
+            raw = json.loads(good[PREAMBLE.size : PREAMBLE.size + PREAMBLE.unpack_from(good)[3]])
+            raw["options"] = "@"
+            text = json.dumps(raw).replace('"@"', "[" * 100_000 + "]" * 100_000).encode()
+            body = good[PREAMBLE.size + PREAMBLE.unpack_from(good)[3] :]
+            (root / name).write_bytes(PREAMBLE.pack(MAGIC, 1, 0, len(text), zlib.crc32(text)) + text + body)
+    os.symlink("existing.pt", root / "link.pt")
+    os.symlink("nowhere/at/all.pt", root / "dangling.pt")
+    os.mkfifo(root / "fifo")
+    (root / "loop" / "a").mkdir(parents=True)
+    Image.new("RGB", (8, 8)).save(root / "loop" / "a" / "0.png")
+    os.symlink("..", root / "loop" / "a" / "again")
+    (root / "bomb" / "a").mkdir(parents=True)
+    Image.new("1", (20_000, 20_000)).save(root / "bomb" / "a" / "0.png")
 
 
 #: (what is wrong, the command line after `alexcompress`)
@@ -131,6 +183,28 @@ CASES = [
     ("--iterations without --data", "prune alexnet.pt --iterations 3 -o i.pt"),
     ("--device cuda on a machine without CUDA", "eval random:0:10 --data images --device cuda"),
     ("pretrained weights without a network", "prune pretrained -o p.pt"),
+    ("a .pt whose pickle memo index is 2**31 (memory bomb)", "prune memo.pt"),
+    ("a .pt whose pickle nests 100,000 deep (stack overflow)", "prune deep.pt"),
+    ("a .pt with deflated records (zip bomb)", "prune zipbomb.pt"),
+    ("a .pt holding a stride-0 view of 10**9 elements", "prune expanded.pt"),
+    ("a .pt holding a sparse tensor", "prune sparse.pt"),
+    ("a .pt holding a meta tensor", "prune meta.pt"),
+    ("an endless device as input", "info /dev/zero"),
+    (".dcz header nested 100,000 deep (CRCs valid)", "info deep_header.dcz"),
+    (".dcz with an int32 AlexNet bias (CRCs valid)", "decode int_bias.dcz -o int_bias.pt"),
+    ("-o is a symbolic link, even with --force", "prune alexnet.pt -o link.pt --force"),
+    ("-o is a dangling symbolic link", "prune alexnet.pt -o dangling.pt"),
+    ("-o is a FIFO, even with --force", "prune alexnet.pt -o fifo --force"),
+    ("--checkpoint is the input", "prune alexnet.pt -o c.pt --data images --checkpoint alexnet.pt"),
+    ("--resume with a model file as checkpoint", "prune alexnet.pt -o c.pt --data images --resume --checkpoint unquantized.pt"),
+    ("--data tree that loops through a symbolic link", "prune alexnet.pt -o c.pt --data loop"),
+    ("--data holding a 400-megapixel PNG (decompression bomb)", "eval random:0:10 --data bomb"),
+    ("negative --seed", "prune alexnet.pt --seed -1"),
+    ("negative --workers", "eval random:0:10 --data images --workers -1"),
+    ("--image-size 0", "eval random:0:10 --data images --image-size 0"),
+    ("--momentum outside [0, 1)", "prune alexnet.pt -o c.pt --data images --momentum 1.5"),
+    ("a seed beyond 2**63 - 1 in random:SEED", "compress random:99999999999999999999 -o s.dcz"),
+    ("--num-classes at its maximum (the model would not fit a .dcz)", "init --num-classes 1000000 -o big.pt"),
 ]
 
 

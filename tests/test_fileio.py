@@ -111,7 +111,7 @@ def test_check_output_refuses_before_any_work(tmp_path):
 
 
 @pytest.mark.parametrize("script", [SLOW_DISK, SLOW_WRITES], ids=["in-fsync", "in-torch.save"])
-@pytest.mark.parametrize("sig, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+@pytest.mark.parametrize("sig, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130), (signal.SIGHUP, 129), (signal.SIGUSR1, 138)])
 def test_signal_mid_write_leaves_no_partial_output(tmp_path, sig, code, script):
     target = tmp_path / "model.pt"
     target.write_bytes(b"the user's file")

@@ -8,10 +8,12 @@ from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from alexcompress.errors import ModelError
 from alexcompress.ptfile import read_state_dict
 
 
@@ -42,7 +44,7 @@ class _Evil:
         return (Path.touch, (Path(self.target),))
 
 
-def test_anything_unusual_falls_back(tmp_path):
+def test_unusual_files_are_refused_or_left_to_torch_but_never_unpickled(tmp_path):
     legacy = tmp_path / "legacy.pt"
     torch.save({"w": torch.ones(2)}, legacy, _use_new_zipfile_serialization=False)
     module = tmp_path / "module.pt"
@@ -57,8 +59,11 @@ def test_anything_unusual_falls_back(tmp_path):
     truncated.write_bytes(good.read_bytes()[:-500])
     text = tmp_path / "text.pt"
     text.write_text("hello")
-    for path in (legacy, module, malicious, truncated, text):
+    for path in (module, malicious):  # bounded zip archives with foreign globals: torch's weights_only loader decides
         assert read_state_dict(path) is None, path.name
+    for path, message in ((legacy, "legacy format"), (truncated, "truncated"), (text, "not a zip archive")):
+        with pytest.raises(ModelError, match=message):
+            read_state_dict(path)
     assert not (tmp_path / "pwned").exists()
 
 

@@ -1,0 +1,172 @@
+"""Issue 12's classes that need a real process or a real filesystem object: inputs that must be read once
+(FIFOs, process substitution), closed stdout, planted symbolic links, control characters in names, the
+writer refusing what its reader would refuse, and what hostile `.pt` files may cost in memory."""
+
+from __future__ import annotations
+
+import io
+import os
+import subprocess
+import sys
+import threading
+import zipfile
+from collections import OrderedDict
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from alexcompress.errors import ModelError
+from alexcompress.models import load_arrays
+from alexcompress.ptfile import prescan, read_state_dict, write_state_dict
+
+CLI = [sys.executable, "-m", "alexcompress"]
+
+
+def alexcompress(*args, **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run([*CLI, *map(str, args)], capture_output=True, text=True, **kwargs)
+
+
+def one_line(done: subprocess.CompletedProcess) -> str:
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert done.returncode == 1 and len(lines) == 1 and lines[0].startswith("alexcompress: error: "), done.stderr
+    return lines[0]
+
+
+@pytest.fixture(scope="module")
+def small_dcz(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("dcz") / "m.dcz"
+    done = alexcompress("compress", "random:0:10", "-o", path, "-q")
+    assert done.returncode == 0, done.stderr
+    return path
+
+
+def test_a_fifo_and_process_substitution_are_read_once(tmp_path, small_dcz):
+    fifo = tmp_path / "in.fifo"
+    os.mkfifo(fifo)
+    writer = threading.Thread(target=lambda: fifo.write_bytes(small_dcz.read_bytes()))
+    writer.start()
+    done = alexcompress("info", fifo)
+    writer.join()
+    assert done.returncode == 0 and "alexnet, 10 classes" in done.stdout, done.stderr
+    script = f"{' '.join(CLI)} decode <(cat {small_dcz}) -o {tmp_path / 'out.pt'} -q"
+    done = subprocess.run(["bash", "-c", script], capture_output=True, text=True)
+    assert done.returncode == 0 and (tmp_path / "out.pt").exists(), done.stderr
+
+
+def test_a_dcz_stream_is_read_no_further_than_its_header_declares(tmp_path, small_dcz):
+    """An endless source behind a valid file: the reader stops after the file, plus one byte to see the tail."""
+    script = f"cat {small_dcz} /dev/zero | {' '.join(CLI)} info -"
+    done = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=120)
+    assert "trailing bytes after the last section" in done.stderr
+
+
+def test_closed_stdout_is_named_as_such(tmp_path):
+    done = subprocess.run(["bash", "-c", f"{' '.join(CLI)} compress random:0:10 -o - -q >&-"], capture_output=True, text=True)
+    assert "stdout is closed" in one_line(done)
+
+
+def test_control_characters_in_names_never_reach_the_terminal_raw(tmp_path):
+    name = tmp_path / "evil\x1b[31m\nname.pt"
+    line = one_line(alexcompress("prune", name))
+    assert "\x1b" not in line and "\\x1b[31m\\nname.pt: no such file" in line
+
+
+def test_report_never_writes_through_a_planted_link(tmp_path, small_dcz):
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    out = tmp_path / "figures"
+    out.mkdir()
+    (out / "ladder.png").symlink_to(victim)
+    line = one_line(alexcompress("report", small_dcz, "-o", out, "--force", "-q"))
+    assert "ladder.png: is a symbolic link; refusing to write through it" in line
+    assert victim.read_text() == "precious"
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temporary files left
+
+
+def test_the_writer_refuses_what_its_reader_would_refuse_and_leaves_nothing(tmp_path):
+    many = OrderedDict((f"t{i}", np.zeros(2, np.float32)) for i in range(5000))  # the reader allows 4096 tensors
+    model = tmp_path / "many.pt"
+    with open(model, "wb") as handle:
+        write_state_dict(many, handle)
+    line = one_line(alexcompress("encode", model, "-o", tmp_path / "many.dcz"))
+    assert "cannot store this model in a .dcz: header: 5000 tensors exceed the limit of 4096" in line
+    assert not (tmp_path / "many.dcz").exists() and not list(tmp_path.glob(".*.tmp"))
+
+
+def test_spec_valid_oddities_work_empty_tensors_and_bfloat16(tmp_path):
+    state = {"empty.weight": torch.zeros(0, 5), "w.weight": torch.randn(6, 5, dtype=torch.bfloat16), "b": torch.ones(3)}
+    model = tmp_path / "odd.pt"
+    torch.save(state, model)
+    done = alexcompress("compress", model, "-o", tmp_path / "odd.dcz", "--bits", "2")
+    assert done.returncode == 0, done.stderr
+    done = alexcompress("info", tmp_path / "odd.dcz")
+    assert done.returncode == 0 and "empty" in done.stdout, done.stderr
+
+
+def _peak_mb(code: str) -> float:
+    """Peak RSS (MB) of a fresh interpreter running `code`, above the interpreter with numpy imported.
+
+    VmHWM, not ru_maxrss: Linux carries ru_maxrss across exec, so a child of this (large) test process
+    would report the parent's peak and the check could never fail."""
+    hwm = "int(next(l for l in open('/proc/self/status') if l.startswith('VmHWM')).split()[1])"
+    base = f"import numpy; import alexcompress.models; r0 = {hwm}\n"
+    done = subprocess.run(
+        [sys.executable, "-c", base + code + f"\nprint(({hwm} - r0) / 1024)"], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    return float(done.stdout.strip().splitlines()[-1])
+
+
+def _zip(records: dict[str, bytes], compression: int = zipfile.ZIP_STORED) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", compression=compression) as archive:
+        for name, data in records.items():
+            archive.writestr(name, data)
+    return buffer.getvalue()
+
+
+HOSTILE = {
+    "memo index 2**31": _zip({"archive/data.pkl": b"\x80\x02}r\xff\xff\xff\x7f.", "archive/version": b"3\n"}),
+    "nested 1e6 deep": _zip({"archive/data.pkl": b"\x80\x02)" + b"\x85" * 1_000_000 + b".", "archive/version": b"3\n"}),
+    "deflated 1 GB of zeros": _zip({"archive/data.pkl": b"\x80\x02}.", "archive/data/0": bytes(1 << 30)}, zipfile.ZIP_DEFLATED),
+}
+
+
+@pytest.mark.parametrize("name", list(HOSTILE))
+def test_hostile_pt_files_are_refused_within_a_small_memory_budget(tmp_path, name):
+    path = tmp_path / "hostile.pt"
+    path.write_bytes(HOSTILE[name])
+    with pytest.raises(ModelError):
+        load_arrays(str(path))
+    code = f"from alexcompress.models import load_arrays\ntry:\n    load_arrays({str(path)!r})\nexcept Exception as e:\n    pass"
+    assert _peak_mb(code) < 64 + 4 * path.stat().st_size / 1e6, name
+
+
+def test_prescan_accepts_what_torch_writes_and_the_writer_writes():
+    buffer = io.BytesIO()
+    torch.save(
+        {"state_dict": {"w": torch.ones(2)}, "epoch": 3, "optimizer": {"state": {0: {"m": torch.ones(2)}}, "param_groups": [{"lr": 0.1}]}},
+        buffer,
+    )
+    with zipfile.ZipFile(io.BytesIO(buffer.getvalue())) as archive:
+        prescan(archive.read(next(n for n in archive.namelist() if n.endswith("data.pkl"))))
+    assert read_state_dict(buffer.getvalue())["epoch"] == 3
+
+
+@pytest.mark.parametrize("delay", [0.15, 0.4])
+def test_ctrl_c_during_start_up_is_one_line(tmp_path, delay):
+    """The signal lands while the command line is still importing (typer, rich, numpy, torch)."""
+    import signal
+    import time
+
+    child = subprocess.Popen([*CLI, "compress", "random:0:10", "-o", str(tmp_path / "x.dcz")], stderr=subprocess.PIPE, text=True)
+    time.sleep(delay)
+    child.send_signal(signal.SIGINT)
+    _, stderr = child.communicate(timeout=120)
+    if child.returncode == 0:  # it finished first: nothing to check
+        return
+    assert child.returncode == 130 and "Traceback" not in stderr, stderr
+    assert stderr.strip().splitlines()[-1] == "alexcompress: error: interrupted"
+    assert not (tmp_path / "x.dcz").exists() and not list(tmp_path.glob(".*"))
