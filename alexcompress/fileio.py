@@ -87,16 +87,7 @@ def read_input(path: str, what: str = "input") -> bytes:
         if sys.stdin.isatty():
             raise AlexCompressError(f"{what} is '-' but nothing is piped into stdin")
         return read_stream(sys.stdin.buffer, "<stdin>")
-    p = Path(path)
-    if not p.exists():
-        raise AlexCompressError(f"{path}: no such file")
-    if p.is_dir():
-        raise AlexCompressError(f"{path}: is a directory, expected a file")
-    try:
-        with p.open("rb") as handle:
-            return handle.read() if is_regular(path) else read_stream(handle, path)
-    except OSError as exc:
-        raise AlexCompressError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    return _read_file(path, lambda handle: handle.read() if is_regular(path) else read_stream(handle, path))
 
 
 def read_stream(handle: BinaryIO, label: str) -> bytes:
@@ -132,6 +123,11 @@ def _read_upto(handle: BinaryIO, size: int) -> bytes:
 
 def read_prefix(path: str, size: int) -> bytes:
     """The first `size` bytes of a regular file (sniffing a pipe would consume them: use read_input)."""
+    return _read_file(path, lambda handle: handle.read(size))
+
+
+def _read_file(path: str, read: Callable[[BinaryIO], bytes]) -> bytes:
+    """`read` applied to the opened file, or a one-line error naming it."""
     p = Path(path)
     if not p.exists():
         raise AlexCompressError(f"{path}: no such file")
@@ -139,7 +135,7 @@ def read_prefix(path: str, size: int) -> bytes:
         raise AlexCompressError(f"{path}: is a directory, expected a file")
     try:
         with p.open("rb") as handle:
-            return handle.read(size)
+            return read(handle)
     except OSError as exc:
         raise AlexCompressError(f"{path}: cannot read ({exc.strerror or exc})") from None
 

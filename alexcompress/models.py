@@ -124,18 +124,8 @@ _CHECKPOINT_KEYS = ("state_dict", "model_state_dict", "model", "net", "weights")
 def _torch_load(source: "str | os.PathLike[str] | bytes", label: str) -> object:
     import torch
 
-    if isinstance(source, bytes):
-        if not source:
-            raise ModelError(f"{label}: empty input, expected a torch .pt file")
-        handle: IO[bytes] | str | os.PathLike[str] = io.BytesIO(source)
-    else:
-        if not os.path.exists(source):
-            raise ModelError(f"{label}: no such file")
-        if os.path.isdir(source):
-            raise ModelError(f"{label}: is a directory, expected a torch .pt file")
-        if os.path.getsize(source) == 0:
-            raise ModelError(f"{label}: empty file, expected a torch .pt file")
-        handle = source
+    # only ever called by read_model_file, after its checks of the path and of the archive
+    handle: IO[bytes] | str | os.PathLike[str] = io.BytesIO(source) if isinstance(source, bytes) else source
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # torch's notices (sparse invariants, pickle protocol) are not for users

@@ -35,6 +35,13 @@ def _zip(path: Path, records: dict[str, bytes], compression: int = zipfile.ZIP_S
             archive.writestr(name, data)
 
 
+def _numel(shape: list[int]) -> int:
+    n = 1
+    for d in shape:
+        n *= d
+    return n
+
+
 def make(root: Path) -> None:
     """The hostile files, written into `root` (run in a child: it imports torch)."""
     import torch
@@ -51,13 +58,16 @@ def make(root: Path) -> None:
     length = PREAMBLE.unpack_from(good)[3]
     header = json.loads(good[PREAMBLE.size : PREAMBLE.size + length])
     header["arch"], header["num_classes"] = "none", 0
-    for row in header["tensors"]:  # the largest a header may declare: 2**28 elements in all
+    others = sum(_numel(row["shape"]) for row in header["tensors"] if row["name"] != "classifier.1.weight")
+    for row in header["tensors"]:  # a valid file declaring the most a header may: 2**28 elements in all
         if row["name"] == "classifier.1.weight":
-            row["shape"] = [2**28 - 3_000_000]
+            row["shape"] = [2**28 - others]
     raw = json.dumps(header).encode()
     (root / "declared.dcz").write_bytes(PREAMBLE.pack(MAGIC, 1, 0, len(raw), zlib.crc32(raw)) + raw + good[PREAMBLE.size + length :])
     (root / "bomb" / "a").mkdir(parents=True)
     Image.new("1", (20_000, 20_000)).save(root / "bomb" / "a" / "0.png")
+    (root / "plain" / "a").mkdir(parents=True)
+    Image.new("RGB", (8, 8)).save(root / "plain" / "a" / "0.png")
 
 
 def main() -> None:
@@ -75,6 +85,11 @@ def main() -> None:
             (".pt: stride-0 view of 10**9 elements", ["info", "expanded.pt"], root / "expanded.pt"),
             (".dcz: 'none' header declaring 2**28 elements", ["decode", "declared.dcz", "-o", "d.pt"], root / "declared.dcz"),
             ("--data: a 400-megapixel PNG", ["eval", "random:0:10", "--data", "bomb", "--device", "cpu"], root / "bomb" / "a" / "0.png"),
+            (
+                "(reference) --data: one 8x8 PNG",
+                ["eval", "random:0:10", "--data", "plain", "--device", "cpu"],
+                root / "plain" / "a" / "0.png",
+            ),
             ("/dev/zero as input", ["info", "/dev/zero"], None),
         ]
         print(f"baseline (alexcompress --version): {base:.0f} MB peak RSS\n")
