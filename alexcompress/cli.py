@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import inspect
+import math
 import os
 import re
 import sys
@@ -299,7 +300,10 @@ class ImageOptions:
 
         check_range("--image-size", self.image_size, 1, MAX_IMAGE_SIDE)
         check_range("--resize", self.resize, 1, MAX_IMAGE_SIDE)
-        return Preprocessing(self.image_size, self.resize, parse_floats(self.mean, "--mean"), parse_floats(self.std, "--std"))
+        mean, std = parse_floats(self.mean, "--mean"), parse_floats(self.std, "--std")
+        if not all(math.isfinite(v) for v in mean) or not all(math.isfinite(v) and v > 0 for v in std):
+            raise AlexCompressError(f"--mean must be finite and --std finite and > 0, got {self.mean} and {self.std}")
+        return Preprocessing(self.image_size, self.resize, mean, std)
 
 
 class Augment(str, Enum):
