@@ -843,7 +843,7 @@ def info(
         loaded = load_arrays(data, arch=arch, name=label)
         print_state_dict(console, loaded.state, loaded.arch, label)
         if loaded.note:
-            _console().print(f"{label}: {loaded.note}")
+            _console().print(f"{printable(label)}: {loaded.note}", markup=False)
         return
     header = parse_header(data)
     print_info(console, header, label)

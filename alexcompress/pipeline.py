@@ -66,9 +66,10 @@ class PruneSpec:
             return PruneSpec(sparsity=1 - (1 - spec.sparsity) ** fraction)
         if spec.std_scale is not None:
             return PruneSpec(std_scale=spec.std_scale * fraction)
-        rates = arch.presets[spec.preset] if spec.preset is not None else spec.rates
-        if spec.preset is not None and rates is None:
-            raise AlexCompressError(f"architecture {arch.name} has no preset {spec.preset!r}")
+        rates = arch.presets.get(spec.preset) if spec.preset is not None else spec.rates
+        if rates is None:
+            have = ", ".join(arch.presets) or "none"
+            raise AlexCompressError(f"architecture {arch.name} has no preset {spec.preset!r} (its presets: {have})")
         return PruneSpec(rates={k: v**fraction for k, v in rates.items()})
 
 

@@ -174,3 +174,13 @@ def test_decoded_pt_keeps_module_versions_that_torchvision_needs(tmp_path):
         state = torch.load(path, weights_only=True)
         assert state._metadata["layers.0"]["version"] >= 1
         torchvision.models.mnasnet0_5(num_classes=10).load_state_dict(state)  # strict, raises if refused
+
+
+def test_iterative_schedule_reaches_the_target_and_refuses_unknown_presets(alexnet10):
+    arch = get_arch("alexnet")
+    spec = alexcompress.PruneSpec(preset="paper")
+    steps = [spec.step(r, 3, arch).rates["fc6"] for r in (1, 2, 3)]
+    assert steps[0] > steps[1] > steps[2] == pytest.approx(0.09)
+    assert alexcompress.PruneSpec(sparsity=0.9).step(3, 3, arch).sparsity == pytest.approx(0.9)
+    with pytest.raises(alexcompress.AlexCompressError, match="has no preset .nope. \\(its presets: paper\\)"):
+        alexcompress.PruneSpec(preset="nope").step(1, 2, arch)
