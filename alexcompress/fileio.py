@@ -92,7 +92,8 @@ def read_input(path: str, what: str = "input") -> bytes:
 
 def read_stream(handle: BinaryIO, label: str) -> bytes:
     """A model from a stream, read once: refused at its first bytes unless it starts like a `.dcz` or a zip
-    `.pt`; a `.dcz` is read no further than its header declares (plus one byte to notice trailing data)."""
+    `.pt`; a `.dcz` is read no further than its header declares (plus one byte to notice trailing data). A
+    `.pt` comes back as a bytearray, so its tensors can be views into it rather than copies."""
     from .container import MAGIC, read_dcz_stream
 
     head = _read_upto(handle, len(MAGIC))
@@ -100,8 +101,11 @@ def read_stream(handle: BinaryIO, label: str) -> bytes:
         raise AlexCompressError(f"{label}: empty input, expected a .dcz or a torch .pt file")
     if head == MAGIC:
         return read_dcz_stream(handle, head)
-    if head[:4] == b"PK\x03\x04":
-        return head + handle.read()
+    if head[:4] == b"PK\x03\x04":  # a zip's directory is at its end: read it all, into one writable buffer
+        data = bytearray(head)
+        while chunk := handle.read(1 << 24):
+            data += chunk
+        return data  # type: ignore[return-value]
     if head[:1] == b"\x80":
         raise AlexCompressError(
             f"{label}: a plain pickle or a legacy (torch < 1.6) file, which is never unpickled here; re-save it with a current torch.save"

@@ -125,7 +125,7 @@ def _torch_load(source: "str | os.PathLike[str] | bytes", label: str) -> object:
     import torch
 
     # only ever called by read_model_file, after its checks of the path and of the archive
-    handle: IO[bytes] | str | os.PathLike[str] = io.BytesIO(source) if isinstance(source, bytes) else source
+    handle: IO[bytes] | str | os.PathLike[str] = io.BytesIO(source) if isinstance(source, (bytes, bytearray)) else source
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # torch's notices (sparse invariants, pickle protocol) are not for users
@@ -149,7 +149,7 @@ def read_model_file(source: "str | os.PathLike[str] | bytes", label: str) -> obj
     state dict's (a checkpoint with extras)."""
     from .ptfile import read_state_dict
 
-    if isinstance(source, bytes):
+    if isinstance(source, (bytes, bytearray)):
         if not source:
             raise ModelError(f"{label}: empty input, expected a torch .pt file")
     else:
@@ -169,7 +169,7 @@ def load_state_dict(source: "str | os.PathLike[str] | bytes", *, arch: str | Non
     Nothing is ever fully unpickled: a pickled module or arbitrary object is refused with a message saying
     how to re-save it as a state dict. `arch` None or "auto" detects it.
     """
-    label = name or (os.fspath(source) if not isinstance(source, bytes) else "<stdin>")
+    label = name or (os.fspath(source) if not isinstance(source, (bytes, bytearray)) else "<stdin>")
     state = _unwrap(read_model_file(source, label), label)
     found, note = match_arch(state, arch, label)
     return Loaded(torch_state(state), found, note)
@@ -178,7 +178,7 @@ def load_state_dict(source: "str | os.PathLike[str] | bytes", *, arch: str | Non
 def load_arrays(source: "str | os.PathLike[str] | bytes", *, arch: str | None = None, name: str | None = None) -> Loaded:
     """Like `load_state_dict`, as numpy arrays (coded weights float32), without importing torch for a plain
     state dict."""
-    label = name or (os.fspath(source) if not isinstance(source, bytes) else "<stdin>")
+    label = name or (os.fspath(source) if not isinstance(source, (bytes, bytearray)) else "<stdin>")
     state = _unwrap(read_model_file(source, label), label)
     found, note = match_arch(state, arch, label)
     return Loaded(to_float32(state, found), found, note)

@@ -99,9 +99,9 @@ def _c_strides(size: tuple) -> list[int]:
 
 
 class _Unpickler(pickle.Unpickler):
-    def __init__(self, data: bytes, archive: zipfile.ZipFile, root: str) -> None:
+    def __init__(self, data: bytes, archive: zipfile.ZipFile, root: str, buffer: Optional[bytearray] = None) -> None:
         super().__init__(io.BytesIO(data))
-        self.archive, self.root = archive, root
+        self.archive, self.root, self.buffer = archive, root, buffer
         self.storages: dict[str, np.ndarray] = {}
 
     def find_class(self, module: str, name: str) -> Any:
@@ -128,19 +128,29 @@ class _Unpickler(pickle.Unpickler):
         dtype = storage_type.dtype
         if info.file_size != numel * dtype.itemsize:
             raise _Hostile(f"storage {key[:40]!r} declares {numel} elements but its record holds {info.file_size} bytes")
-        array = np.empty(numel, dtype=dtype)
-        view = memoryview(array).cast("B")
-        # torch stores records uncompressed: read them straight from the file into the array (no zipfile
-        # buffering, no intermediate bytes), then check the zip's CRC-32 as zipfile would
+        # torch stores records uncompressed: read them straight into the array (no zipfile buffering, no
+        # intermediate bytes) - or, from a writable in-memory file (a pipe read into a bytearray), take a
+        # view of it without copying - then check the zip's CRC-32 as zipfile would
         handle = self.archive.fp
         handle.seek(info.header_offset)
         local = handle.read(30)
         if len(local) != 30 or local[:4] != ZIP_MAGIC:
             raise _Hostile(f"storage {key[:40]!r}: damaged zip record")
         name_length, extra_length = struct.unpack("<HH", local[26:30])
-        handle.seek(info.header_offset + 30 + name_length + extra_length)
-        if handle.readinto(view) != len(view) or zlib.crc32(view) != info.CRC:
-            raise _Hostile(f"storage {key[:40]!r}: truncated or damaged (CRC-32 mismatch)")
+        start = info.header_offset + 30 + name_length + extra_length
+        if self.buffer is not None:
+            if start + info.file_size > len(self.buffer):
+                raise _Hostile(f"storage {key[:40]!r}: truncated")
+            array = np.frombuffer(self.buffer, dtype=dtype, count=numel, offset=start)
+            view = memoryview(array).cast("B") if numel else memoryview(b"")
+            if zlib.crc32(view) != info.CRC:
+                raise _Hostile(f"storage {key[:40]!r}: damaged (CRC-32 mismatch)")
+        else:
+            array = np.empty(numel, dtype=dtype)
+            view = memoryview(array).cast("B")
+            handle.seek(start)
+            if handle.readinto(view) != len(view) or zlib.crc32(view) != info.CRC:
+                raise _Hostile(f"storage {key[:40]!r}: truncated or damaged (CRC-32 mismatch)")
         if storage_type.name == "BFloat16Storage":  # bfloat16 is the top half of a float32: widen exactly
             array = (array.astype(np.uint32) << 16).view(np.float32)
         self.storages[key] = array
@@ -221,14 +231,14 @@ def read_state_dict(source: "str | os.PathLike[str] | bytes", label: str = "mode
     use torch.load(weights_only=True) on it).
     """
     try:
-        archive = zipfile.ZipFile(io.BytesIO(source) if isinstance(source, bytes) else source)
+        archive = zipfile.ZipFile(io.BytesIO(source) if isinstance(source, (bytes, bytearray)) else source)
     except OSError as exc:  # the file itself (permissions, I/O); zipfile's own complaints are not OSErrors
         raise ModelError(f"{label}: cannot read ({exc.strerror or exc})") from None
     except Exception:  # BadZipFile, NotImplementedError (odd versions), ValueError, EOFError, struct.error...
         raise ModelError(f"{label}: {_not_a_zip(source)}") from None
     try:
         with archive:
-            return _read_archive(archive, label)
+            return _read_archive(archive, label, source if isinstance(source, bytearray) else None)
     except _Hostile as exc:
         raise ModelError(f"{label}: {exc}") from None
     except _Unsupported:
@@ -240,7 +250,7 @@ def read_state_dict(source: "str | os.PathLike[str] | bytes", label: str = "mode
 
 
 def _not_a_zip(source: "str | os.PathLike[str] | bytes") -> str:
-    if isinstance(source, bytes):
+    if isinstance(source, (bytes, bytearray)):
         prefix = source[:4]
     else:
         with open(source, "rb") as handle:
@@ -255,7 +265,7 @@ def _not_a_zip(source: "str | os.PathLike[str] | bytes") -> str:
     return "not a readable torch file (not a zip archive)"
 
 
-def _read_archive(archive: zipfile.ZipFile, label: str) -> Any:
+def _read_archive(archive: zipfile.ZipFile, label: str, buffer: Optional[bytearray] = None) -> Any:
     infos = archive.infolist()
     if len(infos) > MAX_RECORDS:
         raise _Hostile(f"a zip archive of {len(infos)} records")
@@ -273,7 +283,7 @@ def _read_archive(archive: zipfile.ZipFile, label: str) -> Any:
         raise _Unsupported("big-endian archive")
     data = archive.read(pickles[0])
     prescan(data)
-    return _Unpickler(data, archive, root).load()
+    return _Unpickler(data, archive, root, buffer).load()
 
 
 # ------------------------------------------------------------------------------------------------ writer
