@@ -975,6 +975,10 @@ def main() -> None:
     warnings.simplefilter("ignore")  # libraries' notices (torch, PIL) are not for the user's stderr
     try:
         app(prog_name="alexcompress")
+    except KeyboardInterrupt as exc:  # while Typer builds the command, before any handler of its own
+        message, code = _interrupted(stop_requested() or exc)
+        _fail(message, code)
+        raise SystemExit(code) from None
     except SystemExit as exc:
         interrupt = stop_requested()
         # Typer turns an interrupt outside a command body (building the command, parsing options) into a

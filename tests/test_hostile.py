@@ -170,3 +170,28 @@ def test_ctrl_c_during_start_up_is_one_line(tmp_path, delay):
     assert child.returncode == 130 and "Traceback" not in stderr, stderr
     assert stderr.strip().splitlines()[-1] == "alexcompress: error: interrupted"
     assert not (tmp_path / "x.dcz").exists() and not list(tmp_path.glob(".*"))
+
+
+def test_ctrl_c_while_typer_builds_the_command_is_one_line(tmp_path):
+    """Deterministic version of the window a fresh clone hit: the signal lands inside Typer's get_command,
+    outside both Typer's own interrupt handling and any command body."""
+    import signal
+    import time
+
+    code = (
+        "import sys, time, typer.main as tm\n"
+        "build, ready = tm.get_command, sys.argv[2]\n"
+        "tm.get_command = lambda app: (open(ready, 'w').close(), time.sleep(30), build(app))[-1]\n"
+        "sys.argv = ['alexcompress', 'compress', 'random:0:10', '-o', sys.argv[1]]\n"
+        "from alexcompress._entry import main\n"
+        "main()\n"
+    )
+    ready = tmp_path / "building"
+    child = subprocess.Popen([sys.executable, "-c", code, str(tmp_path / "x.dcz"), str(ready)], stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not ready.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    child.send_signal(signal.SIGINT)
+    _, stderr = child.communicate(timeout=60)
+    assert child.returncode == 130 and "Traceback" not in stderr, stderr
+    assert stderr.strip().splitlines() == ["alexcompress: error: interrupted"]
