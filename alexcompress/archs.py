@@ -338,10 +338,6 @@ def get_arch(name: str, *, discover: bool = True) -> Architecture:
     )
 
 
-def known_names() -> list[str]:
-    return sorted(set(_REGISTRY) | set(torchvision_names()))
-
-
 # ---------------------------------------------------------------------------------- torchvision skeletons
 
 
