@@ -167,8 +167,10 @@ def test_ctrl_c_during_start_up_is_one_line(tmp_path, delay):
     _, stderr = child.communicate(timeout=120)
     if child.returncode == 0:  # it finished first: nothing to check
         return
-    assert child.returncode == 130 and "Traceback" not in stderr, stderr
-    assert stderr.strip().splitlines()[-1] == "alexcompress: error: interrupted"
+    # 130, or killed by SIGINT itself (-2), which a shell reports as 130 too: a fresh clone's first start
+    # sometimes ends that way (noted as a risk); either way exactly one line and no traceback
+    assert child.returncode in (130, -signal.SIGINT) and "Traceback" not in stderr, stderr
+    assert stderr.strip().splitlines() == ["alexcompress: error: interrupted"]
     assert not (tmp_path / "x.dcz").exists() and not list(tmp_path.glob(".*"))
 
 
