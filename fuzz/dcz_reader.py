@@ -60,14 +60,9 @@ def one_input(data: bytes) -> None:
 
 
 def main() -> None:
-    from fuzz.seeds import dcz_seeds, write
+    from fuzz.seeds import dcz_seeds, fuzz
 
-    corpus = next((Path(a) for a in sys.argv[1:] if not a.startswith("-")), None)
-    if corpus is not None and not (corpus.exists() and any(corpus.iterdir())):
-        seeds = dcz_seeds()
-        write(corpus, [b"\x00" + s for s in seeds] + [b"\x01" + s for s in seeds])
-    atheris.Setup(sys.argv, one_input)
-    atheris.Fuzz()
+    fuzz(one_input, lambda: [mode + s for s in dcz_seeds() for mode in (b"\x00", b"\x01")])
 
 
 if __name__ == "__main__":

@@ -48,14 +48,9 @@ def one_input(data: bytes) -> None:
 
 
 def main() -> None:
-    from fuzz.seeds import pickle_of, pt_seeds, write
+    from fuzz.seeds import fuzz, pickle_of, pt_seeds
 
-    corpus = next((Path(a) for a in sys.argv[1:] if not a.startswith("-")), None)
-    if corpus is not None and not (corpus.exists() and any(corpus.iterdir())):
-        seeds = pt_seeds()
-        write(corpus, [b"\x00" + s for s in seeds] + [b"\x01" + pickle_of(s) for s in seeds])
-    atheris.Setup(sys.argv, one_input)
-    atheris.Fuzz()
+    fuzz(one_input, lambda: [b"\x00" + s for s in pt_seeds()] + [b"\x01" + pickle_of(s) for s in pt_seeds()])
 
 
 if __name__ == "__main__":

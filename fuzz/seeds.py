@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 from collections import OrderedDict
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -58,3 +59,17 @@ def pickle_of(pt: bytes) -> bytes:
 
     with zipfile.ZipFile(io.BytesIO(pt)) as archive:
         return archive.read(next(n for n in archive.namelist() if n.endswith("/data.pkl")))
+
+
+def fuzz(one_input: Callable[[bytes], None], seeds: Callable[[], list[bytes]]) -> None:
+    """Seed the corpus directory named on the command line (when it is empty) with `seeds()`, then run
+    atheris on `one_input` with the command line's libFuzzer flags."""
+    import sys
+
+    import atheris
+
+    corpus = next((Path(a) for a in sys.argv[1:] if not a.startswith("-")), None)
+    if corpus is not None and not (corpus.exists() and any(corpus.iterdir())):
+        write(corpus, seeds())
+    atheris.Setup(sys.argv, one_input)
+    atheris.Fuzz()
