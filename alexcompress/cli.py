@@ -180,6 +180,14 @@ IndexBitsOpt = Annotated[
 BatchOpt = Annotated[int, typer.Option("--batch-size", help="Images per batch.")]
 WorkersOpt = Annotated[int, typer.Option("--workers", help="DataLoader worker processes.")]
 DeviceOpt = Annotated[str, typer.Option("--device", help="cpu, cuda, cuda:N or auto.")]
+SparseOpt = Annotated[
+    Optional[bool],
+    typer.Option(
+        "--sparse/--dense",
+        help="Run a .dcz from its compressed form (sparse and coded layers, no dense weights) or decode it dense. Default: sparse for a .dcz, dense for a .pt.",
+        show_default=False,
+    ),
+]
 
 
 class InitMethod(str, Enum):
@@ -511,6 +519,45 @@ def _announce(console: Console, source: ModelInput) -> None:
         console.print(f"{printable(source.label)}: {source.note}", markup=False)
 
 
+@dataclass
+class InferenceModel:
+    module: Any  # torch.nn.Module in eval mode
+    label: str
+    outputs: int
+    notes: list[str]
+
+    def announce(self, console: Console) -> None:
+        for note in self.notes:
+            console.print(f"{printable(self.label)}: {note}", markup=False)
+
+
+def inference_model(spec: str, arch: Optional[str], sparse: Optional[bool]) -> InferenceModel:
+    """MODEL as a module to run: from its compressed form (`sparse`, default for a .dcz) or dense."""
+    from .archs import AUTO
+    from .container import MAGIC, is_dcz
+    from .models import build_model, num_classes_of
+
+    if sparse is None:
+        sparse = not _keyword(spec) and (spec == STDIO or not is_regular(spec) or is_dcz(read_prefix(spec, len(MAGIC))))
+    if not sparse:
+        source = read_model(spec, arch)
+        notes = [source.note] if source.note else []
+        return InferenceModel(build_model(source.state, source.arch), source.label, num_classes_of(source.state, source.arch), notes)
+    from .runtime import load_sparse
+
+    label = "<stdin>" if spec == STDIO else spec
+    if _keyword(spec):
+        raise AlexCompressError(f"{spec}: --sparse runs a .dcz file; a model keyword is dense (use --dense or compress it first)")
+    data = read_input(spec, "MODEL")
+    if not is_dcz(data):
+        raise AlexCompressError(f"{label}: --sparse runs a .dcz file, and this is a .pt (encode it first, or use --dense)")
+    module = load_sparse(data)
+    found = module.runtime_plan.arch
+    if arch not in (None, AUTO, found):
+        raise AlexCompressError(f"{label}: holds a {found} model, not {arch}")
+    return InferenceModel(module, label, module.runtime_plan.outputs, [module.runtime_plan.describe()])
+
+
 def _keyword_stem(spec: str, arch: Optional[str]) -> Optional[str]:
     """`alexnet-random`, `resnet50-pretrained`: output names for model keywords; None for files."""
     if not _keyword(spec):
@@ -736,12 +783,12 @@ def evaluate_command(
     limit: Annotated[Optional[int], typer.Option("--limit", help="Evaluate at most this many images.", show_default=False)] = None,
     arch: ArchOpt = None,
     quiet: QuietOpt = False,
+    sparse: SparseOpt = None,
     images: ImageOptions = ImageOptions(),
 ) -> None:
     """Top-1, top-5 and loss of a .pt or .dcz on an ImageFolder tree (torchvision's ImageNet preprocessing)."""
     from .data import loader, resolve_device
     from .evaluate import evaluate
-    from .models import build_model, num_classes_of
 
     check_range("--limit", limit, 1)
     check_range("--batch-size", batch_size, 1, 1 << 20)
@@ -749,13 +796,12 @@ def evaluate_command(
     console = _console(quiet)
     dataset = _dataset(data, images)
     target_device = resolve_device(device, "--device")
-    source = read_model(model, arch)
-    net = build_model(source.state, source.arch)
+    source = inference_model(model, arch, sparse)
     classes = len(dataset.classes)
-    outputs = num_classes_of(source.state, source.arch)
-    if classes > outputs:
-        raise AlexCompressError(f"{data}: {classes} class folders, but the model has only {outputs} outputs")
-    _announce(console, source)
+    if classes > source.outputs:
+        raise AlexCompressError(f"{data}: {classes} class folders, but the model has only {source.outputs} outputs")
+    source.announce(console)
+    net = source.module
     total = min(len(dataset), limit) if limit else len(dataset)
     from rich.progress import Progress
 
@@ -770,8 +816,76 @@ def evaluate_command(
         )
     out = _console(stderr=False)
     out.print(
-        f"{source.label}: top-1 {result.top1:.2%}  top-5 {result.top5:.2%}  loss {result.loss:.4f}  ({result.samples:,} images, {classes} classes)"
+        f"{printable(source.label)}: top-1 {result.top1:.2%}  top-5 {result.top5:.2%}  loss {result.loss:.4f}  ({result.samples:,} images, {classes} classes)",
+        markup=False,
     )
+
+
+@app.command()
+@command
+@option_group(preprocessing=ImageOptions)
+def predict(
+    model: ModelArg,
+    images: Annotated[
+        list[str],
+        typer.Argument(
+            help="Image files, folders (their images, recursively) or glob patterns; '-' reads paths from stdin, one per line.",
+            show_default=False,
+            metavar="IMAGE...",
+        ),
+    ],
+    topk: Annotated[int, typer.Option("--topk", help="Classes to print per image.")] = 5,
+    classes: Annotated[
+        Optional[str],
+        typer.Option(
+            "--classes",
+            help="Class names: a text file (one per line) or an ImageFolder tree (its sorted class folders). Default: ImageNet's for 1000 outputs, else indices.",
+            show_default=False,
+        ),
+    ] = None,
+    batch_size: BatchOpt = 32,
+    device: DeviceOpt = "auto",
+    sparse: SparseOpt = None,
+    arch: ArchOpt = None,
+    quiet: QuietOpt = False,
+    preprocessing: ImageOptions = ImageOptions(),
+) -> None:
+    """Top-k classes and probabilities of each image (stdout); a file that is not an image is reported and
+    the rest still predicted (exit 1 at the end)."""
+    from .data import resolve_device
+    from .prediction import class_names, expand_images, predict_images
+
+    check_range("--topk", topk, 1)
+    check_range("--batch-size", batch_size, 1, 1 << 20)
+    prep = preprocessing.preprocessing()
+    if model == STDIO and STDIO in images:
+        raise AlexCompressError("MODEL and IMAGE cannot both be '-' (stdin)")
+    if STDIO in images:
+        if sys.stdin is None or sys.stdin.isatty():
+            raise AlexCompressError("IMAGE is '-' but nothing is piped into stdin")
+        listed = [line.rstrip("\r\n") for line in sys.stdin]
+        images = [p for arg in images for p in ([q for q in listed if q] if arg == STDIO else [arg])]
+    paths = expand_images(images)
+    console = _console(quiet)
+    target_device = resolve_device(device, "--device")
+    source = inference_model(model, arch, sparse)
+    names = class_names(source.outputs, classes)
+    source.announce(console)
+    out = _console(stderr=False)
+    failed = 0
+
+    def report(path: str, reason: str) -> None:
+        nonlocal failed
+        failed += 1
+        Console(stderr=True, highlight=False, soft_wrap=True).print(f"alexcompress: error: {printable(reason)}", markup=False)
+
+    for result in predict_images(source.module, paths, prep, topk=topk, batch_size=batch_size, device=target_device, on_error=report):
+        out.print(printable(result.path), markup=False)
+        for index, probability in zip(result.classes, result.probabilities):
+            name = f"{names[index]} ({index})" if names else f"class {index}"
+            out.print(f"  {probability:8.4%}  {printable(name)}", markup=False)
+    if failed:
+        raise AlexCompressError(f"{failed} of {len(paths)} images could not be read (each reported above)")
 
 
 @app.command()

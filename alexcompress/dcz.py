@@ -17,7 +17,7 @@ import numpy as np
 
 from . import __version__
 from .archs import NONE, get_arch, layer_keys
-from .container import decode_tensor, parse_header, write_dcz
+from .container import DczHeader, decode_tensor, parse_header, write_dcz
 from .encodings import CODED, STORED, get_encoding
 from .errors import DczError, ModelError
 from .models import as_numpy, c_contiguous, match_arch, num_classes_of, torch_state
@@ -62,35 +62,40 @@ def encode(
     return write_dcz(tensors, arch=found, num_classes=num_classes, producer=PRODUCER, options=options or {})
 
 
-def decode_arrays(data: "bytes | memoryview") -> tuple["OrderedDict[str, np.ndarray]", str]:
-    """A `.dcz` file image as (numpy state dict, architecture), without importing torch.
-
-    For a known architecture the tensor table is checked against its real shapes before anything is
-    decoded, so a hostile header cannot make the decoder allocate more than the model it claims to be.
-    """
+def checked_header(data: "bytes | memoryview") -> DczHeader:
+    """The parsed header, its tensor table checked against the real shapes of a known architecture before
+    anything is decoded, so a hostile header cannot make the decoder allocate more than the model it claims
+    to be."""
     header = parse_header(data)
-    if header.arch != NONE:
-        try:
-            architecture = get_arch(header.arch, discover=False)
-        except ModelError:
-            raise DczError(f"header: unknown architecture {header.arch!r} (written by {header.producer})") from None
-        if header.num_classes < 1:
-            raise DczError(f"header: num_classes must be at least 1 for {header.arch}")
-        expected = architecture.shapes(header.num_classes)
-        found = {t.name: t.shape for t in header.tensors}
-        if found != dict(expected):
-            missing = [k for k in expected if k not in found]
-            unexpected = [k for k in found if k not in expected]
-            wrong = [k for k in expected if k in found and found[k] != expected[k]]
-            detail = "; ".join(
-                f"{what} {', '.join(keys[:3])}"
-                for what, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong))
-                if keys
-            )
-            raise DczError(f"header: tensor table does not match torchvision {header.arch}({header.num_classes} classes): {detail}")
-        for entry in header.tensors:  # an int32 bias would decode, then fail inside the model
-            if architecture.expects_floating(entry.name) != entry.dtype.startswith("float"):
-                raise DczError(f"tensor {entry.name}: dtype {entry.dtype} does not fit {header.arch}'s {entry.name}")
+    if header.arch == NONE:
+        return header
+    try:
+        architecture = get_arch(header.arch, discover=False)
+    except ModelError:
+        raise DczError(f"header: unknown architecture {header.arch!r} (written by {header.producer})") from None
+    if header.num_classes < 1:
+        raise DczError(f"header: num_classes must be at least 1 for {header.arch}")
+    expected = architecture.shapes(header.num_classes)
+    found = {t.name: t.shape for t in header.tensors}
+    if found != dict(expected):
+        missing = [k for k in expected if k not in found]
+        unexpected = [k for k in found if k not in expected]
+        wrong = [k for k in expected if k in found and found[k] != expected[k]]
+        detail = "; ".join(
+            f"{what} {', '.join(keys[:3])}"
+            for what, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong))
+            if keys
+        )
+        raise DczError(f"header: tensor table does not match torchvision {header.arch}({header.num_classes} classes): {detail}")
+    for entry in header.tensors:  # an int32 bias would decode, then fail inside the model
+        if architecture.expects_floating(entry.name) != entry.dtype.startswith("float"):
+            raise DczError(f"tensor {entry.name}: dtype {entry.dtype} does not fit {header.arch}'s {entry.name}")
+    return header
+
+
+def decode_arrays(data: "bytes | memoryview") -> tuple["OrderedDict[str, np.ndarray]", str]:
+    """A `.dcz` file image as (numpy state dict, architecture), without importing torch."""
+    header = checked_header(data)
     return OrderedDict((entry.name, decode_tensor(header, data, entry)) for entry in header.tensors), header.arch
 
 
@@ -101,9 +106,12 @@ def decode(data: "bytes | memoryview") -> tuple["OrderedDict[str, torch.Tensor]"
     return torch_state(arrays), arch
 
 
-def load(path: "str | os.PathLike[str]", model: "torch.nn.Module | None" = None) -> "torch.nn.Module":
+def load(path: "str | os.PathLike[str]", model: "torch.nn.Module | None" = None, *, sparse: bool = False) -> "torch.nn.Module":
     """A `.dcz` (or `.pt`) file as a module in eval mode: its torchvision architecture with the right
     num_classes, or - for a model of your own - loaded strictly into `model`.
+
+    `sparse=True` (`.dcz` only) runs the coded layers from their compressed form and never builds their dense
+    weights (`alexcompress.runtime`); `model.runtime_plan` says which layers run how.
 
     >>> import tempfile, pathlib
     >>> from alexcompress.models import random_model
@@ -114,12 +122,18 @@ def load(path: "str | os.PathLike[str]", model: "torch.nn.Module | None" = None)
     >>> _ = path.write_bytes(encode(q))
     >>> load(path).classifier[6].out_features
     10
+    >>> load(path, sparse=True).classifier[6]
+    SparseLinear(in_features=4096, out_features=10, bias=True, nnz=11,107 (27.1%), codebook=32, csr)
     """
     from .container import MAGIC
     from .models import build_model, load_arrays, load_into
 
     with open(path, "rb") as handle:
         data = handle.read()
+    if sparse:
+        from .runtime import load_sparse
+
+        return load_sparse(data, model)
     if data[: len(MAGIC)] == MAGIC:
         state, arch = decode_arrays(data)
     else:

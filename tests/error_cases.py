@@ -205,6 +205,9 @@ CASES = [
     ("--momentum outside [0, 1)", "prune alexnet.pt -o c.pt --data images --momentum 1.5"),
     ("a seed beyond 2**63 - 1 in random:SEED", "compress random:99999999999999999999 -o s.dcz"),
     ("--num-classes at its maximum (the model would not fit a .dcz)", "init --num-classes 1000000 -o big.pt"),
+    ("predict --sparse of a .pt (dense weights)", "predict alexnet.pt images --sparse"),
+    ("predict with a glob that matches nothing", "predict random:0:10 nothing*.png"),
+    ("predict with --classes naming too few classes", "predict random:0:10 images --classes empty_dir"),
 ]
 
 

@@ -144,21 +144,29 @@ class SparseHuffman:
         gaps = huffman.decode(bytes(section("gaps")), entry.gap_bits, gap_lengths, entry.entries, f"{where} section gaps")
         return Streams(codebook, code_lengths, gap_lengths, codes, gaps)
 
-    def decode(self, entry: TensorEntry, section: SectionReader) -> np.ndarray:
+    def nonzeros(self, entry: TensorEntry, section: SectionReader) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(flattened positions as int32, codebook index of each, codebook): the tensor without its zeros,
+        validated - what both the dense decoder and the sparse runtime build from."""
         where = f"tensor {entry.name}"
         streams = self.streams(entry, section)
-        codebook, symbols, gaps = streams.codebook, streams.codes, streams.gaps
+        symbols = streams.codes
         filler = symbols == entry.codebook_size
         real = entry.entries - int(np.count_nonzero(filler))
         if real != entry.nnz:
             raise DczError(f"{where}: decoded {real} nonzeros, header declares {entry.nnz}")
         if entry.entries and filler[-1]:
             raise DczError(f"{where}: the entry stream ends with a filler")
-        positions = positions_from_gaps(gaps, filler)
-        if positions.size and int(positions[-1]) >= entry.numel:
-            raise DczError(f"{where}: a gap places a weight at position {int(positions[-1])}, outside the tensor of {entry.numel}")
+        last = int(np.sum(streams.gaps, dtype=np.int64)) + streams.gaps.size - 1  # the last entry's position
+        if last >= entry.numel:
+            raise DczError(f"{where}: a gap places a weight at position {last}, outside the tensor of {entry.numel}")
+        # checked above: every partial sum is below numel, which the container keeps under 2**31
+        positions = positions_from_gaps(streams.gaps, filler, dtype=np.int32 if entry.numel < 1 << 31 else np.int64)
+        return positions, symbols[~filler], streams.codebook
+
+    def decode(self, entry: TensorEntry, section: SectionReader) -> np.ndarray:
+        positions, symbols, codebook = self.nonzeros(entry, section)
         out = np.zeros(entry.numel, dtype=np.float32)
-        out[positions] = codebook[symbols[~filler]]
+        out[positions] = codebook[symbols]
         return out.reshape(entry.shape)
 
     def summary(self, entry: TensorEntry) -> LayerSummary:

@@ -1,0 +1,168 @@
+"""The sparse runtime: a `.dcz` run from its compressed form gives the dense model's outputs, never builds
+dense weights, and says which layers it could not run sparsely."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torch import nn
+
+import alexcompress
+from alexcompress.dcz import encode
+from alexcompress.errors import ModelError
+from alexcompress.models import random_model
+from alexcompress.pipeline import PruneSpec, QuantizeSpec, compress
+from alexcompress.runtime import CodedConv, SparseLinear, load_sparse
+
+
+def _close(dense: torch.Tensor, sparse: torch.Tensor) -> None:
+    scale = dense.abs().max().clamp_min(1e-12)
+    assert float((dense - sparse).abs().max() / scale) < 1e-4
+    assert torch.equal(dense.argmax(dim=1), sparse.argmax(dim=1))
+
+
+def _write(tmp_path, state, arch=None, name="m.dcz"):
+    path = tmp_path / name
+    path.write_bytes(encode(state, arch=arch))
+    return path
+
+
+def test_alexnet_sparse_equals_dense(tmp_path, quantized10):
+    path = _write(tmp_path, quantized10)
+    dense, sparse = alexcompress.load(path), alexcompress.load(path, sparse=True)
+    assert not sparse.training
+    assert isinstance(sparse.classifier[1], SparseLinear) and isinstance(sparse.features[0], CodedConv)
+    assert sparse.runtime_plan.dense == [] and len(sparse.runtime_plan.sparse) == 8
+    assert "csr" in repr(sparse) and "from codes" in repr(sparse)
+    for batch in (1, 3):
+        x = torch.randn(batch, 3, 224, 224, generator=torch.Generator().manual_seed(batch))
+        with torch.no_grad():
+            _close(dense(x), sparse(x))
+    # no layer of the sparse module holds a dense float weight of a replaced layer
+    assert not any(n.endswith(".weight") for n, _ in sparse.named_parameters())
+    np.testing.assert_array_equal(sparse.classifier[6].dense_weight().numpy(), quantized10["classifier.6.weight"].numpy())
+    np.testing.assert_array_equal(sparse.features[3].dense_weight().numpy(), quantized10["features.3.weight"].numpy())
+
+
+def test_another_torchvision_architecture(tmp_path):
+    path = tmp_path / "m.dcz"
+    path.write_bytes(compress(random_model("mobilenet_v3_small", num_classes=7, seed=1), quantization=QuantizeSpec(4, 4)).data)
+    dense, sparse = alexcompress.load(path), alexcompress.load(path, sparse=True)
+    kinds = set(sparse.runtime_plan.sparse.values())
+    assert kinds == {"CodedConv", "SparseLinear"} and not sparse.runtime_plan.dense
+    x = torch.randn(2, 3, 96, 96, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        _close(dense(x), sparse(x))
+
+
+class Mixed(nn.Module):
+    """A model of no known architecture: attention reads out_proj.weight itself, so that stays dense."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(50, 16)
+        self.conv = nn.Conv1d(16, 16, 3, padding=1, bias=False)
+        self.attn = nn.MultiheadAttention(16, 2, batch_first=True)
+        self.head = nn.Linear(16, 5)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        h = self.conv(self.embed(tokens).transpose(1, 2)).transpose(1, 2)
+        h, _ = self.attn(h, h, h)
+        return self.head(h.mean(dim=1))
+
+
+def _mixed(tmp_path):
+    torch.manual_seed(0)
+    path = tmp_path / "mixed.dcz"
+    path.write_bytes(compress(Mixed().state_dict(), arch="none", quantization=QuantizeSpec(4, 4)).data)
+    return path
+
+
+def test_own_module_runs_what_it_can_sparsely(tmp_path):
+    path = _mixed(tmp_path)
+    dense = alexcompress.load(path, model=Mixed())
+    sparse = alexcompress.load(path, model=Mixed(), sparse=True)
+    assert sparse.runtime_plan.sparse == {"conv": "CodedConv", "head": "SparseLinear"}
+    assert set(sparse.runtime_plan.dense) == {"embed.weight", "attn.in_proj_weight", "attn.out_proj.weight"}
+    assert "decoded dense: embed.weight" in sparse.runtime_plan.describe()
+    tokens = torch.randint(0, 50, (4, 9), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        _close(dense(tokens), sparse(tokens))
+    with pytest.raises(ModelError, match="no known architecture"):
+        alexcompress.load(path, sparse=True)
+
+
+def test_refusals(tmp_path, quantized10):
+    pt = tmp_path / "m.pt"
+    pt.write_bytes(alexcompress.models.state_dict_bytes(quantized10))
+    with pytest.raises(ModelError, match=r"runs \.dcz files"):
+        alexcompress.load(pt, sparse=True)
+    path = _mixed(tmp_path)
+    wrong = Mixed()
+    wrong.head = nn.Linear(16, 6)
+    with pytest.raises(ModelError, match=r"head.weight: the file holds shape \[5, 16\], the model \[6, 16\]"):
+        load_sparse(path.read_bytes(), wrong)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    out_features=st.integers(1, 40),
+    in_features=st.integers(1, 70),
+    density=st.sampled_from([0.0, 0.02, 0.3, 1.0]),
+    batch=st.integers(1, 5),
+    seed=st.integers(0, 2**16),
+)
+def test_sparse_linear_matches_linear(out_features, in_features, density, batch, seed):
+    rng = np.random.default_rng(seed)
+    codebook = np.sort(rng.choice([-1, 1], 6) * rng.uniform(0.1, 2, 6)).astype(np.float32)
+    codebook = np.unique(codebook)
+    weight = np.where(rng.random((out_features, in_features)) < density, rng.choice(codebook, (out_features, in_features)), 0).astype(
+        np.float32
+    )
+    layer = nn.Linear(in_features, out_features)
+    positions = np.flatnonzero(weight).astype(np.int32)
+    symbols = np.searchsorted(codebook, weight.reshape(-1)[positions])
+    sparse = SparseLinear.from_nonzeros(layer, positions, symbols, codebook)
+    sparse.bias = nn.Parameter(layer.bias.detach().clone(), requires_grad=False)
+    layer.weight.data = torch.from_numpy(weight)
+    x = torch.from_numpy(rng.standard_normal((batch, 2, in_features)).astype(np.float32))
+    with torch.no_grad():
+        torch.testing.assert_close(sparse(x), layer(x), rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(sparse.dense_weight().numpy(), weight)
+
+
+MEMORY_PROBE = textwrap.dedent(
+    """
+    import sys, torch, torchvision, alexcompress, alexcompress.runtime
+    def kib(field):
+        for line in open("/proc/self/status"):
+            if line.startswith(field):
+                return int(line.split()[1])
+    before = kib("VmRSS:")
+    open("/proc/self/clear_refs", "w").write("5")  # reset the high-water mark to now
+    model = alexcompress.load(sys.argv[1], sparse=True)
+    print(before, kib("VmHWM:"), kib("VmRSS:"))
+    """
+)
+
+
+def test_loading_never_builds_dense_weights(tmp_path):
+    """The full 1000-class AlexNet (244 MB of float32; fc6 alone is 151 MB): loading it sparsely must stay
+    far below the dense size at its peak, which a single densified fc layer would exceed."""
+    path = tmp_path / "alexnet.dcz"
+    path.write_bytes(compress(random_model("alexnet", num_classes=1000, seed=0), pruning=PruneSpec(preset="paper"), inplace=True).data)
+    dense_kib = 61_100_840 * 4 // 1024
+    probe = tmp_path / "probe.py"
+    probe.write_text(MEMORY_PROBE)
+    done = subprocess.run([sys.executable, str(probe), str(path)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    before, peak, after = map(int, done.stdout.split())
+    assert peak - before < 0.45 * dense_kib, (before, peak, after, dense_kib)
+    assert after - before < 0.30 * dense_kib, (before, peak, after, dense_kib)
