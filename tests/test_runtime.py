@@ -166,3 +166,38 @@ def test_loading_never_builds_dense_weights(tmp_path):
     before, peak, after = map(int, done.stdout.split())
     assert peak - before < 0.45 * dense_kib, (before, peak, after, dense_kib)
     assert after - before < 0.30 * dense_kib, (before, peak, after, dense_kib)
+
+
+class Tiny(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(2, 3, 3)
+        self.fc = nn.Linear(12, 5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.conv(x).flatten(1))
+
+
+def test_mutated_files_end_in_an_error_or_the_dense_model(tmp_path):
+    """The runtime builds from the same validated streams as the decoder: a damaged file is a DczError or
+    ModelError, and one that still loads runs exactly like its dense decode."""
+    from alexcompress.dcz import decode_arrays
+    from alexcompress.errors import DczError
+    from alexcompress.models import load_into
+    from tests.fuzz_dcz import mutations
+
+    torch.manual_seed(0)
+    data = compress(Tiny().state_dict(), arch="none", pruning=PruneSpec(sparsity=0.5), quantization=QuantizeSpec(3, 3)).data
+    x = torch.randn(2, 2, 4, 4, generator=torch.Generator().manual_seed(0))
+    stream, loaded, cases = mutations(data, np.random.default_rng(0)), 0, 600
+    for _ in range(cases):
+        description, mutated = next(stream)
+        try:
+            sparse = load_sparse(mutated, Tiny())
+        except (DczError, ModelError):
+            continue
+        loaded += 1
+        dense = load_into(Tiny(), decode_arrays(mutated)[0])
+        with torch.no_grad():
+            torch.testing.assert_close(sparse(x), dense(x), msg=description)
+    assert 0 < loaded < cases
