@@ -326,6 +326,12 @@ class Schedule(str, Enum):
     cosine = "cosine"
 
 
+class Amp(str, Enum):
+    off = "off"
+    bf16 = "bf16"
+    fp16 = "fp16"
+
+
 class Keep(str, Enum):
     best = "best"
     last = "last"
@@ -384,6 +390,11 @@ class TrainOptions:
             show_default=False,
         ),
     ] = None
+    checkpoint_every: Annotated[
+        int,
+        typer.Option("--checkpoint-every", help="Also checkpoint every this many batches, for mid-epoch resume (0: per epoch only)."),
+    ] = 0
+    amp: Annotated[Amp, typer.Option("--amp", help="Mixed precision: off, bf16 (CUDA or CPU) or fp16 (CUDA, with loss scaling).")] = "off"  # type: ignore[assignment]
     resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted retraining from its checkpoint.")] = False
     keep_checkpoint: Annotated[bool, typer.Option("--keep-checkpoint", help="Leave the checkpoint behind after a successful run.")] = False
     log_every: Annotated[
@@ -401,6 +412,7 @@ class TrainOptions:
             ("--workers", self.workers, 0, 1024),
             ("--step-size", self.step_size, 0, None),
             ("--log-every", self.log_every, 1, None),
+            ("--checkpoint-every", self.checkpoint_every, 0, None),
             ("--patience", self.patience, 1, None),
         ):
             check_range(what, value, low, high)
@@ -431,6 +443,8 @@ class TrainOptions:
             checkpoint=checkpoint,
             resume=self.resume,
             keep_checkpoint=self.keep_checkpoint,
+            checkpoint_every=self.checkpoint_every,
+            amp=Amp(self.amp).value,
         )
         config.validate()
         return config
@@ -691,35 +705,37 @@ def prune(
     check_range("--iterations", iterations, 1, 1000)
     if iterations > 1 and training.data is None:
         raise AlexCompressError("--iterations needs --data: iterative pruning retrains between rounds")
-    console = _console(quiet)
-    target = _plan_output(model, arch, output, ".pruned.pt", force)
-    config = training.config(model, target, seed) if training.data is not None else None
-    dataset, validation = training.datasets(images, seed) if training.data is not None else (None, None)
-    source = read_model(model, arch)
-    if dataset is None:
-        result = prune_state(source.state, spec, arch=source.arch, inplace=True)
-        _announce(console, source)
-        _print_pruning(console, result)
-        state = result.state
-    else:
-        from .progress import training_log
+    with _job(training) as group:
+        console = _console(quiet or not group.is_main)
+        target = _plan_output(model, arch, output, ".pruned.pt", force)
+        config = training.config(model, target, seed) if training.data is not None else None
+        dataset, validation = training.datasets(images, seed) if training.data is not None else (None, None)
+        source = read_model(model, arch)
+        if dataset is None:
+            result = prune_state(source.state, spec, arch=source.arch, inplace=True)
+            _announce(console, source)
+            _print_pruning(console, result)
+            state = result.state
+        else:
+            from .progress import training_log
 
-        with training_log(console, training.log_every) as log:
-            state = prune_and_retrain(
-                source.state,
-                dataset,
-                config,
-                spec,
-                arch=source.arch,
-                rounds=iterations,
-                validation=validation,
-                log=log,
-                on_round=lambda r, result: _print_pruning(console, result),
-            )
-        _announce(console, source)
-        _print_masks_held(console, state, source.arch)
-    _save_state(target, state, source.arch)
-    _wrote(console, target)
+            with training_log(console, training.log_every) as log:
+                state = prune_and_retrain(
+                    source.state,
+                    dataset,
+                    config,
+                    spec,
+                    arch=source.arch,
+                    rounds=iterations,
+                    validation=validation,
+                    log=log,
+                    on_round=lambda r, result: _print_pruning(console, result),
+                )
+            _announce(console, source)
+            _print_masks_held(console, state, source.arch)
+        if group.is_main:  # under torchrun, rank 0 alone writes
+            _save_state(target, state, source.arch)
+            _wrote(console, target)
 
 
 @app.command()
@@ -739,23 +755,37 @@ def quantize(
     """Stage 2: per-layer k-means weight sharing (<= 2^bits values); --data fine-tunes the centroids."""
     spec = quant.spec(seed)
     check_range("--seed", seed, 0, MAX_SEED)
-    console = _console(quiet)
-    target = _plan_output(model, arch, output, ".quantized.pt", force)
-    config = training.config(model, target, seed) if training.data is not None else None
-    dataset, validation = training.datasets(images, seed) if training.data is not None else (None, None)
-    source = read_model(model, arch)
-    result = spec.apply(source.state, arch=source.arch, inplace=True)
-    state = result.state
-    if dataset is not None:  # the tables follow the run, so that a refused checkpoint stays a one-line error
-        from .progress import training_log
-        from .train import finetune_centroids
+    with _job(training) as group:
+        console = _console(quiet or not group.is_main)
+        target = _plan_output(model, arch, output, ".quantized.pt", force)
+        config = training.config(model, target, seed) if training.data is not None else None
+        dataset, validation = training.datasets(images, seed) if training.data is not None else (None, None)
+        source = read_model(model, arch)
+        result = spec.apply(source.state, arch=source.arch, inplace=True)
+        state = result.state
+        if dataset is not None:  # the tables follow the run, so that a refused checkpoint stays a one-line error
+            from .progress import training_log
+            from .train import finetune_centroids
 
-        with training_log(console, training.log_every) as log:
-            state = finetune_centroids(state, source.arch, dataset, config, validation=validation, log=log)
-    _announce(console, source)
-    _print_quantization(console, result, spec.shared_codebook)
-    _save_state(target, state, source.arch)
-    _wrote(console, target)
+            with training_log(console, training.log_every) as log:
+                state = finetune_centroids(state, source.arch, dataset, config, validation=validation, log=log)
+        _announce(console, source)
+        _print_quantization(console, result, spec.shared_codebook)
+        if group.is_main:  # under torchrun, rank 0 alone writes
+            _save_state(target, state, source.arch)
+            _wrote(console, target)
+
+
+def _job(training: "TrainOptions | None" = None, device: Optional[str] = None) -> Any:
+    """The process group of a data-parallel run under torchrun (see `distributed`) for a command that trains
+    (`--data`) or evaluates; a world of one otherwise."""
+    import contextlib
+
+    from .distributed import Group, session
+
+    if training is not None:
+        device = training.device if training.data is not None else None
+    return session(device) if device is not None else contextlib.nullcontext(Group())
 
 
 def _dataset(root: str, images: ImageOptions) -> Any:
@@ -780,45 +810,48 @@ def evaluate_command(
     batch_size: BatchOpt = 64,
     workers: WorkersOpt = 0,
     device: DeviceOpt = "auto",
-    limit: Annotated[Optional[int], typer.Option("--limit", help="Evaluate at most this many images.", show_default=False)] = None,
+    limit: Annotated[
+        Optional[int], typer.Option("--limit", help="Evaluate at most this many images (per process under torchrun).", show_default=False)
+    ] = None,
     arch: ArchOpt = None,
     quiet: QuietOpt = False,
     sparse: SparseOpt = None,
     images: ImageOptions = ImageOptions(),
 ) -> None:
     """Top-1, top-5 and loss of a .pt or .dcz on an ImageFolder tree (torchvision's ImageNet preprocessing)."""
-    from .data import loader, resolve_device
+    from .data import epoch_order, loader
+    from .distributed import rank_device
     from .evaluate import evaluate
 
     check_range("--limit", limit, 1)
     check_range("--batch-size", batch_size, 1, 1 << 20)
     check_range("--workers", workers, 0, 1024)
-    console = _console(quiet)
-    dataset = _dataset(data, images)
-    target_device = resolve_device(device, "--device")
-    source = inference_model(model, arch, sparse)
-    classes = len(dataset.classes)
-    if classes > source.outputs:
-        raise AlexCompressError(f"{data}: {classes} class folders, but the model has only {source.outputs} outputs")
-    source.announce(console)
-    net = source.module
-    total = min(len(dataset), limit) if limit else len(dataset)
-    from rich.progress import Progress
+    with _job(device=device) as group:  # under torchrun: each rank a shard, the counts summed
+        console = _console(quiet or not group.is_main)
+        dataset = _dataset(data, images)
+        target_device = rank_device(device, "--device")
+        source = inference_model(model, arch, sparse)
+        classes = len(dataset.classes)
+        if classes > source.outputs:
+            raise AlexCompressError(f"{data}: {classes} class folders, but the model has only {source.outputs} outputs")
+        source.announce(console)
+        share = len(epoch_order(len(dataset), shuffle=False, rank=group.rank, world=group.world, pad=False))
+        from rich.progress import Progress
 
-    with Progress(console=console, transient=True) as display:
-        task = display.add_task("evaluating", total=total)
-        result = evaluate(
-            net,
-            loader(dataset, batch_size=batch_size, workers=workers),
-            device=target_device,
-            limit=limit,
-            on_batch=lambda seen, _: display.update(task, completed=seen),
-        )
-    out = _console(stderr=False)
-    out.print(
-        f"{printable(source.label)}: top-1 {result.top1:.2%}  top-5 {result.top5:.2%}  loss {result.loss:.4f}  ({result.samples:,} images, {classes} classes)",
-        markup=False,
-    )
+        with Progress(console=console, transient=True) as display:
+            task = display.add_task("evaluating", total=min(share, limit) if limit else share)
+            result = evaluate(
+                source.module,
+                loader(dataset, batch_size=batch_size, workers=workers, rank=group.rank, world=group.world, pad=False),
+                device=target_device,
+                limit=limit,
+                on_batch=lambda seen, _: display.update(task, completed=seen),
+            )
+        if group.is_main:
+            _console(stderr=False).print(
+                f"{printable(source.label)}: top-1 {result.top1:.2%}  top-5 {result.top5:.2%}  loss {result.loss:.4f}  ({result.samples:,} images, {classes} classes)",
+                markup=False,
+            )
 
 
 @app.command()

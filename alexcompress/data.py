@@ -140,15 +140,68 @@ def split_folder(root: str, preprocessing: Preprocessing, augment: str, fraction
     return Subset(train, keep.tolist()), Subset(plain, sorted(held))
 
 
-def loader(dataset: "Dataset", *, batch_size: int, workers: int = 0, shuffle: bool = False, seed: int = 0, epoch: int = 0) -> "DataLoader":
-    """A DataLoader whose shuffling depends only on (seed, epoch), so a resumed run sees the same batches."""
+def epoch_order(
+    size: int, *, seed: int = 0, epoch: int = 0, shuffle: bool = True, rank: int = 0, world: int = 1, pad: bool = True
+) -> list[int]:
+    """The samples one rank reads in one epoch: a permutation that depends only on (seed, epoch) (the
+    identity without `shuffle`), padded by wrapping around to a multiple of `world` as torch's
+    DistributedSampler does (unless `pad` is off: evaluation must count every image once), then every
+    `world`-th index from `rank`. With one rank, the whole permutation.
+
+    >>> epoch_order(5, shuffle=False, rank=1, world=2)
+    [1, 3, 0]
+    >>> sorted(epoch_order(5, seed=3, epoch=1)) == list(range(5))
+    True
+    """
+    import torch
+
+    if shuffle:
+        order = torch.randperm(size, generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch)).tolist()
+    else:
+        order = list(range(size))
+    if pad and world > 1 and size % world:
+        extra = world - size % world
+        order += (order * (extra // max(size, 1) + 1))[:extra]
+    return order[rank::world]
+
+
+def loader(
+    dataset: "Dataset",
+    *,
+    batch_size: int,
+    workers: int = 0,
+    shuffle: bool = False,
+    seed: int = 0,
+    epoch: int = 0,
+    rank: int = 0,
+    world: int = 1,
+    start_batch: int = 0,
+    pad: bool = True,
+    pin_memory: bool = False,
+) -> "DataLoader":
+    """A DataLoader over this rank's share of one epoch (see `epoch_order`), from batch `start_batch`, so a
+    run resumed mid-epoch reads exactly the batches the unbroken run would have."""
     import torch
     from torch.utils.data import DataLoader
 
     if batch_size < 1:
         raise AlexCompressError(f"batch size must be at least 1, got {batch_size}")
-    generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
-    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, num_workers=workers, generator=generator)
+    order = epoch_order(len(dataset), seed=seed, epoch=epoch, shuffle=shuffle, rank=rank, world=world, pad=pad)
+    generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch)  # worker seeds
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        sampler=order[start_batch * batch_size :],
+        num_workers=workers,
+        generator=generator,
+        pin_memory=pin_memory,
+    )
+
+
+def batches_per_epoch(size: int, batch_size: int, world: int = 1) -> int:
+    """Batches each rank runs in one epoch of `size` samples."""
+    share = -(-size // world)
+    return -(-share // batch_size)
 
 
 def resolve_device(name: str, what: str = "device") -> "torch.device":

@@ -1,4 +1,5 @@
-"""Top-1, top-5 and mean cross-entropy of a model over a DataLoader."""
+"""Top-1, top-5 and mean cross-entropy of a model over a DataLoader; under torchrun, each rank passes its
+shard and the totals are summed over the ranks, so every rank returns the global figures."""
 
 from __future__ import annotations
 
@@ -27,7 +28,7 @@ def evaluate(
     limit: Optional[int] = None,
     on_batch: Optional[Callable[[int, int], None]] = None,
 ) -> Accuracy:
-    """Evaluate in eval mode without gradients; `limit` caps the number of samples."""
+    """Evaluate in eval mode without gradients; `limit` caps the number of samples (per rank)."""
     import torch
     from torch.nn.functional import cross_entropy
 
@@ -49,6 +50,10 @@ def evaluate(
             seen += labels.numel()
             if on_batch:
                 on_batch(seen, correct1)
+    from .distributed import all_sum
+
+    correct1, correct5, loss_sum, seen = all_sum([correct1, correct5, loss_sum, seen])
+    correct1, correct5, seen = int(correct1), int(correct5), int(seen)
     if seen == 0:
         return Accuracy(0.0, 0.0, 0.0, 0)
     return Accuracy(correct1 / seen, correct5 / seen, loss_sum / seen, seen)

@@ -12,12 +12,13 @@ no further than its header declares.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import stat
 import sys
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO, Optional, Union
 
@@ -54,8 +55,11 @@ def install_signal_handlers() -> None:
     up, as an interrupt. SIGPIPE stays ignored (Python's default): writes report EPIPE instead."""
 
     def handler(signum: int, frame: object) -> None:
-        global _stop_signal
+        global _stop_signal, _pending_signal
         _stop_signal = signum
+        if _deferring:
+            _pending_signal = signum
+            return
         raise KeyboardInterrupt if signum == signal.SIGINT else Terminated(signum)
 
     for signum in STOP_SIGNALS:
@@ -63,6 +67,27 @@ def install_signal_handlers() -> None:
             signal.signal(signum, handler)
         except (OSError, ValueError):  # not in the main thread, or not catchable here
             pass
+
+
+_deferring = False
+_pending_signal: Optional[int] = None
+
+
+@contextlib.contextmanager
+def interrupts_deferred() -> Iterator[None]:
+    """Hold a stop signal that arrives inside the block until the block has finished, then raise it: a
+    training step is applied whole or not at all, so a checkpoint taken on Ctrl-C is an exact resume point.
+    (Only the CLI's handlers defer; elsewhere Python's own SIGINT behaviour is unchanged.)"""
+    global _deferring, _pending_signal
+    outer = _deferring
+    _deferring = True
+    try:
+        yield
+    finally:
+        _deferring = outer
+    if not outer and _pending_signal is not None:
+        signum, _pending_signal = _pending_signal, None
+        raise KeyboardInterrupt if signum == signal.SIGINT else Terminated(signum)
 
 
 def stop_requested() -> Optional[BaseException]:

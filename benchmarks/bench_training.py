@@ -7,6 +7,7 @@ Only the starting model is trained by library code (there is no `train` command:
 trained models); it reads the same ImageFolder export with the same preprocessing the CLI uses.
 
     .venv/bin/python benchmarks/bench_training.py [--dataset digits|fashion-mnist|both] [--train-size 12000]
+    .venv/bin/python benchmarks/bench_training.py --throughput   # 1 vs 2 processes (torchrun), hook overhead
 
 Fashion-MNIST comes from Debian's `dataset-fashion-mnist` (installed here if missing; the tests never
 need it). Prints one table per dataset plus the chosen epochs, wall time per epoch and images/s.
@@ -189,8 +190,108 @@ def run(name: str, train, test, args: argparse.Namespace) -> None:
     print(f"({name} total {time.perf_counter() - started:.0f} s; one test image = {100 / n_test:.2f} pp)", flush=True)
 
 
+def _plain_epochs(model, dataset, epochs: int, batch_size: int) -> list[float]:
+    """images/s of each epoch of the plainest loop: forward, loss, backward, SGD step."""
+    import torch
+    from torch.nn.functional import cross_entropy
+
+    from alexcompress.data import loader
+
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9)
+    model.train()
+    torch.manual_seed(0)
+    rates = []
+    for epoch in range(epochs):
+        start, seen = time.perf_counter(), 0
+        for images, labels in loader(dataset, batch_size=batch_size, shuffle=True, epoch=epoch):
+            optimizer.zero_grad(set_to_none=True)
+            cross_entropy(model(images), labels).backward()
+            optimizer.step()
+            seen += labels.numel()
+        rates.append(seen / (time.perf_counter() - start))
+    return rates
+
+
+def throughput(args: argparse.Namespace) -> None:
+    """images/s of masked retraining and centroid fine-tuning through the CLI with 1 and 2 processes
+    (torchrun, gloo, one thread each against one process with both threads), and the cost of the hooks
+    against a plain training loop of the same model on the same batches."""
+    import torch
+
+    from alexcompress.data import Preprocessing, image_folder
+    from alexcompress.models import build_model, compressible_keys, random_model, save_state_dict
+    from alexcompress.pruning import prune_by_rates
+    from alexcompress.quantization import quantize
+    from alexcompress.train import CentroidFinetuning, MaskedRetraining, SilentLog, TrainConfig, _train
+
+    (train, _), epochs, batch = load_digits_split(args.seed), 2, 64
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        export(tmp / "train", *train)
+        rates = {k: float(v) for k, v in (r.split("=") for r in RATES.split(","))}
+        pruned = prune_by_rates(random_model("alexnet", num_classes=10, seed=0), rates, arch="alexnet").state
+        quantized = quantize(pruned, conv_bits=8, fc_bits=5).state
+        for name, state in (("p.pt", pruned), ("q.pt", quantized)):
+            with open(tmp / name, "wb") as handle:
+                save_state_dict(state, handle, "alexnet")
+        common = ["--data", tmp / "train", "--epochs", epochs, "--batch-size", batch, "--lr", "1e-4", "--log-every", "1000", *IMAGES]
+        rows = []
+        for stage, command in (
+            ("masked retraining (prune --data)", ["prune", tmp / "p.pt", "--rates", RATES]),
+            ("centroid fine-tuning (quantize --data)", ["quantize", tmp / "q.pt"]),
+        ):
+            rates = {}
+            for n in (1, 2):
+                launcher = (
+                    [PY, "-m", "alexcompress"]
+                    if n == 1
+                    else [PY, "-m", "torch.distributed.run", "--nproc-per-node", "2", "-m", "alexcompress"]
+                )
+                env = {**os.environ, "OMP_NUM_THREADS": "2" if n == 1 else "1"}
+                done = subprocess.run(
+                    [*launcher, *map(str, command), *map(str, common), "-o", tmp / f"out{n}.pt", "--force"],
+                    capture_output=True,
+                    text=True,
+                    env=env,
+                )
+                if done.returncode:
+                    raise SystemExit(done.stderr[-3000:])
+                rates[n] = epochs_of(done.stderr)[2]
+            rows.append((stage, rates[1], rates[2]))
+        torch.set_num_threads(2)
+        dataset = image_folder(str(tmp / "train"), Preprocessing(64, 64, (0.5,), (0.5,)))
+        config = TrainConfig(epochs=epochs, lr=1e-4, batch_size=batch, device="cpu")
+
+        class Rates(SilentLog):
+            def __init__(self):
+                self.rates = []
+
+            def epoch(self, stage, summary):
+                self.rates.append(summary.images_per_second)
+
+        plain = _plain_epochs(build_model(pruned, "alexnet"), dataset, epochs, batch)
+        overhead = []
+        for stage, hooks_of, state in (("masked", MaskedRetraining, pruned), ("centroids", CentroidFinetuning, quantized)):
+            model = build_model(state, "alexnet")
+            log = Rates()
+            _train(model, hooks_of(model, set(compressible_keys(state, "alexnet"))), dataset, config, stage=stage, log=log)
+            overhead.append((stage, float(np.median(log.rates))))
+    print(
+        f"\n## Throughput: AlexNet(10) at 64x64 on digits ({len(train[1])} images), global batch {batch}, {epochs} epochs, median epoch\n"
+    )
+    print("| stage, through the CLI | 1 process (2 threads) img/s | torchrun 2 processes (1 thread each) img/s | 2 / 1 |")
+    print("|---|---:|---:|---:|")
+    for stage, one, two in rows:
+        print(f"| {stage} | {one:.0f} | {two:.0f} | {two / one:.2f} |")
+    base = float(np.median(plain))
+    print(f"\nplain loop (forward, loss, backward, SGD step): {base:.0f} img/s")
+    for stage, rate in overhead:
+        print(f"{stage}: {rate:.0f} img/s, overhead {base / rate - 1:+.1%} against the plain loop")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
+    parser.add_argument("--throughput", action="store_true", help="only the 1-vs-2-process and hook-overhead figures")
     parser.add_argument("--dataset", choices=("digits", "fashion-mnist", "both"), default="both")
     parser.add_argument("--train-size", type=int, default=12000, help="Fashion-MNIST training images (stratified subset)")
     parser.add_argument("--test-size", type=int, default=3000, help="Fashion-MNIST test images (of t10k)")
@@ -200,6 +301,8 @@ def main() -> None:
     parser.add_argument("--finetune-epochs", type=int, default=2, help="centroid fine-tuning")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
+    if args.throughput:
+        return throughput(args)
     if args.dataset in ("digits", "both"):
         run("digits (scikit-learn)", *load_digits_split(args.seed), args)
     if args.dataset in ("fashion-mnist", "both"):

@@ -1,0 +1,154 @@
+"""Data-parallel runs under `torchrun`: the process group, which rank does what, and the few collectives
+training and evaluation need. Everything here is torch.distributed's own machinery; nothing home-made
+travels between ranks but checksums and counts.
+
+Launched by torchrun (WORLD_SIZE > 1 in the environment), `session()` joins the process group: gloo on CPU,
+nccl on CUDA, each rank on `cuda:LOCAL_RANK`. Without torchrun (or with one process) it is a no-op and every
+function below acts on a world of one, so training code has a single path.
+
+    torchrun --nproc-per-node 4 -m alexcompress prune alexnet.pt --data train/ --epochs 2 -o p.pt
+    torchrun --nnodes 2 --node-rank 0 --nproc-per-node 8 --rdzv-backend c10d \\
+        --rdzv-endpoint HOST:29500 -m alexcompress quantize p.pt --data train/ --epochs 1 -o q.pt
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from .errors import AlexCompressError
+
+if TYPE_CHECKING:
+    import torch
+
+
+@dataclass(frozen=True)
+class Group:
+    """This process's place in the job: rank `rank` of `world`, `local_rank` on its node."""
+
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def active(self) -> bool:
+        return self.world > 1
+
+    @property
+    def is_main(self) -> bool:
+        """Rank 0: the only one that writes outputs, checkpoints and progress."""
+        return self.rank == 0
+
+
+def launched() -> Group:
+    """The group torchrun describes in the environment (a world of one without it)."""
+    try:
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+        rank = int(os.environ.get("RANK", "0"))
+        local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    except ValueError:
+        raise AlexCompressError("WORLD_SIZE, RANK and LOCAL_RANK must be integers (set by torchrun)") from None
+    if world < 1 or not 0 <= rank < world or local_rank < 0:
+        raise AlexCompressError(f"inconsistent torchrun environment: RANK={rank}, WORLD_SIZE={world}, LOCAL_RANK={local_rank}")
+    return Group(rank, world, local_rank)
+
+
+def current() -> Group:
+    """The group this process has joined (a world of one if none)."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        return Group()
+    return Group(dist.get_rank(), dist.get_world_size(), launched().local_rank)
+
+
+def rank_device(name: str, what: str = "--device") -> "torch.device":
+    """The device this rank trains on: `name` resolved, and under torchrun with CUDA the GPU of this rank's
+    LOCAL_RANK (a fixed `cuda:N` would put every rank on one GPU, so it is refused there)."""
+    import torch
+
+    from .data import resolve_device
+
+    device = resolve_device(name, what)
+    group = launched()
+    if device.type != "cuda" or not group.active:
+        return device
+    if ":" in name:
+        raise AlexCompressError(f"{what} {name}: under torchrun each rank takes the GPU of its LOCAL_RANK; use {what} cuda or auto")
+    if group.local_rank >= torch.cuda.device_count():
+        raise AlexCompressError(f"LOCAL_RANK {group.local_rank} but only {torch.cuda.device_count()} CUDA devices on this node")
+    torch.cuda.set_device(group.local_rank)
+    return torch.device("cuda", group.local_rank)
+
+
+@contextlib.contextmanager
+def session(device: str = "auto") -> Iterator[Group]:
+    """Join torchrun's process group for the duration (gloo on CPU, nccl on CUDA), or do nothing without
+    torchrun. Yields this process's Group."""
+    import torch.distributed as dist
+
+    group = launched()
+    if not group.active or dist.is_initialized():
+        yield current() if group.active else Group()
+        return
+    backend = "nccl" if rank_device(device).type == "cuda" else "gloo"
+    dist.init_process_group(backend=backend)
+    try:
+        yield current()
+    finally:
+        dist.destroy_process_group()
+
+
+def all_sum(values: Sequence[float]) -> list[float]:
+    """Element-wise sums over the ranks (float64), or `values` in a world of one."""
+    import torch
+    import torch.distributed as dist
+
+    if not current().active:
+        return list(values)
+    tensor = torch.tensor(list(values), dtype=torch.float64, device=_collective_device())
+    dist.all_reduce(tensor)
+    return tensor.cpu().tolist()
+
+
+def gather(obj: Any) -> list[Any]:
+    """Every rank's `obj` (picklable), in rank order, on every rank."""
+    import torch.distributed as dist
+
+    group = current()
+    if not group.active:
+        return [obj]
+    out: list[Any] = [None] * group.world
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def check_agreement(model: "torch.nn.Module", what: str) -> None:
+    """Raise unless every rank holds bit-identical parameters and buffers (compared by a float64
+    fingerprint of each tensor: its sum, its sum of squares and its count of zeros)."""
+    import torch
+
+    if not current().active:
+        return
+    with torch.no_grad():
+        rows = [
+            (float(t.double().sum()), float(t.double().square().sum()), int((t == 0).sum()))
+            for t in (*model.parameters(), *model.buffers())
+            if t.is_floating_point()
+        ]
+    prints = gather(rows)
+    for rank, other in enumerate(prints[1:], start=1):
+        if other != prints[0]:
+            raise AlexCompressError(f"{what}: rank {rank} holds different weights from rank 0 (the ranks diverged)")
+
+
+def _collective_device() -> "torch.device":
+    import torch
+    import torch.distributed as dist
+
+    if dist.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")

@@ -1,0 +1,65 @@
+"""One rank of a small data-parallel training run, launched by tests/test_distributed.py under torchrun
+(or alone, as the one-process reference): masked retraining or centroid fine-tuning of a tiny conv net on
+fixed random data, each rank writing its final weights to OUT/rank{R}.pt.
+
+    python -m torch.distributed.run --nproc-per-node 2 tests/ddp_worker.py OUT masked|centroids
+"""
+
+from __future__ import annotations
+
+import sys
+from collections import OrderedDict
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.utils.data import TensorDataset
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from alexcompress.distributed import current, session  # noqa: E402
+from alexcompress.pruning import prune_global  # noqa: E402
+from alexcompress.quantization import quantize  # noqa: E402
+from alexcompress.train import CentroidFinetuning, MaskedRetraining, TrainConfig, _train  # noqa: E402
+
+CODED = {"conv.weight", "fc.weight"}
+
+
+class Net(nn.Module):
+    """No dropout and no batch norm: one process and two compute the same function of the same batches."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3)
+        self.fc = nn.Linear(8 * 6 * 6, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(torch.relu(self.conv(x)).flatten(1))
+
+
+def start_state(kind: str) -> "OrderedDict[str, torch.Tensor]":
+    torch.manual_seed(0)
+    state = prune_global(OrderedDict(Net().state_dict()), 0.6, arch="none").state
+    if kind == "centroids":
+        state = quantize(state, arch="none", bits=3).state
+    return state
+
+
+def data() -> TensorDataset:
+    g = torch.Generator().manual_seed(1)
+    return TensorDataset(torch.randn(64, 3, 8, 8, generator=g), torch.randint(0, 4, (64,), generator=g))
+
+
+def main() -> None:
+    out, kind = Path(sys.argv[1]), sys.argv[2]
+    with session("cpu"):
+        net = Net()
+        net.load_state_dict(start_state(kind))
+        hooks = MaskedRetraining(net, CODED) if kind == "masked" else CentroidFinetuning(net, CODED)
+        config = TrainConfig(epochs=3, lr=0.05, batch_size=16, device="cpu", seed=3)
+        _train(net, hooks, data(), config, stage="retrain" if kind == "masked" else "centroids")
+        torch.save(net.state_dict(), out / f"rank{current().rank}.pt")
+
+
+if __name__ == "__main__":
+    main()

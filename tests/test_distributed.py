@@ -1,0 +1,240 @@
+"""Data-parallel retraining under torchrun (CPU, gloo, 2 processes): ranks identical, masks exact, the
+same result as one process with the same global batch, rank 0 alone writing, a dead rank ending the job,
+and a mid-epoch resume equal to an unbroken run."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections import OrderedDict
+from pathlib import Path
+
+import pytest
+import torch
+
+from alexcompress.data import epoch_order
+from alexcompress.train import CentroidFinetuning, MaskedRetraining, SilentLog, TrainConfig, _train
+
+from .ddp_worker import CODED, Net, data, start_state
+from .test_train import make_image_folder
+
+HERE = Path(__file__).resolve().parent
+TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node"]
+
+
+def torchrun(n: int, *args: str, **kwargs) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run([*TORCHRUN, str(n), *map(str, args)], capture_output=True, text=True, timeout=300, env=env, **kwargs)
+
+
+@pytest.mark.parametrize("kind", ["masked", "centroids"])
+def test_two_ranks_stay_identical_exact_and_match_one_process(tmp_path, kind):
+    one, two = tmp_path / "one", tmp_path / "two"
+    one.mkdir(), two.mkdir()
+    for n, out in ((1, one), (2, two)):
+        done = torchrun(n, HERE / "ddp_worker.py", out, kind)
+        assert done.returncode == 0, done.stderr[-3000:]
+    ranks = [torch.load(two / f"rank{r}.pt", weights_only=True) for r in (0, 1)]
+    reference = torch.load(one / "rank0.pt", weights_only=True)
+    start = start_state(kind)
+    for key in start:
+        assert torch.equal(ranks[0][key], ranks[1][key]), key  # bit-identical across ranks
+        assert not torch.equal(ranks[0][key], start[key]) or key == "conv.bias", key  # it did train
+        torch.testing.assert_close(ranks[0][key], reference[key], rtol=1e-4, atol=1e-5)  # = one process, same global batch
+    for key in CODED:
+        pruned = start[key] == 0
+        assert (ranks[0][key][pruned] == 0).all()  # pruned weights exactly zero
+        if kind == "centroids":  # assignments fixed: as many distinct values as before, zeros where they were
+            assert ranks[0][key][~pruned].unique().numel() <= start[key][~pruned].unique().numel()
+            assert (ranks[0][key][~pruned] != 0).all()
+
+
+def test_epoch_order_shards_the_one_process_order():
+    whole = epoch_order(64, seed=3, epoch=2)
+    shards = [epoch_order(64, seed=3, epoch=2, rank=r, world=2) for r in (0, 1)]
+    assert sorted(shards[0] + shards[1]) == list(range(64))
+    # global batch b of 16 = the union of each rank's batch b of 8
+    for b in range(4):
+        assert sorted(shards[0][8 * b : 8 * b + 8] + shards[1][8 * b : 8 * b + 8]) == sorted(whole[16 * b : 16 * b + 16])
+    padded = [epoch_order(5, shuffle=False, rank=r, world=2) for r in (0, 1)]
+    assert padded == [[0, 2, 4], [1, 3, 0]]
+    assert [epoch_order(5, shuffle=False, rank=r, world=2, pad=False) for r in (0, 1)] == [[0, 2, 4], [1, 3]]
+
+
+class StopAt(SilentLog):
+    """Ctrl-C arriving right after batch `batch` of epoch `epoch` (1-based)."""
+
+    def __init__(self, epoch: int, batch: int) -> None:
+        self.at = (epoch, batch)
+
+    def batch(self, stage, epoch, epochs, batch, *rest):
+        if (epoch, batch) == self.at:
+            raise KeyboardInterrupt
+
+
+@pytest.mark.parametrize("kind", ["masked", "centroids"])
+def test_mid_epoch_resume_equals_an_unbroken_run(tmp_path, kind):
+    def run(log=None, resume=False, every=0):
+        torch.manual_seed(0)
+        net = Net()
+        ckpt = torch.load(tmp_path / "c.ckpt", weights_only=True) if resume else None
+        net.load_state_dict(OrderedDict(ckpt["model"]) if resume else start_state(kind))
+        config = TrainConfig(
+            epochs=3,
+            lr=0.05,
+            batch_size=8,
+            device="cpu",
+            seed=3,
+            checkpoint=str(tmp_path / "c.ckpt"),
+            resume=resume,
+            checkpoint_every=every,
+        )
+        if kind == "masked":
+            hooks = MaskedRetraining(net, CODED, ckpt["masks"] if resume else None)
+        else:
+            hooks = CentroidFinetuning(net, CODED, *((ckpt["assignments"], ckpt["centroids"]) if resume else ()))
+        _train(net, hooks, data(), config, stage="s", resume_from=ckpt, log=log)
+        return net.state_dict()
+
+    unbroken = run()
+    with pytest.raises(KeyboardInterrupt):
+        run(StopAt(2, 3))  # the interrupt's own checkpoint: epoch 2, after batch 3 of 8
+    assert torch.load(tmp_path / "c.ckpt", weights_only=True)["batch"] == 3
+    resumed = run(resume=True)
+    assert all(torch.equal(unbroken[k], resumed[k]) for k in unbroken)
+    # a periodic checkpoint (every 2 batches) taken before a crash that left no checkpoint of its own
+    with pytest.raises(KeyboardInterrupt):
+        run(StopAt(2, 2), every=2)  # written at batch 2 by the period, then again by the interrupt: same point
+    (tmp_path / "c.ckpt").rename(tmp_path / "keep.ckpt")
+    with pytest.raises(KeyboardInterrupt):
+        run(StopAt(3, 5), every=2)
+    shutil.copy(tmp_path / "keep.ckpt", tmp_path / "c.ckpt")
+    assert torch.load(tmp_path / "c.ckpt", weights_only=True)["batch"] == 2
+    resumed = run(resume=True)
+    assert all(torch.equal(unbroken[k], resumed[k]) for k in unbroken)
+
+
+CLI_ARGS = ["--sparsity", "0.5", "--image-size", "32", "--resize", "32", "--device", "cpu", "--log-every", "1"]
+
+
+@pytest.fixture(scope="module")
+def squeeze(tmp_path_factory):
+    root = tmp_path_factory.mktemp("ddp")
+    images = make_image_folder(root / "images", classes=2, per_class=32, size=32)
+    model = root / "sq.pt"
+    done = subprocess.run(
+        [sys.executable, "-m", "alexcompress", "init", "--arch", "squeezenet1_1", "--num-classes", "2", "-o", model, "-q"],
+        capture_output=True,
+    )
+    assert done.returncode == 0, done.stderr
+    return root, images, model
+
+
+def _rank_pids(parent: int) -> dict[int, int]:
+    """{rank: pid} of torchrun's workers (the descendants of `parent` whose environment has RANK)."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                ppid = int(Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(entry))
+    found, todo = {}, [parent]
+    while todo:
+        for pid in children.get(todo.pop(), []):
+            todo.append(pid)
+            try:
+                env = dict(v.split("=", 1) for v in Path(f"/proc/{pid}/environ").read_text().split("\0") if "=" in v)
+            except OSError:
+                continue
+            if "RANK" in env and "TORCHELASTIC_RUN_ID" in env:
+                found[int(env["RANK"])] = pid
+    return found
+
+
+def _start(args: list[str], stderr_path: Path) -> subprocess.Popen:
+    handle = open(stderr_path, "w")
+    return subprocess.Popen(
+        [*TORCHRUN, "2", "-m", "alexcompress", *map(str, args)],
+        stdout=subprocess.DEVNULL,
+        stderr=handle,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        start_new_session=True,
+    )
+
+
+def _wait_for(predicate, job: subprocess.Popen, what: str, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert job.poll() is None, f"the job ended before {what}"
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.005)
+
+
+def test_cli_under_torchrun_rank0_writes_and_resumes_mid_epoch(squeeze, tmp_path):
+    root, images, model = squeeze
+    common = ["prune", model, "--data", images, "--epochs", "3", "--batch-size", "4", *CLI_ARGS]
+    unbroken = tmp_path / "unbroken.pt"
+    done = torchrun(2, "-m", "alexcompress", *common, "-o", unbroken)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stderr.count("Achieved sparsity") == 1  # rank 0 alone prints
+    assert "retrain epoch 3/3 done" in done.stderr and not (tmp_path / "unbroken.pt.ckpt").exists()
+
+    # pre-empted: frozen right after its first mid-epoch checkpoint, then killed outright
+    output, ckpt = tmp_path / "resumed.pt", tmp_path / "resumed.pt.ckpt"
+    job = _start([*common, "-o", output, "--checkpoint-every", "2"], tmp_path / "stderr.txt")
+    try:
+        _wait_for(ckpt.exists, job, "the first checkpoint")
+        ranks = _rank_pids(job.pid)
+        for pid in ranks.values():
+            os.kill(pid, signal.SIGSTOP)
+        saved = ckpt.read_bytes()
+    finally:
+        os.killpg(job.pid, signal.SIGKILL)
+        job.wait(timeout=60)
+    assert len(ranks) == 2 and not output.exists()
+    ckpt.write_bytes(saved)
+    state = torch.load(ckpt, weights_only=True)
+    assert state["batch"] > 0 and state["world"] == 2 and len(state["rng"]) == 2
+    done = torchrun(2, "-m", "alexcompress", *common, "-o", output, "--checkpoint-every", "2", "--resume")
+    assert done.returncode == 0, done.stderr[-3000:]
+    a, b = torch.load(unbroken, weights_only=True), torch.load(output, weights_only=True)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not ckpt.exists()  # removed after the successful run
+    ckpt.write_bytes(saved)
+    done = torchrun(1, "-m", "alexcompress", *common, "-o", tmp_path / "x.pt", "--checkpoint", ckpt, "--resume")
+    assert done.returncode != 0 and "resume it with the same number (1 now)" in done.stderr
+
+
+def test_a_dead_rank_ends_the_job_with_no_output(squeeze, tmp_path):
+    root, images, model = squeeze
+    output = tmp_path / "out.pt"
+    job = _start(["prune", model, "--data", images, "--epochs", "200", "--batch-size", "4", *CLI_ARGS, "-o", output], tmp_path / "err.txt")
+    try:
+        _wait_for(lambda: "step 2/" in (tmp_path / "err.txt").read_text(), job, "training to start")
+        os.kill(_rank_pids(job.pid)[1], signal.SIGKILL)
+        code = job.wait(timeout=120)
+    finally:
+        if job.poll() is None:
+            os.killpg(job.pid, signal.SIGKILL)
+    assert code != 0
+    assert not output.exists() and not list(tmp_path.glob("*.tmp*"))
+    assert not _rank_pids(job.pid)  # no rank left behind
+
+
+def test_distributed_eval_reports_global_counts(squeeze):
+    root, images, model = squeeze
+    single = subprocess.run(
+        [sys.executable, "-m", "alexcompress", "eval", model, "--data", images, *CLI_ARGS[2:8], "--batch-size", "5"],
+        capture_output=True,
+        text=True,
+    )
+    assert single.returncode == 0, single.stderr
+    done = torchrun(2, "-m", "alexcompress", "eval", model, "--data", images, *CLI_ARGS[2:8], "--batch-size", "5")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout == single.stdout and "(64 images, 2 classes)" in done.stdout  # printed once, every image counted once
