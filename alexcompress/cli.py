@@ -190,6 +190,11 @@ SparseOpt = Annotated[
 ]
 
 
+class Quantizer(str, Enum):
+    kmeans = "kmeans"
+    ecsq = "ecsq"
+
+
 class InitMethod(str, Enum):
     linear = "linear"
     density = "density"
@@ -252,10 +257,55 @@ class PruneOptions:
     std_scale: Annotated[
         Optional[float], typer.Option("--std-scale", help="Prune |w| < SCALE * std(layer) in every layer.", show_default=False)
     ] = None
+    target_ratio: Annotated[
+        Optional[float],
+        typer.Option(
+            "--target-ratio",
+            help="Choose per-layer keep rates and bits from --curves to reach this compression ratio at the least predicted loss.",
+            show_default=False,
+        ),
+    ] = None
+    max_drop: Annotated[
+        Optional[float],
+        typer.Option(
+            "--max-drop",
+            help="Choose per-layer keep rates and bits from --curves: the smallest file within this predicted top-1 drop (pp).",
+            show_default=False,
+        ),
+    ] = None
+    curves: Annotated[
+        Optional[str],
+        typer.Option(
+            "--curves",
+            help="Sensitivity curves from `alexcompress sensitivity --save` (for --target-ratio/--max-drop).",
+            show_default=False,
+        ),
+    ] = None
 
-    def spec(self) -> Any:
+    def allocation(self) -> Any:
+        """The automatic per-layer allocation asked for, or None."""
+        from .sensitivity import allocate, read_curves
+
+        if self.target_ratio is None and self.max_drop is None:
+            if self.curves is not None:
+                raise AlexCompressError("--curves is read by --target-ratio or --max-drop; give one of them")
+            return None
+        if self.target_ratio is not None and self.max_drop is not None:
+            raise AlexCompressError("give --target-ratio or --max-drop, not both")
+        if any(x is not None for x in (self.sparsity, self.rates, self.preset, self.std_scale)):
+            raise AlexCompressError("--target-ratio/--max-drop choose the keep rates: drop --sparsity, --rates, --preset and --std-scale")
+        if self.curves is None:
+            raise AlexCompressError(
+                "--target-ratio/--max-drop choose from measured curves: run `alexcompress sensitivity MODEL --data VAL "
+                "--save curves.json` first and pass --curves curves.json"
+            )
+        return allocate(read_curves(self.curves), target_ratio=self.target_ratio, max_drop=self.max_drop)
+
+    def spec(self, allocation: Any = None) -> Any:
         from .pipeline import PruneSpec
 
+        if allocation is not None:
+            return PruneSpec(rates=dict(allocation.rates))
         if sum(x is not None for x in (self.sparsity, self.rates, self.preset, self.std_scale)) > 1:
             raise typer.BadParameter("give only one of --sparsity, --rates, --preset, --std-scale")
         rates = parse_assignments(self.rates, "--rates", float) if self.rates is not None else None
@@ -281,6 +331,13 @@ class QuantOptions:
     shared_codebook: Annotated[bool, typer.Option("--shared-codebook", help="One codebook for all layers (the seed script's method).")] = (
         False
     )
+    quantizer: Annotated[
+        Quantizer,
+        typer.Option("--quantizer", help="kmeans (the paper) or ecsq (entropy-constrained: fewer, cheaper codes; a smaller file)."),
+    ] = "kmeans"  # type: ignore[assignment]
+    rate_weight: Annotated[
+        float, typer.Option("--rate-weight", help="ecsq: weight of code length (bits) against squared error / weight variance.")
+    ] = 0.02
 
     def spec(self, seed: int) -> Any:
         """The quantization spec; widths checked with the flag names before a 230 MB model is read."""
@@ -293,7 +350,18 @@ class QuantOptions:
         layer_bits = parse_assignments(self.layer_bits, "--layer-bits", int) if self.layer_bits is not None else {}
         for name, value in layer_bits.items():
             check_bits(f"--layer-bits {name}", value)
-        return QuantizeSpec(self.conv_bits, self.fc_bits, self.bits, layer_bits, self.init.value, seed, self.shared_codebook)
+        check_range("--rate-weight", self.rate_weight, 0, 100)
+        return QuantizeSpec(
+            self.conv_bits,
+            self.fc_bits,
+            self.bits,
+            layer_bits,
+            self.init.value,
+            seed,
+            self.shared_codebook,
+            Quantizer(self.quantizer).value,
+            self.rate_weight,
+        )
 
 
 @dataclass
@@ -699,8 +767,11 @@ def prune(
     """Stage 1: zero small-magnitude weights (AlexNet: --preset paper, others: --sparsity 0.9); --data retrains."""
     from .pipeline import prune as prune_state
     from .pipeline import prune_and_retrain
+    from .report import print_allocation
+    from .sensitivity import check_allocation
 
-    spec = method.spec()
+    allocation = method.allocation()
+    spec = method.spec(allocation)
     check_range("--seed", seed, 0, MAX_SEED)
     check_range("--iterations", iterations, 1, 1000)
     if iterations > 1 and training.data is None:
@@ -711,6 +782,10 @@ def prune(
         config = training.config(model, target, seed) if training.data is not None else None
         dataset, validation = training.datasets(images, seed) if training.data is not None else (None, None)
         source = read_model(model, arch)
+        if allocation is not None:
+            check_allocation(allocation, source.state, source.arch)
+            print_allocation(console, allocation, source.arch)
+            console.print(f"quantize the result with: --layer-bits '{allocation.bits_option()}'", markup=False)
         if dataset is None:
             result = prune_state(source.state, spec, arch=source.arch, inplace=True)
             _announce(console, source)
@@ -852,6 +927,103 @@ def evaluate_command(
                 f"{printable(source.label)}: top-1 {result.top1:.2%}  top-5 {result.top5:.2%}  loss {result.loss:.4f}  ({result.samples:,} images, {classes} classes)",
                 markup=False,
             )
+
+
+def _grid(text: str, what: str, convert: Callable[[str], Any], low: float, high: float) -> tuple:
+    try:
+        values = tuple(sorted({convert(x) for x in text.split(",")}, reverse=True))
+    except ValueError:
+        raise AlexCompressError(f"{what} must be comma-separated numbers, got {text!r}") from None
+    if not values or not all(low <= v <= high for v in values):
+        raise AlexCompressError(f"{what} values must be between {low} and {high}, got {text!r}")
+    return values
+
+
+@app.command()
+@command
+@option_group(images=ImageOptions)
+def sensitivity(
+    model: ModelArg,
+    data: Annotated[
+        str, typer.Option("--data", help="ImageFolder tree of validation images (not the test set you report).", show_default=False)
+    ],
+    save: Annotated[
+        Optional[str], typer.Option("--save", help="Write the curves as JSON, for prune/compress --curves.", show_default=False)
+    ] = None,
+    plot: Annotated[
+        Optional[str], typer.Option("--plot", help="Draw the curves to this PNG (needs matplotlib).", show_default=False)
+    ] = None,
+    keep_grid: Annotated[
+        str, typer.Option("--keep-grid", help="Keep rates to try per layer.")
+    ] = "1,0.7,0.5,0.35,0.25,0.15,0.1,0.07,0.05,0.03,0.02",
+    bits_grid: Annotated[str, typer.Option("--bits-grid", help="Bit widths to try per layer.")] = "8,6,5,4,3,2",
+    limit: Annotated[Optional[int], typer.Option("--limit", help="Score on at most this many images.", show_default=False)] = None,
+    batch_size: BatchOpt = 128,
+    workers: WorkersOpt = 0,
+    device: DeviceOpt = "auto",
+    arch: ArchOpt = None,
+    force: ForceOpt = False,
+    quiet: QuietOpt = False,
+    images: ImageOptions = ImageOptions(),
+) -> None:
+    """Validation top-1 with each layer alone pruned to each keep rate and quantized to each width (the
+    paper's sensitivity curves): the table (stdout), --save for automatic allocation, --plot for the figure."""
+    from .data import loader, resolve_device
+    from .evaluate import evaluate
+    from .models import build_model
+    from .sensitivity import measure
+
+    keeps = _grid(keep_grid, "--keep-grid", float, 1e-4, 1.0)
+    widths = _grid(bits_grid, "--bits-grid", int, 1, 8)
+    check_range("--limit", limit, 1)
+    check_range("--batch-size", batch_size, 1, 1 << 20)
+    check_range("--workers", workers, 0, 1024)
+    for target in (save, plot):
+        if target is not None:
+            check_output(target, inputs=(model,), force=force)
+    console = _console(quiet)
+    dataset = _dataset(data, images)
+    target_device = resolve_device(device, "--device")
+    source = read_model(model, arch)
+    _announce(console, source)
+    net = build_model(source.state, source.arch).to(target_device)
+
+    def score(module: Any) -> tuple[float, int]:
+        result = evaluate(module, loader(dataset, batch_size=batch_size, workers=workers), device=target_device, limit=limit)
+        return result.top1, result.samples
+
+    curves = measure(
+        net,
+        source.arch,
+        score,
+        keep_grid=keeps,
+        bits_grid=widths,
+        on_step=lambda name, text: console.print(f"{name}: {text}", markup=False),
+    )
+    out = _console(stderr=False)
+    for what, grid, label in (("keep", keeps, lambda k: f"{k:.0%}"), ("bits", widths, lambda b: f"{b} bits")):
+        table = Table(
+            title=f"validation top-1 with one layer {'pruned' if what == 'keep' else 'quantized'} (baseline {curves.baseline:.2%})"
+        )
+        table.add_column("layer")
+        for point in grid:
+            table.add_column(label(point), justify="right")
+        for layer in curves.layers:
+            table.add_row(printable(layer.name), *(f"{100 * getattr(layer, what)[p]:.1f}" for p in grid))
+        out.print(table)
+    out.print(
+        f"{curves.samples:,} validation images, {len(curves.layers) * (len(keeps) + len(widths)) + 1} evaluations, {curves.seconds:.0f} s"
+    )
+    if save is not None:
+        write_output(save, (curves.to_json() + "\n").encode())
+        _wrote(console, save)
+    if plot is not None:
+        from pathlib import Path
+
+        from .plots import sensitivity_figure
+
+        sensitivity_figure(Path(plot), curves)
+        _wrote(console, plot)
 
 
 @app.command()
@@ -1017,13 +1189,19 @@ def compress(
     from .container import parse_header
     from .dcz import decode_arrays
     from .pipeline import compress as compress_state
-    from .report import print_info, print_ladder
+    from .report import print_allocation, print_info, print_ladder
+    from .sensitivity import check_allocation
 
-    spec, quant_spec, width = method.spec(), quant.spec(seed), _parse_index_bits(index_bits)
+    allocation = method.allocation()
+    spec, quant_spec, width = method.spec(allocation), quant.spec(seed), _parse_index_bits(index_bits)
     check_range("--seed", seed, 0, MAX_SEED)
     console = _console(quiet)
     target = _plan_output(model, arch, output, ".dcz", force)
     source = read_model(model, arch)
+    if allocation is not None:  # the chosen widths, under any --layer-bits the user gave
+        check_allocation(allocation, source.state, source.arch)
+        print_allocation(console, allocation, source.arch)
+        quant_spec = dataclasses.replace(quant_spec, layer_bits={**allocation.bits, **quant_spec.layer_bits})
     result = compress_state(source.state, arch=source.arch, pruning=spec, quantization=quant_spec, index_bits=width, inplace=True)
     _announce(console, source)
     _print_pruning(console, result.pruning)

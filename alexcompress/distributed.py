@@ -98,6 +98,11 @@ def session(device: str = "auto") -> Iterator[Group]:
     dist.init_process_group(backend=backend)
     try:
         yield current()
+    except RuntimeError as exc:  # the group is still up here, so the failure can be recognised
+        message = collective_failure(exc)
+        if message is None:
+            raise
+        raise AlexCompressError(message) from None
     finally:
         dist.destroy_process_group()
 
@@ -143,6 +148,20 @@ def check_agreement(model: "torch.nn.Module", what: str) -> None:
     for rank, other in enumerate(prints[1:], start=1):
         if other != prints[0]:
             raise AlexCompressError(f"{what}: rank {rank} holds different weights from rank 0 (the ranks diverged)")
+
+
+def collective_failure(exc: BaseException) -> str | None:
+    """The one-line error for a collective that failed because another process of the job is gone (the
+    usual way a rank learns of a peer's death), or None for any other exception."""
+    import sys
+
+    dist = sys.modules.get("torch.distributed")
+    if dist is None or not (dist.is_available() and dist.is_initialized()) or not isinstance(exc, RuntimeError):
+        return None
+    text = " ".join(str(exc).split())
+    if not (isinstance(exc, getattr(dist, "DistError", ())) or any(word in text for word in ("gloo", "NCCL", "nccl", "Connection"))):
+        return None
+    return f"rank {dist.get_rank()}: another process of the job stopped, so this one stops too ({text[:160]})"
 
 
 def _collective_device() -> "torch.device":

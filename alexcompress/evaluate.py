@@ -7,9 +7,26 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Optional
 
+from .errors import AlexCompressError
+
 if TYPE_CHECKING:
     import torch
     from torch.utils.data import DataLoader
+
+
+def forward(model: "torch.nn.Module", images: "torch.Tensor") -> "torch.Tensor":
+    """`model(images)`, with the error a user can act on when the images do not fit the model (too small
+    for its pooling, the wrong number of channels) instead of torch's traceback."""
+    try:
+        return model(images)
+    except RuntimeError as exc:
+        text = " ".join(str(exc).split())
+        if not any(word in text for word in ("size", "shape", "channels")):
+            raise
+        height, width = images.shape[-2:]
+        raise AlexCompressError(
+            f"the model cannot run on {height}x{width} images with {images.shape[1]} channels ({text[:150]}); change --image-size/--resize"
+        ) from None
 
 
 @dataclass(frozen=True)
@@ -42,7 +59,7 @@ def evaluate(
             if limit is not None:
                 images, labels = images[: limit - seen], labels[: limit - seen]
             images, labels = images.to(device), labels.to(device)
-            logits = model(images)
+            logits = forward(model, images)
             loss_sum += float(cross_entropy(logits, labels, reduction="sum"))
             top = logits.topk(min(5, logits.shape[1]), dim=1).indices
             correct1 += int((top[:, 0] == labels).sum())

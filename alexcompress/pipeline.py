@@ -101,6 +101,8 @@ class QuantizeSpec:
     init: str = "linear"
     seed: int = 0
     shared_codebook: bool = False
+    quantizer: str = "kmeans"  # kmeans | ecsq (see quantization.QUANTIZERS)
+    rate_weight: float = 0.02  # ecsq: weight of the code length against the squared error
 
     def apply(self, state: Mapping[str, Any], *, arch: str | None = None, inplace: bool = False) -> QuantizeResult:
         return quantize(state, arch=arch, inplace=inplace, **asdict(self))
@@ -113,6 +115,8 @@ class QuantizeSpec:
         del out["bits"]
         if not out["layer_bits"]:
             del out["layer_bits"]
+        if self.quantizer == "kmeans":  # the paper's default leaves the header as it always was
+            del out["quantizer"], out["rate_weight"]
         return out
 
 

@@ -176,3 +176,28 @@ def write_report(out: Path, header: DczHeader, data: bytes, original: Optional[M
         ladder_figure(out, header),
         code_length_figure(out, header, data),
     ]
+
+
+def sensitivity_figure(path: Path, curves: Any) -> Path:
+    """Han et al. 2015's Fig. 5 for any model: validation top-1 against each layer's keep rate (left) and
+    bit width (right), one layer changed at a time."""
+    plt = _pyplot()
+    fig, (left, right) = plt.subplots(1, 2, figsize=SIZE)
+    for layer in curves.layers:
+        keep = sorted(layer.keep)
+        left.plot([100 * k for k in keep], [100 * layer.keep[k] for k in keep], marker="o", ms=3, label=layer.name)
+        bits = sorted(layer.bits)
+        right.plot(bits, [100 * layer.bits[b] for b in bits], marker="o", ms=3, label=layer.name)
+    left.set_xscale("log")
+    left.set_xlabel("weights kept (%), this layer alone")
+    right.set_xlabel("bits per weight code, this layer alone")
+    for ax in (left, right):
+        ax.axhline(100 * curves.baseline, color="grey", lw=0.8, ls="--")
+        ax.set_ylabel("validation top-1 (%)")
+        ax.grid(alpha=0.3)
+    left.invert_xaxis()
+    right.invert_xaxis()
+    left.legend(fontsize=7, ncol=2)
+    fig.suptitle(f"Sensitivity of {curves.arch} ({curves.samples:,} validation images, baseline {curves.baseline:.2%})")
+    fig.tight_layout()
+    return _save(fig, path)

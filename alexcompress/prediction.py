@@ -99,6 +99,7 @@ def predict_images(
     import torch
 
     from .data import load_image
+    from .evaluate import forward
 
     transform = preprocessing.transform()
     model = model.to(device).eval()
@@ -106,7 +107,7 @@ def predict_images(
 
     def run(items: list[tuple[str, torch.Tensor]]) -> Iterator[Prediction]:
         with torch.no_grad():
-            logits = model(torch.stack([x for _, x in items]).to(device))
+            logits = forward(model, torch.stack([x for _, x in items]).to(device))
         probabilities = logits.float().softmax(dim=1)
         top = probabilities.topk(min(topk, probabilities.shape[1]), dim=1)
         for (path, _), p, c in zip(items, top.values.tolist(), top.indices.tolist()):

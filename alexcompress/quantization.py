@@ -113,6 +113,88 @@ def kmeans_1d(
     return centroids, np.searchsorted(boundaries.astype(x.dtype), x, side="left"), iterations
 
 
+def ecsq_1d(
+    values: np.ndarray, k: int, *, rate_weight: float = 0.05, init: str = "linear", seed: int = 0, max_iter: int = 200
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """Entropy-constrained scalar quantization (Chou, Lookabaugh & Gray 1989; Choi et al. 2017): at most k
+    centroids minimising  mean (w - c)^2 / var(w) + rate_weight * (Huffman code length of c, in bits).
+
+    Starts from k-means; then alternates (1) assignment by the lower envelope of the k cost parabolas
+    (exact in 1-D: each centroid wins one interval, some none), (2) centroids to the mean of their interval,
+    (3) code lengths -log2(count / n), the information content the Huffman coder approaches within a
+    fraction of a bit (Huffman's own integer lengths are too coarse to steer single weights: a value whose
+    length equals its neighbour's never moves). Clusters that lose all their weights are dropped, so more
+    weights fall on fewer, cheaper codes. `rate_weight` 0 is k-means. Returns (sorted float64 centroids,
+    labels, iterations), like `kmeans_1d`.
+
+    >>> x = np.concatenate([np.full(90, 0.1), np.full(9, 0.5), [0.52]])
+    >>> c, labels, _ = ecsq_1d(x, 4, rate_weight=0.0)
+    >>> c.size
+    3
+    >>> c, labels, _ = ecsq_1d(x, 4, rate_weight=1.0)   # the rare value joins its neighbour
+    >>> c.size, np.bincount(labels).tolist()
+    (2, [90, 10])
+    """
+    centroids, _, _ = kmeans_1d(values, k, init=init, seed=seed)
+    x = np.asarray(values).reshape(-1)
+    if x.size == 0 or centroids.size <= 1 or rate_weight <= 0:
+        return centroids, np.searchsorted((centroids[:-1] + centroids[1:]) / 2, x, side="left") if x.size else np.empty(0, np.int64), 0
+    v = np.sort(x).astype(np.float64)
+    prefix = np.concatenate(([0.0], np.cumsum(v)))
+    lam = rate_weight * float(v.var()) if v.var() > 0 else 0.0
+    boundaries = (centroids[:-1] + centroids[1:]) / 2
+    ends = np.concatenate(([0], np.searchsorted(v, boundaries, side="right"), [v.size]))
+    iterations = 0
+    for iterations in range(1, max_iter + 1):
+        counts = np.diff(ends)
+        keep = counts > 0
+        centroids, counts, ends = centroids[keep], counts[keep], np.concatenate(([0], ends[1:][keep]))
+        centroids = (prefix[ends[1:]] - prefix[ends[:-1]]) / counts
+        boundaries, winners = _envelope(centroids, lam * _information(counts))
+        centroids = centroids[winners]
+        new_ends = np.concatenate(([0], np.searchsorted(v, boundaries, side="right"), [v.size]))
+        if new_ends.size == ends.size and np.array_equal(new_ends, ends):
+            break
+        ends = new_ends
+    counts = np.diff(ends)
+    centroids = np.where(counts > 0, (prefix[ends[1:]] - prefix[ends[:-1]]) / np.maximum(counts, 1), centroids)[counts > 0]
+    boundaries, winners = _envelope(centroids, lam * _information(counts[counts > 0]))
+    centroids = centroids[winners]
+    return centroids, np.searchsorted(boundaries, x.astype(np.float64), side="left"), iterations
+
+
+def _information(counts: np.ndarray) -> np.ndarray:
+    return -np.log2(counts / counts.sum())
+
+
+def _envelope(centroids: np.ndarray, penalty: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The minimum over j of (w - c_j)^2 + penalty_j along w: which centroids win an interval (indices, in
+    order) and the boundaries between consecutive winners. Expanding the square, it is the lower envelope of
+    the lines -2 c_j w + (c_j^2 + penalty_j): a convex-hull pass over centroids sorted ascending."""
+    hull: list[int] = []
+    starts: list[float] = []  # where each hull line starts to win
+    for j in range(centroids.size):
+        while hull:
+            i = hull[-1]
+            # line j (larger c) beats line i for w above this point
+            cross = (centroids[j] ** 2 + penalty[j] - centroids[i] ** 2 - penalty[i]) / (2 * (centroids[j] - centroids[i]))
+            if cross <= starts[-1]:
+                hull.pop()
+                starts.pop()
+                continue
+            break
+        starts.append(-np.inf if not hull else cross)
+        hull.append(j)
+    return np.asarray(starts[1:], dtype=np.float64), np.asarray(hull, dtype=np.int64)
+
+
+#: 1-D quantizers by name: (values, k, init=, seed=, rate_weight=) -> (sorted centroids, labels, iterations)
+QUANTIZERS = {
+    "kmeans": lambda values, k, *, init, seed, rate_weight: kmeans_1d(values, k, init=init, seed=seed),
+    "ecsq": ecsq_1d,
+}
+
+
 def centroids_to_float32(centroids: np.ndarray) -> np.ndarray:
     """float32 centroids with exact zeros moved to the smallest normal float32 of the same sign."""
     c32 = centroids.astype(np.float32)
@@ -137,6 +219,8 @@ def quantize(
     init: str = "linear",
     seed: int = 0,
     shared_codebook: bool = False,
+    quantizer: str = "kmeans",
+    rate_weight: float = 0.02,
     arch: str | None = None,
     inplace: bool = False,
 ) -> QuantizeResult:
@@ -144,7 +228,8 @@ def quantize(
     `layer_bits` maps layer names or globs to their own width and wins over both).
 
     With `shared_codebook`, one codebook of 2**bits (default `fc_bits`) centroids serves every layer, as
-    in the seed script.
+    in the seed script. `quantizer` names an entry of QUANTIZERS: `kmeans` (the paper), or `ecsq`, which
+    also weighs each code's length (`rate_weight`, see `ecsq_1d`) and so leaves a smaller file.
 
     >>> from alexcompress.models import random_model
     >>> from alexcompress.pruning import prune_global
@@ -162,6 +247,11 @@ def quantize(
     architecture = resolve_arch(state, arch)
     if init not in INITS:
         raise AlexCompressError(f"unknown init {init!r}; choose one of {', '.join(INITS)}")
+    if quantizer not in QUANTIZERS:
+        raise AlexCompressError(f"unknown quantizer {quantizer!r}; choose one of {', '.join(QUANTIZERS)}")
+    if not (np.isfinite(rate_weight) and 0 <= rate_weight <= 100):
+        raise AlexCompressError(f"rate weight must be between 0 and 100, got {rate_weight}")
+    fit = QUANTIZERS[quantizer]
     out: OrderedDict = OrderedDict()
     keys = []
     for key, value in state.items():
@@ -184,7 +274,7 @@ def quantize(
     if shared_codebook:
         shared_bits = bits if bits is not None else fc_bits
         everything = np.concatenate([flats[k][nonzero[k]] for k in keys]) if keys else np.empty(0, np.float32)
-        centroids, labels, iters = kmeans_1d(everything, 2**shared_bits, init=init, seed=seed)
+        centroids, labels, iters = fit(everything, 2**shared_bits, init=init, seed=seed, rate_weight=rate_weight)
         start = 0
         for key in keys:
             n = nonzero[key].size
@@ -193,7 +283,7 @@ def quantize(
             start += n
     else:
         for key in keys:
-            fits[key] = kmeans_1d(flats[key][nonzero[key]], 2 ** widths[key], init=init, seed=seed)
+            fits[key] = fit(flats[key][nonzero[key]], 2 ** widths[key], init=init, seed=seed, rate_weight=rate_weight)
 
     layers = []
     for key in keys:

@@ -269,3 +269,25 @@ def print_state_dict(console: Console, state: Mapping[str, np.ndarray], arch: st
         )
     console.print(table)
     console.print(f"dense size: {sum(np.asarray(v).nbytes for v in state.values()):,} bytes")
+
+
+def print_allocation(console: Console, allocation: Any, arch: str) -> None:
+    """The keep rates and widths an automatic allocation chose, beside the paper's (AlexNet)."""
+    from .sensitivity import coded_bytes
+
+    paper = arch == "alexnet"
+    table = Table(title="Automatic allocation (from the sensitivity curves)", title_style="bold")
+    for column in ("layer", "weights", "keep", "bits", *(("paper keep", "paper bits") if paper else ()), "predicted bytes"):
+        table.add_column(column, justify="left" if column == "layer" else "right")
+    for key, keep in allocation.rates.items():
+        name, bits, weights = allocation.names[key], allocation.bits[key], allocation.weights[key]
+        extra = ()
+        if paper:
+            extra = (f"{PAPER_KEEP_RATES[name]:.0%}" if name in PAPER_KEEP_RATES else "-", "8" if name.startswith("conv") else "5")
+        table.add_row(escape(printable(name)), f"{weights:,}", f"{keep:.0%}", str(bits), *extra, f"{coded_bytes(weights, keep, bits):,}")
+    console.print(table)
+    console.print(
+        f"predicted: {allocation.predicted_bytes:,} bytes, {allocation.predicted_ratio:.1f}x, top-1 drop {allocation.predicted_drop:.2f} pp "
+        "before retraining (the layers' drops added)",
+        markup=False,
+    )

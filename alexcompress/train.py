@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any, Optional, Protocol
 from .data import batches_per_epoch, loader
 from .distributed import all_sum, check_agreement, current, gather, rank_device
 from .errors import AlexCompressError
+from .evaluate import forward
 from .fileio import interrupts_deferred
 from .models import build_model, compressible_keys
 
@@ -423,7 +424,7 @@ def _train(
                         g["lr"] = config.lr * config.lr_factor(epoch * steps + index, steps)
                     optimizer.zero_grad(set_to_none=True)
                     with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-                        logits = net(images)
+                        logits = forward(net, images)
                     loss = cross_entropy(logits.float(), labels, label_smoothing=config.label_smoothing)
                     (scaler.scale(loss) if scaler is not None else loss).backward()
                     hooks.after_backward(model)

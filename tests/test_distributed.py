@@ -168,6 +168,28 @@ def _start(args: list[str], stderr_path: Path) -> subprocess.Popen:
     )
 
 
+def _alive(pid: int) -> bool:
+    """Whether `pid` still runs (a zombie waiting to be reaped counts as gone)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def _kill_job(job: subprocess.Popen, ranks: dict[int, int]) -> None:
+    """torchrun and its workers (which run in sessions of their own, out of reach of a group kill)."""
+    for pid in ranks.values():
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    try:
+        os.killpg(job.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    job.wait(timeout=60)
+
+
 def _wait_for(predicate, job: subprocess.Popen, what: str, timeout: float = 120) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
@@ -188,6 +210,7 @@ def test_cli_under_torchrun_rank0_writes_and_resumes_mid_epoch(squeeze, tmp_path
     # pre-empted: frozen right after its first mid-epoch checkpoint, then killed outright
     output, ckpt = tmp_path / "resumed.pt", tmp_path / "resumed.pt.ckpt"
     job = _start([*common, "-o", output, "--checkpoint-every", "2"], tmp_path / "stderr.txt")
+    ranks: dict[int, int] = {}
     try:
         _wait_for(ckpt.exists, job, "the first checkpoint")
         ranks = _rank_pids(job.pid)
@@ -195,8 +218,7 @@ def test_cli_under_torchrun_rank0_writes_and_resumes_mid_epoch(squeeze, tmp_path
             os.kill(pid, signal.SIGSTOP)
         saved = ckpt.read_bytes()
     finally:
-        os.killpg(job.pid, signal.SIGKILL)
-        job.wait(timeout=60)
+        _kill_job(job, ranks)
     assert len(ranks) == 2 and not output.exists()
     ckpt.write_bytes(saved)
     state = torch.load(ckpt, weights_only=True)
@@ -215,16 +237,20 @@ def test_a_dead_rank_ends_the_job_with_no_output(squeeze, tmp_path):
     root, images, model = squeeze
     output = tmp_path / "out.pt"
     job = _start(["prune", model, "--data", images, "--epochs", "200", "--batch-size", "4", *CLI_ARGS, "-o", output], tmp_path / "err.txt")
+    ranks: dict[int, int] = {}
     try:
         _wait_for(lambda: "step 2/" in (tmp_path / "err.txt").read_text(), job, "training to start")
-        os.kill(_rank_pids(job.pid)[1], signal.SIGKILL)
+        ranks = _rank_pids(job.pid)
+        os.kill(ranks[1], signal.SIGKILL)
         code = job.wait(timeout=120)
+        survivor_alive = _alive(ranks[0])
     finally:
-        if job.poll() is None:
-            os.killpg(job.pid, signal.SIGKILL)
+        _kill_job(job, ranks)
     assert code != 0
+    assert not survivor_alive  # torchrun ended rank 0 too: no rank left hanging
+    ours = [line for line in (tmp_path / "err.txt").read_text().splitlines() if line.startswith("alexcompress: error: ")]
+    assert len(ours) == 1 and ("another process of the job stopped" in ours[0] or "terminated by SIGTERM" in ours[0]), ours
     assert not output.exists() and not list(tmp_path.glob("*.tmp*"))
-    assert not _rank_pids(job.pid)  # no rank left behind
 
 
 def test_distributed_eval_reports_global_counts(squeeze):

@@ -1,0 +1,263 @@
+"""Sensitivity analysis and automatic per-layer allocation (what the paper did by hand for Table 4).
+
+`measure` prunes (or quantizes) one layer at a time, leaving the others as they are, and records the
+validation top-1 at each keep rate and each bit width: Han et al. 2015's Fig. 5, for any model. `allocate`
+then picks, per layer, a keep rate and a width from those curves and from a model of each layer's *coded*
+size (what the `.dcz` spends on it after Huffman coding), to reach a compression ratio at the least
+predicted loss, or the smallest file within an allowed loss. The prediction adds the layers' losses, which
+the retraining that follows usually beats; it is a ranking of options, not a promise.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any, Optional
+
+import numpy as np
+
+from .archs import get_arch
+from .errors import AlexCompressError
+from .models import as_numpy, compressible_keys
+
+if TYPE_CHECKING:
+    import torch
+
+KEEP_GRID = (1.0, 0.7, 0.5, 0.35, 0.25, 0.15, 0.1, 0.07, 0.05, 0.03, 0.02)
+BITS_GRID = (8, 6, 5, 4, 3, 2)
+FORMAT = "alexcompress-sensitivity-1"
+
+
+@dataclass
+class LayerCurve:
+    key: str
+    name: str  # the architecture's display name (conv1 ... fc8 for AlexNet)
+    weights: int
+    nonzero: int  # in the analysed model (a keep rate is a fraction of `weights`)
+    keep: dict[float, float] = field(default_factory=dict)  # keep rate -> validation top-1
+    bits: dict[int, float] = field(default_factory=dict)  # bit width -> validation top-1
+
+
+@dataclass
+class Curves:
+    arch: str
+    baseline: float  # validation top-1 of the model as given
+    samples: int
+    layers: list[LayerCurve]
+    raw_bytes: int = 0  # what the uncoded tensors (biases, norms) occupy in a .dcz
+    seconds: float = 0.0
+
+    def to_json(self) -> str:
+        return json.dumps({"format": FORMAT, **asdict(self)}, indent=1)
+
+    @classmethod
+    def from_json(cls, text: str, where: str) -> "Curves":
+        try:
+            obj = json.loads(text)
+            if obj.get("format") != FORMAT:
+                raise ValueError(f"format is {obj.get('format')!r}, expected {FORMAT!r}")
+            layers = [
+                LayerCurve(
+                    str(row["key"]),
+                    str(row["name"]),
+                    int(row["weights"]),
+                    int(row["nonzero"]),
+                    {float(k): float(v) for k, v in row["keep"].items()},
+                    {int(k): float(v) for k, v in row["bits"].items()},
+                )
+                for row in obj["layers"]
+            ]
+            curves = cls(
+                str(obj["arch"]), float(obj["baseline"]), int(obj["samples"]), layers, int(obj["raw_bytes"]), float(obj["seconds"])
+            )
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise AlexCompressError(f"{where}: not a sensitivity file written by `alexcompress sensitivity --save` ({exc})") from None
+        for layer in curves.layers:
+            values = [*layer.keep, *layer.keep.values(), *layer.bits.values()]
+            if not all(math.isfinite(v) for v in values) or not layer.keep or not layer.bits or layer.weights < 1:
+                raise AlexCompressError(f"{where}: layer {layer.key} has an empty or non-finite curve")
+        return curves
+
+
+def _prune_one(values: np.ndarray, keep: float) -> np.ndarray:
+    from .pruning import prune_by_rates
+
+    return as_numpy(prune_by_rates({"w": values.copy()}, {"w": keep}, arch="none", inplace=True).state["w"])
+
+
+def _quantize_one(values: np.ndarray, bits: int) -> np.ndarray:
+    from .quantization import quantize
+
+    return as_numpy(quantize({"w": values.copy()}, bits=bits, arch="none", inplace=True).state["w"])
+
+
+def measure(
+    model: "torch.nn.Module",
+    arch: str,
+    score: Callable[["torch.nn.Module"], tuple[float, int]],
+    *,
+    keep_grid: Sequence[float] = KEEP_GRID,
+    bits_grid: Sequence[int] = BITS_GRID,
+    on_step: Optional[Callable[[str, str], None]] = None,
+) -> Curves:
+    """Each coded layer of `model` pruned alone to every keep rate, and quantized alone to every width,
+    scored by `score(model) -> (top-1, samples)`; the layer is restored after each."""
+    import time
+
+    import torch
+
+    started = time.perf_counter()
+    state = {k: v.detach().cpu().numpy() for k, v in model.state_dict().items()}
+    architecture = get_arch(arch)
+    keys = compressible_keys(state, arch)
+    baseline, samples = score(model)
+    layers = []
+    for key in keys:
+        param = model.get_parameter(key) if key in dict(model.named_parameters()) else model.get_buffer(key)
+        original = state[key].copy()
+        curve = LayerCurve(key, architecture.display_name(key), int(original.size), int(np.count_nonzero(original)))
+        for what, grid, change in (("keep", keep_grid, _prune_one), ("bits", bits_grid, _quantize_one)):
+            for point in grid:
+                with torch.no_grad():
+                    param.copy_(torch.from_numpy(change(original, point)))
+                top1, _ = score(model)
+                getattr(curve, what)[point] = top1
+                if on_step:
+                    on_step(curve.name, f"{what} {point}: top-1 {top1:.2%}")
+        with torch.no_grad():
+            param.copy_(torch.from_numpy(original))
+        layers.append(curve)
+    raw = sum(int(v.nbytes) for k, v in state.items() if k not in set(keys))
+    return Curves(arch, baseline, samples, layers, raw, time.perf_counter() - started)
+
+
+# ------------------------------------------------------------------------------------------ allocation
+
+
+def gap_bits(density: float) -> float:
+    """Bits per nonzero of its Huffman-coded relative index, for nonzeros spread at `density`: the entropy
+    of the geometric gap distribution (a Huffman code comes within a few hundredths of a bit of it at the
+    widths `encode` picks), plus the filler entries' share.
+
+    >>> round(gap_bits(0.09), 2), round(gap_bits(1.0), 2)
+    (4.85, 0.0)
+    """
+    if density >= 1:
+        return 0.0
+    p = max(density, 1e-9)
+    return (-(1 - p) * math.log2(1 - p) - p * math.log2(p)) / p
+
+
+def coded_bytes(weights: int, keep: float, bits: int) -> int:
+    """Predicted `.dcz` bytes of one layer at a keep rate and width: codes at `bits` each (Huffman usually
+    spends a little less: the prediction errs towards a larger file), gaps at `gap_bits`, the codebook and
+    the code tables."""
+    nnz = keep * weights
+    return int(math.ceil(nnz * (bits + gap_bits(keep)) / 8)) + 4 * 2**bits + 2**bits + 1 + 16 + 64
+
+
+@dataclass(frozen=True)
+class Allocation:
+    rates: dict[str, float]  # key -> keep rate
+    bits: dict[str, int]  # key -> width
+    names: dict[str, str]  # key -> display name
+    weights: dict[str, int]  # key -> weights in the layer the curves were measured on
+    predicted_drop: float  # percentage points of validation top-1, summed over the layers
+    predicted_bytes: int
+    original_bytes: int
+
+    @property
+    def predicted_ratio(self) -> float:
+        return self.original_bytes / max(self.predicted_bytes, 1)
+
+    def rates_option(self) -> str:
+        """The `--rates` value that applies these keep rates."""
+        return ",".join(f"{self.names[k]}={self.rates[k]:g}" for k in self.rates)
+
+    def bits_option(self) -> str:
+        """The `--layer-bits` value that applies these widths."""
+        return ",".join(f"{self.names[k]}={self.bits[k]}" for k in self.bits)
+
+
+def _options(layer: LayerCurve, baseline: float) -> list[tuple[float, int, float, int]]:
+    """(keep, bits, predicted drop in pp, predicted bytes) for every grid point of a layer."""
+    out = []
+    for keep, top1_keep in layer.keep.items():
+        for bits, top1_bits in layer.bits.items():
+            drop = max(0.0, baseline - top1_keep) + max(0.0, baseline - top1_bits)
+            out.append((keep, bits, 100 * drop, coded_bytes(layer.weights, keep, bits)))
+    return out
+
+
+def allocate(curves: Curves, *, target_ratio: Optional[float] = None, max_drop: Optional[float] = None) -> Allocation:
+    """Per-layer keep rates and widths: the least predicted loss whose predicted file reaches `target_ratio`,
+    or the smallest predicted file whose predicted loss stays within `max_drop` percentage points. Solved
+    by a Lagrangian sweep: for a price per byte, each layer takes its cheapest option in loss + price x
+    bytes; the price is bisected to the constraint."""
+    if (target_ratio is None) == (max_drop is None):
+        raise AlexCompressError("give a target ratio or a maximum accuracy drop (one of them)")
+    if target_ratio is not None and not (math.isfinite(target_ratio) and target_ratio > 1):
+        raise AlexCompressError(f"target ratio must be a number above 1, got {target_ratio}")
+    if max_drop is not None and not (math.isfinite(max_drop) and max_drop >= 0):
+        raise AlexCompressError(f"maximum drop must be >= 0 percentage points, got {max_drop}")
+    options = {layer.key: _options(layer, curves.baseline) for layer in curves.layers}
+    original = 4 * sum(layer.weights for layer in curves.layers) + curves.raw_bytes
+
+    def pick(price: float) -> dict[str, tuple[float, int, float, int]]:
+        return {key: min(rows, key=lambda r: (r[2] + price * r[3], r[3])) for key, rows in options.items()}
+
+    def totals(choice: Mapping[str, tuple[float, int, float, int]]) -> tuple[float, int]:
+        return sum(r[2] for r in choice.values()), sum(r[3] for r in choice.values()) + curves.raw_bytes
+
+    def feasible(price: float) -> bool:
+        drop, size = totals(pick(price))
+        return size * target_ratio <= original if target_ratio is not None else drop <= max_drop
+
+    low, high = 0.0, 1.0
+    if target_ratio is not None:  # the smallest price that reaches the ratio: the least loss that does
+        while not feasible(high):
+            high *= 4
+            if high > 1e12:
+                smallest = totals(pick(1e12))[1]
+                raise AlexCompressError(
+                    f"a ratio of {target_ratio:g}x is out of reach of these curves (at most {original / smallest:.1f}x: "
+                    "measure smaller keep rates or widths with sensitivity --keep-grid/--bits-grid)"
+                )
+        for _ in range(100):
+            mid = (low + high) / 2
+            low, high = (low, mid) if feasible(mid) else (mid, high)
+        price = high
+    else:  # the largest price whose loss stays within the budget: the smallest file that does
+        if not feasible(0.0):
+            raise AlexCompressError(f"no allocation keeps the predicted drop within {max_drop:g} pp")
+        while feasible(high) and high < 1e12:
+            low, high = high, high * 4
+        for _ in range(100):
+            mid = (low + high) / 2
+            low, high = (mid, high) if feasible(mid) else (low, mid)
+        price = low
+    choice = pick(price)
+    drop, size = totals(choice)
+    names = {layer.key: layer.name for layer in curves.layers}
+    weights = {layer.key: layer.weights for layer in curves.layers}
+    return Allocation({k: r[0] for k, r in choice.items()}, {k: r[1] for k, r in choice.items()}, names, weights, drop, size, original)
+
+
+def read_curves(path: "str | os.PathLike[str]") -> Curves:
+    try:
+        with open(path, encoding="utf-8") as handle:
+            text = handle.read(1 << 22)
+    except (OSError, UnicodeDecodeError) as exc:
+        raise AlexCompressError(f"{os.fspath(path)}: cannot read ({exc.__class__.__name__}: {exc})") from None
+    return Curves.from_json(text, os.fspath(path))
+
+
+def check_allocation(allocation: Allocation, state: Mapping[str, Any], arch: str) -> None:
+    """The curves were measured on this model: the same coded layers, of the same sizes."""
+    sizes = {k: int(np.prod(np.shape(state[k]))) for k in compressible_keys(state, arch)}
+    if sizes != allocation.weights:
+        differ = sorted(set(sizes) ^ set(allocation.weights) | {k for k in sizes if allocation.weights.get(k, sizes[k]) != sizes[k]})
+        raise AlexCompressError(f"the curves were measured on another model (layers that differ: {', '.join(differ[:3])})")
