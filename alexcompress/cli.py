@@ -296,8 +296,8 @@ class PruneOptions:
             raise AlexCompressError("--target-ratio/--max-drop choose the keep rates: drop --sparsity, --rates, --preset and --std-scale")
         if self.curves is None:
             raise AlexCompressError(
-                "--target-ratio/--max-drop choose from measured curves: run `alexcompress sensitivity MODEL --data VAL "
-                "--save curves.json` first and pass --curves curves.json"
+                "--target-ratio/--max-drop choose from measured curves: run 'alexcompress sensitivity MODEL --data VAL "
+                "--save curves.json' first and pass --curves curves.json"
             )
         return allocate(read_curves(self.curves), target_ratio=self.target_ratio, max_drop=self.max_drop)
 
@@ -856,10 +856,12 @@ def _job(training: "TrainOptions | None" = None, device: Optional[str] = None) -
     (`--data`) or evaluates; a world of one otherwise."""
     import contextlib
 
-    from .distributed import Group, session
+    from .distributed import Group, launched, session
 
     if training is not None:
         device = training.device if training.data is not None else None
+    if device is None and launched().active:  # N processes would each write the same output
+        raise AlexCompressError("under torchrun only retraining (--data) and eval run data-parallel; run this without torchrun")
     return session(device) if device is not None else contextlib.nullcontext(Group())
 
 
@@ -1288,11 +1290,18 @@ def _version(value: bool) -> None:
         raise typer.Exit()
 
 
+#: the commands that run data-parallel under torchrun (the others would have every rank write one output)
+DATA_PARALLEL = ("prune", "quantize", "eval")
+
+
 @app.callback()
 def _root(
+    ctx: typer.Context,
     version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version and exit.")] = False,
 ) -> None:
     """Deep Compression for AlexNet and any torchvision model: prune, quantize, Huffman-code into a real .dcz file, and back."""
+    if ctx.invoked_subcommand not in DATA_PARALLEL and os.environ.get("WORLD_SIZE", "1") not in ("", "1"):
+        raise _fail(f"{ctx.invoked_subcommand} does not run under torchrun (only {', '.join(DATA_PARALLEL)} do); run it as one process")
 
 
 def main() -> None:

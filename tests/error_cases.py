@@ -208,6 +208,10 @@ CASES = [
     ("predict --sparse of a .pt (dense weights)", "predict alexnet.pt images --sparse"),
     ("predict with a glob that matches nothing", "predict random:0:10 nothing*.png"),
     ("predict with --classes naming too few classes", "predict random:0:10 images --classes empty_dir"),
+    ("--target-ratio without sensitivity curves", "compress random:0:10 --target-ratio 50 -o t.dcz"),
+    ("--curves that is not a sensitivity file", "compress random:0:10 --target-ratio 50 --curves alexnet.pt -o t.dcz"),
+    ("--quantizer ecsq with a negative --rate-weight", "quantize alexnet.pt --quantizer ecsq --rate-weight -1"),
+    ("images too small for the model", "eval random:0:10 --data images --image-size 16 --resize 16"),
 ]
 
 

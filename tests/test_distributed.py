@@ -264,3 +264,15 @@ def test_distributed_eval_reports_global_counts(squeeze):
     done = torchrun(2, "-m", "alexcompress", "eval", model, "--data", images, *CLI_ARGS[2:8], "--batch-size", "5")
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout == single.stdout and "(64 images, 2 classes)" in done.stdout  # printed once, every image counted once
+
+
+def test_commands_that_would_race_refuse_torchrun(tmp_path, monkeypatch):
+    from .test_cli import one_error_line, run
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "0")
+    assert "compress does not run under torchrun (only prune, quantize, eval do)" in one_error_line(
+        run("compress", "random:0:2", "-o", tmp_path / "c.dcz")
+    )
+    assert "only retraining (--data) and eval run data-parallel" in one_error_line(run("prune", "random:0:2", "-o", tmp_path / "p.pt"))
+    assert not list(tmp_path.iterdir())

@@ -1,0 +1,184 @@
+"""Sensitivity curves, automatic allocation and the entropy-constrained quantizer."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from alexcompress import huffman
+from alexcompress.errors import AlexCompressError
+from alexcompress.quantization import _envelope, ecsq_1d, kmeans_1d, quantize
+from alexcompress.sensitivity import Curves, LayerCurve, allocate, check_allocation, coded_bytes, read_curves
+
+from .test_cli import one_error_line, run
+from .test_train import make_image_folder
+
+
+def _huffman_bits(labels: np.ndarray) -> float:
+    counts = np.bincount(labels)
+    counts = counts[counts > 0]
+    return float((counts * huffman.code_lengths(counts)).sum() / counts.sum())
+
+
+def _bell(n=60_000, seed=0) -> np.ndarray:
+    w = np.random.default_rng(seed).laplace(0, 0.01, n).astype(np.float32)
+    return w[np.abs(w) > np.quantile(np.abs(w), 0.8)]
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    centroids=st.lists(st.floats(-10, 10, allow_nan=False), min_size=1, max_size=12, unique=True),
+    penalties=st.lists(st.floats(0, 5, allow_nan=False), min_size=12, max_size=12),
+    points=st.lists(st.floats(-12, 12, allow_nan=False), min_size=1, max_size=30),
+)
+def test_envelope_is_the_argmin_of_the_costs(centroids, penalties, points):
+    c = np.sort(np.asarray(centroids, dtype=np.float64))
+    if c.size > 1 and np.diff(c).min() < 1e-6:
+        return
+    penalty = np.asarray(penalties[: c.size])
+    boundaries, winners = _envelope(c, penalty)
+    w = np.asarray(points)
+    chosen = winners[np.searchsorted(boundaries, w, side="left")]
+    cost = (w[:, None] - c[None, :]) ** 2 + penalty[None, :]
+    np.testing.assert_allclose(cost[np.arange(w.size), chosen], cost.min(axis=1), rtol=1e-9, atol=1e-9)
+
+
+def test_ecsq_trades_distortion_for_rate_and_zero_weight_is_kmeans():
+    w = _bell()
+    c0, l0, _ = kmeans_1d(w, 32)
+    c1, l1, _ = ecsq_1d(w, 32, rate_weight=0.0)
+    np.testing.assert_array_equal(c0, c1)
+    np.testing.assert_array_equal(l0, l1)
+    rates, errors = [], []
+    for weight in (0.0, 0.005, 0.02, 0.1):
+        c, labels, _ = ecsq_1d(w, 32, rate_weight=weight)
+        assert c.size <= 32 and np.all(np.diff(c) > 0) and labels.max() < c.size
+        rates.append(_huffman_bits(labels))
+        errors.append(float(((c[labels] - w) ** 2).mean()))
+    assert rates == sorted(rates, reverse=True) and rates[-1] < rates[0] - 1.5
+    assert errors == sorted(errors)
+    # at the same coded rate, ECSQ's distortion beats k-means with fewer clusters (its whole point)
+    c, labels, _ = ecsq_1d(w, 32, rate_weight=0.02)
+    kc, kl, _ = kmeans_1d(w, 2 ** int(np.ceil(_huffman_bits(labels))))
+    assert _huffman_bits(kl) >= _huffman_bits(labels)
+    assert ((c[labels] - w) ** 2).mean() < ((kc[kl] - w) ** 2).mean()
+
+
+def test_quantize_with_ecsq_encodes_smaller_and_round_trips():
+    from alexcompress.dcz import decode, encode
+
+    rng = np.random.default_rng(1)
+    state = {"a.weight": rng.laplace(0, 0.02, (64, 300)).astype(np.float32), "a.bias": np.zeros(64, np.float32)}
+    sizes = {}
+    for quantizer in ("kmeans", "ecsq"):
+        q = quantize(state, bits=5, arch="none", quantizer=quantizer, rate_weight=0.05).state
+        data = encode(q, arch="none")
+        sizes[quantizer] = len(data)
+        back, _ = decode(data)
+        assert np.array_equal(back["a.weight"].numpy(), np.asarray(q["a.weight"]))
+    assert sizes["ecsq"] < 0.8 * sizes["kmeans"]
+    with pytest.raises(AlexCompressError, match="unknown quantizer"):
+        quantize(state, arch="none", quantizer="lloyd")
+
+
+def _curves() -> Curves:
+    """Two layers of equal size: `robust` loses nothing down to 5%, `fragile` loses fast below 50%."""
+    keep = (1.0, 0.5, 0.25, 0.1, 0.05)
+    robust = LayerCurve("robust.weight", "robust", 100_000, 100_000, dict.fromkeys(keep, 0.9), {8: 0.9, 5: 0.9, 3: 0.9, 2: 0.88})
+    fragile = LayerCurve(
+        "fragile.weight",
+        "fragile",
+        100_000,
+        100_000,
+        {1.0: 0.9, 0.5: 0.9, 0.25: 0.8, 0.1: 0.5, 0.05: 0.3},
+        {8: 0.9, 5: 0.9, 3: 0.85, 2: 0.6},
+    )
+    return Curves("none", 0.9, 1000, [robust, fragile], raw_bytes=800)
+
+
+def test_allocation_spends_bytes_where_accuracy_needs_them():
+    curves = _curves()
+    chosen = allocate(curves, target_ratio=15)
+    assert chosen.rates["robust.weight"] < chosen.rates["fragile.weight"]
+    assert chosen.predicted_ratio >= 15 and chosen.predicted_drop == 0.0
+    # 20x costs accuracy: the cheapest way is fragile at 3 bits (-5 pp), not at 25% (-10 pp)
+    harder = allocate(curves, target_ratio=20)
+    assert harder.predicted_ratio >= 20 and harder.predicted_drop == pytest.approx(5.0)
+    assert (harder.rates["fragile.weight"], harder.bits["fragile.weight"]) == (0.5, 3)
+    tight = allocate(curves, target_ratio=45)
+    assert tight.predicted_ratio >= 45 and tight.predicted_drop > 0
+    assert allocate(curves, max_drop=0.0).predicted_drop == 0.0
+    loose = allocate(curves, max_drop=5.0)
+    assert loose.predicted_drop <= 5.0 and loose.predicted_bytes < allocate(curves, max_drop=0.0).predicted_bytes
+    assert loose.rates_option().startswith("robust=") and "fragile=" in loose.bits_option()
+    with pytest.raises(AlexCompressError, match="out of reach"):
+        allocate(curves, target_ratio=1000)
+    with pytest.raises(AlexCompressError, match="one of them"):
+        allocate(curves, target_ratio=20, max_drop=1)
+    check_allocation(
+        chosen, {"robust.weight": np.zeros((100, 1000), np.float32), "fragile.weight": np.zeros((1000, 100), np.float32)}, "none"
+    )
+    with pytest.raises(AlexCompressError, match="measured on another model"):
+        check_allocation(chosen, {"robust.weight": np.zeros((10, 10), np.float32)}, "none")
+
+
+def test_curves_file_round_trip_and_refusals(tmp_path):
+    curves = _curves()
+    path = tmp_path / "c.json"
+    path.write_text(curves.to_json())
+    back = read_curves(path)
+    assert back.layers[1].keep == curves.layers[1].keep and back.layers[0].bits == curves.layers[0].bits
+    path.write_text('{"format": "something else"}')
+    with pytest.raises(AlexCompressError, match="not a sensitivity file"):
+        read_curves(path)
+    path.write_text(curves.to_json().replace("0.88", "NaN"))
+    with pytest.raises(AlexCompressError, match="non-finite"):
+        read_curves(path)
+
+
+def test_sensitivity_and_allocation_through_the_cli(tmp_path):
+    data = make_image_folder(tmp_path / "val", classes=2, per_class=3, size=64)
+    small = ["--image-size", "64", "--resize", "64", "--device", "cpu"]
+    curves, figure = tmp_path / "curves.json", tmp_path / "curves.png"
+    result = run(
+        "sensitivity",
+        "random:0:2",
+        "--data",
+        data,
+        "--keep-grid",
+        "1,0.1,0.05",
+        "--bits-grid",
+        "4,2",
+        "--save",
+        curves,
+        "--plot",
+        figure,
+        *small,
+    )
+    assert result.exit_code == 0, result.output
+    assert "conv1" in result.stdout and "fc8" in result.stdout and "6 validation images, 41 evaluations" in result.stdout
+    assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert len(read_curves(curves).layers) == 8
+    out = tmp_path / "auto.dcz"
+    result = run("compress", "random:0:2", "--target-ratio", "60", "--curves", curves, "-o", out)
+    assert result.exit_code == 0, result.output
+    assert "Automatic allocation" in result.stderr and "paper keep" in result.stderr
+    predicted = float(result.stderr.split("predicted: ")[1].split("x,")[0].split(", ")[1])
+    actual = 57_012_034 * 4 / out.stat().st_size
+    assert predicted >= 60 and abs(actual / predicted - 1) < 0.03, (predicted, actual)
+    result = run("prune", "random:0:2", "--max-drop", "1", "--curves", curves, "-o", tmp_path / "p.pt")
+    assert result.exit_code == 0 and "quantize the result with: --layer-bits 'conv1=" in result.stderr
+    assert "choose from measured curves" in one_error_line(run("prune", "random:0:2", "--target-ratio", "50", "-o", tmp_path / "x.pt"))
+    assert "measured on another model" in one_error_line(
+        run("compress", "random:0:2", "--arch", "resnet18", "--target-ratio", "20", "--curves", curves, "-o", tmp_path / "y.dcz")
+    )
+    assert "drop --sparsity" in one_error_line(
+        run("compress", "random:0:2", "--target-ratio", "20", "--sparsity", "0.5", "--curves", curves)
+    )
+    assert not (tmp_path / "x.pt").exists() and not (tmp_path / "y.dcz").exists()
+
+
+def test_coded_bytes_model_is_monotone():
+    assert coded_bytes(10_000, 0.1, 4) < coded_bytes(10_000, 0.2, 4) < coded_bytes(10_000, 0.2, 6)
