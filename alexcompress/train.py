@@ -349,14 +349,14 @@ def _train(
     scaler = torch.amp.GradScaler("cuda") if config.amp == "fp16" else None
     ckpt = resume_from or {}
     if ckpt:
-        optimizer.load_state_dict(ckpt["optimizer"])
-        _restore_rng(ckpt, group.rank, device)
-        if scaler is not None and ckpt.get("scaler"):
-            scaler.load_state_dict(ckpt["scaler"])
         if int(ckpt.get("batch", 0)) and int(ckpt.get("world", 1)) != group.world:
             raise AlexCompressError(
                 f"{config.checkpoint}: taken mid-epoch by {ckpt.get('world', 1)} processes; resume it with the same number ({group.world} now)"
             )
+        optimizer.load_state_dict(ckpt["optimizer"])
+        _restore_rng(ckpt, group.rank, device)
+        if scaler is not None and ckpt.get("scaler"):
+            scaler.load_state_dict(ckpt["scaler"])
     else:
         torch.manual_seed(config.seed + 1_000_003 * group.rank)  # dropout differs between ranks, as between batches
     start_epoch, start_batch = int(ckpt.get("epoch", 0)), int(ckpt.get("batch", 0))
@@ -366,7 +366,8 @@ def _train(
         best = {"epoch": 0, "top1": _validation_top1(model, validation, config), "model": _state_of(model)}
         log.note(f"{stage}: validation top-1 before retraining {best['top1']:.2%}")
     epoch, done = start_epoch, start_batch
-    totals = tuple(ckpt.get("partial") or (0, 0, 0.0, 0.0))  # this rank's seen, correct, loss sum, seconds
+    partials = ckpt.get("partial") or [(0, 0, 0.0, 0.0)] * group.world  # per rank: seen, correct, loss sum, seconds
+    totals = tuple(partials[group.rank])
 
     def checkpoint(next_epoch: int, batch: int, partial: Optional[tuple]) -> None:
         """Every rank calls this at the same point (it gathers the ranks' RNG states); rank 0 writes."""
@@ -374,6 +375,7 @@ def _train(
             return
         rngs = gather(torch.get_rng_state())
         cuda_rngs = gather(torch.cuda.get_rng_state(device)) if device.type == "cuda" else None
+        partials = gather(partial) if partial is not None else None
         if not group.is_main:
             return
         _save_checkpoint(
@@ -384,7 +386,7 @@ def _train(
                 "round": round_index,
                 "epoch": next_epoch,
                 "batch": batch,  # batches of `next_epoch` already done (0: it starts afresh)
-                "partial": partial,
+                "partial": partials,
                 "world": group.world,
                 "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
                 "optimizer": optimizer.state_dict(),
@@ -487,10 +489,10 @@ def _train(
 def _restore_rng(ckpt: dict[str, Any], rank: int, device: "torch.device") -> None:
     import torch
 
-    rngs = ckpt["rng"]
-    torch.set_rng_state(rngs[rank] if isinstance(rngs, list) else rngs)  # one state per rank (older files: one)
+    rngs = ckpt["rng"]  # one state per rank (files of 0.2.0: one); at an epoch boundary the world may differ
+    torch.set_rng_state(rngs[rank % len(rngs)] if isinstance(rngs, list) else rngs)
     if device.type == "cuda" and ckpt.get("cuda_rng"):
-        torch.cuda.set_rng_state(ckpt["cuda_rng"][rank], device)
+        torch.cuda.set_rng_state(ckpt["cuda_rng"][rank % len(ckpt["cuda_rng"])], device)
 
 
 def _state_of(model: "torch.nn.Module") -> "OrderedDict[str, torch.Tensor]":

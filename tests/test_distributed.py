@@ -222,7 +222,7 @@ def test_cli_under_torchrun_rank0_writes_and_resumes_mid_epoch(squeeze, tmp_path
     assert len(ranks) == 2 and not output.exists()
     ckpt.write_bytes(saved)
     state = torch.load(ckpt, weights_only=True)
-    assert state["batch"] > 0 and state["world"] == 2 and len(state["rng"]) == 2
+    assert state["batch"] > 0 and state["world"] == 2 and len(state["rng"]) == len(state["partial"]) == 2
     done = torchrun(2, "-m", "alexcompress", *common, "-o", output, "--checkpoint-every", "2", "--resume")
     assert done.returncode == 0, done.stderr[-3000:]
     a, b = torch.load(unbroken, weights_only=True), torch.load(output, weights_only=True)
