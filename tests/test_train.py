@@ -10,6 +10,7 @@ import torch
 from PIL import Image
 from torch.utils.data import TensorDataset
 
+from alexcompress.errors import AlexCompressError
 from alexcompress.pruning import prune_global
 from alexcompress.quantization import quantize
 from alexcompress.train import (
@@ -259,3 +260,16 @@ def test_validation_split_is_stratified_and_seeded(tmp_path):
     again = split_folder(str(root), prep, "flip", 0.25, seed=1)[1]
     other = split_folder(str(root), prep, "flip", 0.25, seed=2)[1]
     assert again.indices == val.indices and other.indices != val.indices
+
+
+def test_bf16_autocast_keeps_masks_exact_and_fp16_needs_cuda():
+    net = tiny_net()
+    net.load_state_dict(prune_global(OrderedDict(net.state_dict()), 0.5, arch="none").state)
+    keys = coded(net)
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    _train(net, MaskedRetraining(net, keys), tiny_data(), TrainConfig(epochs=1, lr=0.05, batch_size=8, device="cpu", amp="bf16"), stage="s")
+    after = net.state_dict()
+    for key in keys:
+        assert (after[key][before[key] == 0] == 0).all() and not torch.equal(after[key], before[key])
+    with pytest.raises(AlexCompressError, match="fp16 needs CUDA"):
+        _train(net, MaskedRetraining(net, keys), tiny_data(), TrainConfig(epochs=1, batch_size=8, device="cpu", amp="fp16"), stage="s")
