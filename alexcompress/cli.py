@@ -980,6 +980,8 @@ def sensitivity(
     check_range("--limit", limit, 1)
     check_range("--batch-size", batch_size, 1, 1 << 20)
     check_range("--workers", workers, 0, 1024)
+    if plot == STDIO:
+        raise AlexCompressError("--plot needs a file name (a PNG does not go to stdout)")
     for target in (save, plot):
         if target is not None:
             check_output(target, inputs=(model,), force=force)
@@ -1002,7 +1004,7 @@ def sensitivity(
         bits_grid=widths,
         on_step=lambda name, text: console.print(f"{name}: {text}", markup=False),
     )
-    out = _console(stderr=False)
+    out = _console(quiet, stderr=True) if save == STDIO else _console(stderr=False)  # stdout carries the JSON then
     for what, grid, label in (("keep", keeps, lambda k: f"{k:.0%}"), ("bits", widths, lambda b: f"{b} bits")):
         table = Table(
             title=f"validation top-1 with one layer {'pruned' if what == 'keep' else 'quantized'} (baseline {curves.baseline:.2%})"
