@@ -306,6 +306,8 @@ class PruneOptions:
 
         if allocation is not None:
             return PruneSpec(rates=dict(allocation.rates))
+        if self.target_ratio is not None or self.max_drop is not None:  # a command that does not allocate (report)
+            raise AlexCompressError("--target-ratio/--max-drop work on prune and compress; give --rates there")
         if sum(x is not None for x in (self.sparsity, self.rates, self.preset, self.std_scale)) > 1:
             raise typer.BadParameter("give only one of --sparsity, --rates, --preset, --std-scale")
         rates = parse_assignments(self.rates, "--rates", float) if self.rates is not None else None
