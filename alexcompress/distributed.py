@@ -98,6 +98,13 @@ def session(device: str = "auto") -> Iterator[Group]:
     dist.init_process_group(backend=backend)
     try:
         yield current()
+        # every rank tears down together (and after rank 0 has written the output), with DDP's reducer and
+        # its pending work freed first: gloo work still alive at interpreter exit can abort the process
+        # ("terminate called without an active exception", seen once in CI; pytorch/pytorch#179291)
+        import gc
+
+        gc.collect()
+        dist.barrier()
     except RuntimeError as exc:  # the group is still up here, so the failure can be recognised
         message = collective_failure(exc)
         if message is None:
