@@ -59,10 +59,14 @@ F = TypeVar("F", bound=Callable[..., Any])
 _reported = False  # whether the one error line has been printed
 
 
+def _error_line(message: str) -> None:
+    Console(stderr=True, highlight=False, soft_wrap=True).print(f"alexcompress: error: {printable(message)}", markup=False)
+
+
 def _fail(message: str, code: int = 1) -> typer.Exit:
     global _reported
     _reported = True
-    Console(stderr=True, highlight=False, soft_wrap=True).print(f"alexcompress: error: {printable(message)}", markup=False)
+    _error_line(message)
     return typer.Exit(code)
 
 
@@ -1088,7 +1092,7 @@ def predict(
     def report(path: str, reason: str) -> None:
         nonlocal failed
         failed += 1
-        Console(stderr=True, highlight=False, soft_wrap=True).print(f"alexcompress: error: {printable(reason)}", markup=False)
+        _error_line(reason)
 
     for result in predict_images(source.module, paths, prep, topk=topk, batch_size=batch_size, device=target_device, on_error=report):
         out.print(printable(result.path), markup=False)

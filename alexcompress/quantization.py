@@ -135,10 +135,10 @@ def ecsq_1d(
     >>> c.size, np.bincount(labels).tolist()
     (2, [90, 10])
     """
-    centroids, _, _ = kmeans_1d(values, k, init=init, seed=seed)
+    centroids, labels, _ = kmeans_1d(values, k, init=init, seed=seed)
     x = np.asarray(values).reshape(-1)
-    if x.size == 0 or centroids.size <= 1 or rate_weight <= 0:
-        return centroids, np.searchsorted((centroids[:-1] + centroids[1:]) / 2, x, side="left") if x.size else np.empty(0, np.int64), 0
+    if centroids.size <= 1 or rate_weight <= 0:
+        return centroids, labels, 0
     v = np.sort(x).astype(np.float64)
     prefix = np.concatenate(([0.0], np.cumsum(v)))
     lam = rate_weight * float(v.var()) if v.var() > 0 else 0.0
@@ -156,10 +156,8 @@ def ecsq_1d(
         if new_ends.size == ends.size and np.array_equal(new_ends, ends):
             break
         ends = new_ends
-    counts = np.diff(ends)
-    centroids = np.where(counts > 0, (prefix[ends[1:]] - prefix[ends[:-1]]) / np.maximum(counts, 1), centroids)[counts > 0]
-    boundaries, winners = _envelope(centroids, lam * _information(counts[counts > 0]))
-    centroids = centroids[winners]
+    # the last envelope's winners and boundaries belong together; at convergence the centroids are the
+    # means of the partition those boundaries make
     return centroids, np.searchsorted(boundaries, x.astype(np.float64), side="left"), iterations
 
 

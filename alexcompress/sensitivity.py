@@ -114,9 +114,10 @@ def measure(
     architecture = get_arch(arch)
     keys = compressible_keys(state, arch)
     baseline, samples = score(model)
+    tensors = {**dict(model.named_buffers()), **dict(model.named_parameters())}
     layers = []
     for key in keys:
-        param = model.get_parameter(key) if key in dict(model.named_parameters()) else model.get_buffer(key)
+        param = tensors[key]
         original = state[key].copy()
         curve = LayerCurve(key, architecture.display_name(key), int(original.size), int(np.count_nonzero(original)))
         for what, grid, change in (("keep", keep_grid, _prune_one), ("bits", bits_grid, _quantize_one)):

@@ -30,7 +30,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_training import IMAGES, RATES, cli, export, load_digits_split, load_fashion_split, ratio, top1, train_base  # noqa: E402
+from bench_training import IMAGES, RATES, add_run_arguments, cli, export, ratio, run_datasets, top1, train_base  # noqa: E402
 
 
 def split(images: np.ndarray, labels: np.ndarray, fraction: float, seed: int):
@@ -117,13 +117,7 @@ def run(name: str, train, test, args: argparse.Namespace) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--dataset", choices=("digits", "fashion-mnist", "both"), default="both")
-    parser.add_argument("--train-size", type=int, default=6000, help="Fashion-MNIST training images (stratified subset)")
-    parser.add_argument("--test-size", type=int, default=2000)
-    parser.add_argument("--epochs", type=int, default=12)
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--retrain-epochs", type=int, default=2)
-    parser.add_argument("--finetune-epochs", type=int, default=2)
+    add_run_arguments(parser, train_size=6000, test_size=2000)
     parser.add_argument("--target", type=float, default=None, help="allocation target ratio (default: 1.5x what (a) reaches)")
     parser.add_argument(
         "--rate-weights",
@@ -131,13 +125,8 @@ def main() -> None:
         default="0.001,0.002,0.004,0.008",
         help="ECSQ rate weights to choose from on validation",
     )
-    parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--keep", default=None, help="work in this folder and leave the models there (default: a temporary one)")
-    args = parser.parse_args()
-    if args.dataset in ("digits", "both"):
-        run("digits (scikit-learn)", *load_digits_split(args.seed), args)
-    if args.dataset in ("fashion-mnist", "both"):
-        run("Fashion-MNIST", *load_fashion_split(args.train_size, args.test_size, args.seed), args)
+    run_datasets(run, parser.parse_args())
 
 
 if __name__ == "__main__":

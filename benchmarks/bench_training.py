@@ -23,6 +23,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -293,24 +294,34 @@ def throughput(args: argparse.Namespace) -> None:
         print(f"{stage}: {rate:.0f} img/s, overhead {base / rate - 1:+.1%} against the plain loop")
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--throughput", action="store_true", help="only the 1-vs-2-process and hook-overhead figures")
+def add_run_arguments(parser: argparse.ArgumentParser, train_size: int, test_size: int) -> None:
+    """The dataset and recipe options this benchmark and bench_ratio share."""
     parser.add_argument("--dataset", choices=("digits", "fashion-mnist", "both"), default="both")
-    parser.add_argument("--train-size", type=int, default=12000, help="Fashion-MNIST training images (stratified subset)")
-    parser.add_argument("--test-size", type=int, default=3000, help="Fashion-MNIST test images (of t10k)")
+    parser.add_argument("--train-size", type=int, default=train_size, help="Fashion-MNIST training images (stratified subset)")
+    parser.add_argument("--test-size", type=int, default=test_size, help="Fashion-MNIST test images (of t10k)")
     parser.add_argument("--epochs", type=int, default=12, help="training the uncompressed model")
     parser.add_argument("--rounds", type=int, default=3, help="iterative pruning rounds")
     parser.add_argument("--retrain-epochs", type=int, default=2, help="masked retraining per round")
     parser.add_argument("--finetune-epochs", type=int, default=2, help="centroid fine-tuning")
     parser.add_argument("--seed", type=int, default=0)
+
+
+def run_datasets(run_one: Callable[..., None], args: argparse.Namespace) -> None:
+    """`run_one(name, train, test, args)` for each dataset `--dataset` names."""
+    if args.dataset in ("digits", "both"):
+        run_one("digits (scikit-learn)", *load_digits_split(args.seed), args)
+    if args.dataset in ("fashion-mnist", "both"):
+        run_one("Fashion-MNIST", *load_fashion_split(args.train_size, args.test_size, args.seed), args)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--throughput", action="store_true", help="only the 1-vs-2-process and hook-overhead figures")
+    add_run_arguments(parser, train_size=12000, test_size=3000)
     args = parser.parse_args()
     if args.throughput:
         return throughput(args)
-    if args.dataset in ("digits", "both"):
-        run("digits (scikit-learn)", *load_digits_split(args.seed), args)
-    if args.dataset in ("fashion-mnist", "both"):
-        run("Fashion-MNIST", *load_fashion_split(args.train_size, args.test_size, args.seed), args)
+    run_datasets(run, args)
 
 
 if __name__ == "__main__":
