@@ -18,7 +18,7 @@ import numpy as np
 from . import __version__
 from .archs import NONE, get_arch, layer_keys
 from .container import DczHeader, decode_tensor, parse_header, write_dcz
-from .encodings import CODED, STORED, get_encoding
+from .encodings import STORED, encode_coded, get_encoding
 from .errors import DczError, ModelError
 from .models import as_numpy, c_contiguous, match_arch, num_classes_of, torch_state
 
@@ -55,7 +55,7 @@ def encode(
         if key in coded:
             if array.dtype != np.float32:
                 raise ModelError(f"{key} is {value.dtype}; encode expects float32 quantized weights")
-            tensors.append(get_encoding(CODED).encode(key, array, index_bits=index_bits))
+            tensors.append(encode_coded(key, array, index_bits=index_bits))
         else:
             tensors.append(get_encoding(STORED).encode(key, array))
     num_classes = num_classes_of(state, found)

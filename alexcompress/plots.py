@@ -143,13 +143,15 @@ def ladder_figure(out: Path, header: DczHeader) -> Path:
 
 def code_length_figure(out: Path, header: DczHeader, data: bytes) -> Path:
     plt = _pyplot()
-    sparse = [t for t in _coded(header) if t.entries]
+    sparse = [t for t in _coded(header) if t.nnz]
     names = {t.name: display_name(header.arch, t.name) for t in sparse}
     fig, (left, right) = plt.subplots(1, 2, figsize=SIZE, sharey=True)
     longest = 1
     for entry in sparse:
         s = streams_of(header, data, entry)
         for ax, lengths, symbols in ((left, s.code_lengths, s.codes), (right, s.gap_lengths, s.gaps)):
+            if not symbols.size:  # dense_huffman has no gap stream
+                continue
             per_symbol = lengths.astype(np.int64)[symbols]
             counts = np.bincount(per_symbol, minlength=huffman.MAX_CODE_LENGTH + 1)
             share = counts / counts.sum()

@@ -205,31 +205,28 @@ def print_codes(console: Console, header: DczHeader, data: bytes, top: int = 5) 
     for entry in header.tensors:
         streams = streams_of(header, data, entry)
         if streams is not None:
-            _print_layer_codes(
-                console, entry, display_name(header.arch, entry.name), streams.codes, streams.code_lengths, streams.codebook, top
-            )
+            _print_layer_codes(console, entry, display_name(header.arch, entry.name), streams, top)
 
 
-def _print_layer_codes(
-    console: Console, entry: Any, name: str, symbols: np.ndarray, lengths: np.ndarray, codebook: np.ndarray, top: int
-) -> None:
+def _print_layer_codes(console: Console, entry: Any, name: str, streams: Any, top: int) -> None:
     from .huffman import canonical_codes
 
-    counts = np.bincount(symbols, minlength=entry.codebook_size + 1)
-    codes = canonical_codes(lengths)
+    counts = np.bincount(streams.codes, minlength=entry.codebook_size + 1)
+    codes = canonical_codes(streams.code_lengths)
     order = np.argsort(-counts, kind="stable")[:top]
-    table = Table(title=f"{name}: top {top} of {entry.codebook_size} codes (+ filler)", title_justify="left")
+    extra = streams.extra_symbol
+    table = Table(title=f"{name}: top {top} of {entry.codebook_size} codes (+ {extra}), {entry.encoding}", title_justify="left")
     for column in ("symbol", "value", "count", "share", "Huffman code"):
         table.add_column(column, justify="right")
     for symbol in order.tolist():
         if counts[symbol] == 0:
             continue
-        value = "filler" if symbol == entry.codebook_size else f"{codebook[symbol]:+.6f}"
+        value = extra if symbol == entry.codebook_size else f"{streams.codebook[symbol]:+.6f}"
         table.add_row(
             str(symbol),
             value,
             f"{counts[symbol]:,}",
-            f"{counts[symbol] / max(entry.entries, 1):.1%}",
+            f"{counts[symbol] / max(streams.codes.size, 1):.1%}",
             codes[symbol].to01() if symbol in codes else "",
         )
     console.print(table)

@@ -180,7 +180,7 @@ def load_sparse(data: "bytes | memoryview", model: nn.Module | None = None) -> n
         built = _runtime_layer(header, data, entry, modules)
         if built is None:
             state[entry.name] = get_encoding(entry.encoding).decode(entry, section_reader(header, data, entry))
-            if entry.encoding == CODED:
+            if entry.encoding in CODED:
                 plan.dense.append(entry.name)
             continue
         prefix = entry.name.rpartition(".")[0]
@@ -212,12 +212,12 @@ def _return_freed_memory() -> None:
 def _runtime_layer(header: DczHeader, data: "bytes | memoryview", entry, modules: dict[str, nn.Module]) -> nn.Module | None:
     prefix, _, leaf = entry.name.rpartition(".")
     module = modules.get(prefix)
-    builder = RUNTIMES.get(type(module)) if entry.encoding == CODED and leaf == "weight" and prefix else None
+    builder = RUNTIMES.get(type(module)) if entry.encoding in CODED and leaf == "weight" and prefix else None
     if builder is None:
         return None
     if tuple(module.weight.shape) != entry.shape:
         raise ModelError(f"{entry.name}: the file holds shape {list(entry.shape)}, the model {list(module.weight.shape)}")
-    positions, symbols, codebook = get_encoding(CODED).nonzeros(entry, section_reader(header, data, entry))
+    positions, symbols, codebook = get_encoding(entry.encoding).nonzeros(entry, section_reader(header, data, entry))
     return builder(module, positions, symbols, codebook)
 
 

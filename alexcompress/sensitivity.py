@@ -19,7 +19,9 @@ from typing import TYPE_CHECKING, Any, Optional
 
 import numpy as np
 
+from . import huffman
 from .archs import get_arch
+from .encodings import DENSE_FROM
 from .errors import AlexCompressError
 from .models import as_numpy, compressible_keys
 
@@ -153,12 +155,22 @@ def gap_bits(density: float) -> float:
 
 
 def coded_bytes(weights: int, keep: float, bits: int) -> int:
-    """Predicted `.dcz` bytes of one layer at a keep rate and width: codes at `bits` each, gaps at
-    `gap_bits`, the codebook and the code tables. On a random-init AlexNet (uniform weights, so Huffman
-    cannot shorten the codes) the file came out 0.7% larger than predicted; trained, bell-shaped weights
-    code below `bits` (and ECSQ further below), so there the file is smaller than predicted."""
+    """Predicted `.dcz` bytes of one layer at a keep rate and width, in the smaller of the writer's two
+    encodings (as `encodings.encode_coded` picks): `sparse_huffman` (codes at `bits` each, gaps at
+    `gap_bits`) or `dense_huffman` (a Huffman code per weight over the 2**bits values and zero), plus the
+    codebook and the code tables. On a random-init AlexNet (uniform weights, so Huffman cannot shorten the
+    codes) the file came out 0.7% larger than predicted; trained, bell-shaped weights code below `bits`
+    (and ECSQ further below), so there the file is smaller than predicted.
+
+    >>> coded_bytes(100_000, 1.0, 2) < 100_000 * 2.01 / 8  # kept whole: no index at all
+    True
+    """
     nnz = keep * weights
-    return int(math.ceil(nnz * (bits + gap_bits(keep)) / 8)) + 4 * 2**bits + 2**bits + 1 + 16 + 64
+    sparse = nnz * (bits + gap_bits(keep))
+    if keep >= DENSE_FROM:
+        symbols = np.append(np.full(2**bits, max(1, round(nnz / 2**bits))), max(0, round(weights - nnz)))
+        sparse = min(sparse, float((symbols * huffman.code_lengths(symbols)).sum()))
+    return int(math.ceil(sparse / 8)) + 4 * 2**bits + 2**bits + 1 + 16 + 64
 
 
 @dataclass(frozen=True)

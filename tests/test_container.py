@@ -12,10 +12,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from alexcompress.container import MAGIC, PREAMBLE, parse_header, read_dcz, write_dcz
-from alexcompress.encodings import raw, sparse_huffman
+from alexcompress.encodings import dense_huffman, encode_coded, raw, sparse_huffman
 from alexcompress.errors import DczError
 
-encode_raw, encode_sparse = raw.ENCODING.encode, sparse_huffman.ENCODING.encode
+encode_raw, encode_sparse, encode_dense = raw.ENCODING.encode, sparse_huffman.ENCODING.encode, dense_huffman.ENCODING.encode
 
 
 def quantized_array(rng, shape, density, bits):
@@ -27,8 +27,9 @@ def quantized_array(rng, shape, density, bits):
     return np.where(mask, values, 0).astype(np.float32).reshape(shape)
 
 
-def roundtrip(arrays, index_bits=None):
-    tensors = [encode_sparse(f"t{i}.weight", a, index_bits) for i, a in enumerate(arrays)]
+def roundtrip(arrays, index_bits=None, encoder=None):
+    encoder = encoder or (lambda name, a: encode_sparse(name, a, index_bits))
+    tensors = [encoder(f"t{i}.weight", a) for i, a in enumerate(arrays)]
     tensors.append(encode_raw("t.bias", np.arange(3, dtype=np.float32)))
     data = write_dcz(tensors, arch="alexnet", num_classes=10, producer="test", options={})
     header, out = read_dcz(data)
@@ -51,6 +52,66 @@ def roundtrip(arrays, index_bits=None):
 )
 def test_sparse_round_trip(shape, density, bits, index_bits, seed):
     roundtrip([quantized_array(np.random.default_rng(seed), tuple(shape), density, bits)], index_bits)
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    shape=st.lists(st.integers(1, 40), min_size=1, max_size=4),
+    density=st.sampled_from([0.0, 0.05, 0.3, 0.6, 0.9, 1.0]),
+    bits=st.integers(1, 8),
+    seed=st.integers(0, 2**16),
+)
+def test_dense_and_chosen_encodings_round_trip(shape, density, bits, seed):
+    a = quantized_array(np.random.default_rng(seed), tuple(shape), density, bits)
+    _, dense = roundtrip([a], encoder=encode_dense)
+    _, chosen = roundtrip([a], encoder=encode_coded)
+    _, sparse = roundtrip([a])
+    if a.size <= 4096 or np.count_nonzero(a) >= 0.25 * a.size:  # both tried: the smaller payload is kept
+        assert chosen.tensors[0].nbytes == min(dense.tensors[0].nbytes, sparse.tensors[0].nbytes)
+    else:
+        assert chosen.tensors[0].encoding == "sparse_huffman"
+    assert dense.tensors[0].nnz == sparse.tensors[0].nnz == np.count_nonzero(a)
+
+
+def test_dense_encoding_wins_where_most_weights_are_kept():
+    rng = np.random.default_rng(4)
+    whole = quantized_array(rng, (64, 3, 11, 11), 1.0, 2)  # conv1 kept whole at 2 bits
+    sparse, dense = encode_sparse("w", whole), encode_dense("w", whole)
+    assert sum(map(len, sparse.payloads)) * 8 >= whole.size * (2 + 1)  # a 1-bit gap for every weight
+    assert sum(map(len, dense.payloads)) * 8 < whole.size * 2.01  # the 2-bit codes alone
+    assert encode_coded("w", whole).entry.encoding == "dense_huffman"
+    thin = quantized_array(rng, (300, 300), 0.09, 5)  # fc6 at the paper's 9%
+    assert encode_coded("w", thin).entry.encoding == "sparse_huffman"
+    assert encode_coded("w", whole, index_bits=4).entry.encoding == "sparse_huffman"  # a forced width is sparse
+
+
+def dense_file():
+    a = quantized_array(np.random.default_rng(5), (20, 30), 0.8, 3)
+    return write_dcz([encode_dense("w.weight", a)], arch="alexnet", num_classes=10, producer="t", options={})
+
+
+@pytest.mark.parametrize(
+    "mutate, message",
+    [
+        (lambda h: h["tensors"][0].update(nnz=601), "nnz"),
+        (lambda h: h["tensors"][0].update(code_bits=599), "code_bits"),
+        (lambda h: h["tensors"][0].update(codebook_size=257), "codebook_size"),
+        (lambda h: h["tensors"][0]["sections"].pop(), "sections"),
+        (lambda h: h["tensors"][0].update(nnz=h["tensors"][0]["nnz"] - 1), "decoded .* nonzeros, header declares"),
+    ],
+)
+def test_hostile_dense_fields_are_refused(mutate, message):
+    with pytest.raises(DczError, match=message):
+        read_dcz(rebuild(dense_file(), mutate))
+
+
+def test_every_flipped_byte_of_a_dense_tensor_is_caught():
+    data = dense_file()
+    for i in range(len(data)):
+        bad = bytearray(data)
+        bad[i] ^= 0x40
+        with pytest.raises(DczError):
+            read_dcz(bytes(bad))
 
 
 def test_edge_cases_one_nonzero_fully_dense_long_gaps():

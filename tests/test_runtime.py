@@ -51,6 +51,26 @@ def test_alexnet_sparse_equals_dense(tmp_path, quantized10):
     np.testing.assert_array_equal(sparse.features[3].dense_weight().numpy(), quantized10["features.3.weight"].numpy())
 
 
+def test_layers_kept_whole_run_from_dense_huffman(tmp_path):
+    """Unpruned layers are written as dense_huffman (no index stream); the runtime builds them all the same."""
+    state = compress(
+        random_model(num_classes=10, seed=2),
+        pruning=PruneSpec(rates={"features.0.weight": 1.0, "classifier.*": 0.05}),
+        quantization=QuantizeSpec(4, 3),
+    )
+    path = tmp_path / "m.dcz"
+    path.write_bytes(state.data)
+    header = alexcompress.container.parse_header(state.data)
+    kinds = {t.name: t.encoding for t in header.tensors}
+    assert kinds["features.0.weight"] == "dense_huffman" and kinds["classifier.1.weight"] == "sparse_huffman"
+    dense, sparse = alexcompress.load(path), alexcompress.load(path, sparse=True)
+    assert isinstance(sparse.features[0], CodedConv) and not sparse.runtime_plan.dense
+    np.testing.assert_array_equal(sparse.features[0].dense_weight().numpy(), dense.features[0].weight.detach().numpy())
+    x = torch.randn(2, 3, 224, 224, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        _close(dense(x), sparse(x))
+
+
 def test_another_torchvision_architecture(tmp_path):
     path = tmp_path / "m.dcz"
     path.write_bytes(compress(random_model("mobilenet_v3_small", num_classes=7, seed=1), quantization=QuantizeSpec(4, 4)).data)

@@ -32,6 +32,21 @@ class Streams:
     gap_lengths: np.ndarray
     codes: np.ndarray  # weight symbols per entry; codebook_size is the filler
     gaps: np.ndarray  # stored gap symbols per entry (gap - 1)
+    extra_symbol: str = "filler"  # what symbol codebook_size stands for
+
+
+def quantized_codes(name: str, nonzero_values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(codebook, codes): the sorted distinct nonzero values and each value's index in them; a DczError for
+    NaN or infinite weights, or more distinct values than a codebook holds."""
+    if not np.isfinite(nonzero_values).all():
+        raise DczError(f"{name}: contains NaN or infinite weights, which cannot be encoded")
+    codebook = np.unique(nonzero_values)  # a sort; then codes by binary search (cheaper than argsort)
+    if codebook.size > MAX_CODEBOOK:
+        raise DczError(
+            f"{name}: {codebook.size} distinct nonzero values, more than the {MAX_CODEBOOK} a codebook holds; "
+            "the model is not quantized: quantize it first"
+        )
+    return codebook, np.searchsorted(codebook, nonzero_values)
 
 
 def choose_index_bits(positions: np.ndarray, code_counts: np.ndarray) -> int:
@@ -89,17 +104,8 @@ class SparseHuffman:
         """One quantized float32 tensor: codebook of its distinct nonzeros, Huffman-coded codes and gaps."""
         flat = np.ascontiguousarray(array, dtype=np.float32).reshape(-1)
         positions = np.flatnonzero(flat)
-        nonzero_values = flat[positions]
-        if not np.isfinite(nonzero_values).all():
-            raise DczError(f"{name}: contains NaN or infinite weights, which cannot be encoded")
-        codebook = np.unique(nonzero_values)  # a sort; then codes by binary search (cheaper than argsort)
-        codes = np.searchsorted(codebook, nonzero_values)
+        codebook, codes = quantized_codes(name, flat[positions])
         k = codebook.size
-        if k > MAX_CODEBOOK:
-            raise DczError(
-                f"{name}: {k} distinct nonzero values, more than the {MAX_CODEBOOK} a codebook holds; "
-                "the model is not quantized: quantize it first"
-            )
         code_counts = np.bincount(codes, minlength=k)
         if index_bits is None:
             index_bits = choose_index_bits(positions, code_counts)

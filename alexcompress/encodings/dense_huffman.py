@@ -1,0 +1,102 @@
+"""The `dense_huffman` encoding: a quantized tensor as its codebook and one Huffman code word per element,
+the zeros included as a symbol of their own; no index stream.
+
+Where most weights are kept this is smaller than `sparse_huffman`: a layer kept whole needs no positions at
+all (the relative index would spend at least one bit per weight on a gap that is always 1), and at high
+density Huffman codes "zero" better as a symbol than as gaps whose lengths cannot go below one bit. The
+writer (`encodings.encode_coded`) keeps whichever of the two is smaller per tensor.
+
+Sections, in order: codebook (k float32, strictly increasing, nonzero), code_lengths (k + 1 bytes, the last
+for the zero symbol), codes. Fields: nnz, codebook_size, code_bits. Lossless like `sparse_huffman`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from .. import huffman
+from ..errors import DczError
+from .base import EncodedTensor, LayerSummary, SectionReader, TensorEntry, field_int, numel_of
+from .sparse_huffman import MAX_CODEBOOK, Streams, fixed_code_bits, quantized_codes
+
+
+class DenseHuffman:
+    name = "dense_huffman"
+    section_kinds = ("codebook", "code_lengths", "codes")
+    section_roles = {"codebook": "codebook", "code_lengths": "tables", "codes": "codes"}
+    fields = ("nnz", "codebook_size", "code_bits")
+
+    def check(self, row: Mapping[str, Any], dtype: str, shape: tuple[int, ...], where: str) -> tuple[dict[str, int], dict[str, int]]:
+        if dtype != "float32" or not shape:
+            raise DczError(f"{where}: dense_huffman tensors must be float32 with at least one dimension")
+        numel = numel_of(shape)
+        nnz = field_int(row, "nnz", 0, numel, where)
+        k = field_int(row, "codebook_size", 1 if nnz else 0, min(MAX_CODEBOOK, nnz), where)
+        code_bits = field_int(row, "code_bits", numel, numel * huffman.MAX_CODE_LENGTH, where)
+        fields = dict(nnz=nnz, codebook_size=k, code_bits=code_bits)
+        return fields, {"codebook": 4 * k, "code_lengths": k + 1, "codes": (code_bits + 7) // 8}
+
+    def encode(self, name: str, array: np.ndarray, **options: Any) -> EncodedTensor:
+        """One quantized float32 tensor: codebook of its distinct nonzeros, a Huffman code word per element
+        (symbol k for zero)."""
+        flat = np.ascontiguousarray(array, dtype=np.float32).reshape(-1)
+        positions = np.flatnonzero(flat)
+        codebook, codes = quantized_codes(name, flat[positions])
+        k = codebook.size
+        symbols = np.full(flat.size, k, dtype=np.int64)
+        symbols[positions] = codes
+        code_lengths = huffman.code_lengths(np.bincount(symbols, minlength=k + 1))
+        code_bytes, code_bits = huffman.encode(symbols, code_lengths)
+        params = dict(nnz=int(positions.size), codebook_size=int(k), code_bits=code_bits)
+        entry = TensorEntry(name, "float32", tuple(int(d) for d in array.shape), self.name, (), params)
+        return EncodedTensor(entry, [codebook.astype("<f4").tobytes(), code_lengths.tobytes(), code_bytes])
+
+    def streams(self, entry: TensorEntry, section: SectionReader) -> Streams:
+        """The code stream decoded (every element's symbol; k is zero); no gap stream."""
+        where = f"tensor {entry.name}"
+        codebook = np.frombuffer(section("codebook"), dtype="<f4")
+        if codebook.size and (not np.isfinite(codebook).all() or (codebook == 0).any() or (np.diff(codebook) <= 0).any()):
+            raise DczError(f"{where} section codebook: values must be finite, nonzero and strictly increasing")
+        code_lengths = np.frombuffer(section("code_lengths"), dtype=np.uint8)
+        huffman.check_lengths(code_lengths, f"{where} section code_lengths")
+        codes = huffman.decode(bytes(section("codes")), entry.code_bits, code_lengths, entry.numel, f"{where} section codes")
+        empty = np.zeros(0, dtype=np.uint8)
+        return Streams(codebook, code_lengths, empty, codes, empty.astype(codes.dtype), extra_symbol="zero")
+
+    def nonzeros(self, entry: TensorEntry, section: SectionReader) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(flattened positions as int32, codebook index of each, codebook), validated."""
+        streams = self.streams(entry, section)
+        kept = streams.codes != entry.codebook_size
+        positions = np.flatnonzero(kept).astype(np.int32 if entry.numel < 1 << 31 else np.int64)
+        if positions.size != entry.nnz:
+            raise DczError(f"tensor {entry.name}: decoded {positions.size} nonzeros, header declares {entry.nnz}")
+        return positions, streams.codes[kept], streams.codebook
+
+    def decode(self, entry: TensorEntry, section: SectionReader) -> np.ndarray:
+        positions, symbols, codebook = self.nonzeros(entry, section)
+        out = np.zeros(entry.numel, dtype=np.float32)
+        out[positions] = codebook[symbols]
+        return out.reshape(entry.shape)
+
+    def summary(self, entry: TensorEntry) -> LayerSummary:
+        wbits = fixed_code_bits(entry.codebook_size)  # the quantizer's width; at fixed width a zero symbol adds one
+        fixed = fixed_code_bits(entry.codebook_size + (entry.nnz < entry.numel))
+        return LayerSummary(
+            weights=entry.numel,
+            nnz=entry.nnz,
+            entries=entry.numel,
+            codebook_size=entry.codebook_size,
+            index_bits=0,
+            weight_bits_fixed=wbits,
+            weight_bits_coded=entry.code_bits / entry.numel if entry.numel else 0.0,
+            index_bits_coded=0.0,
+            bytes_fixed=math.ceil(entry.numel * fixed / 8) + 4 * entry.codebook_size,
+            bytes_file=entry.nbytes,
+        )
+
+
+ENCODING = DenseHuffman()
