@@ -199,6 +199,11 @@ class Quantizer(str, Enum):
     ecsq = "ecsq"
 
 
+class Importance(str, Enum):
+    none = "none"
+    grad2 = "grad2"
+
+
 class InitMethod(str, Enum):
     linear = "linear"
     density = "density"
@@ -344,11 +349,27 @@ class QuantOptions:
     rate_weight: Annotated[
         float, typer.Option("--rate-weight", help="ecsq: weight of code length (bits) against squared error / weight variance.")
     ] = 0.02
+    importance: Annotated[
+        Importance,
+        typer.Option(
+            "--importance",
+            help="Weigh each weight's error by its importance: grad2 = mean squared gradient over a few batches of --data (Choi et al.).",
+        ),
+    ] = Importance.none
+    importance_batches: Annotated[
+        int, typer.Option("--importance-batches", help="Batches of --data (at --batch-size) that --importance grad2 averages.")
+    ] = 16
 
-    def spec(self, seed: int) -> Any:
-        """The quantization spec; widths checked with the flag names before a 230 MB model is read."""
+    def spec(self, seed: int, *, trains: bool = False) -> Any:
+        """The quantization spec; widths checked with the flag names before a 230 MB model is read.
+        `trains`: the command was given training images (`--importance` needs them)."""
         from .pipeline import QuantizeSpec
         from .quantization import check_bits
+
+        importance = Importance(self.importance).value
+        check_range("--importance-batches", self.importance_batches, 1, 1 << 20)
+        if importance != "none" and not trains:
+            raise AlexCompressError(f"--importance {importance} needs training images: give --data to quantize")
 
         for what, value in (("--conv-bits", self.conv_bits), ("--fc-bits", self.fc_bits), ("--bits", self.bits)):
             if value is not None:
@@ -367,6 +388,8 @@ class QuantOptions:
             self.shared_codebook,
             Quantizer(self.quantizer).value,
             self.rate_weight,
+            importance,
+            self.importance_batches,
         )
 
 
@@ -834,7 +857,7 @@ def quantize(
     images: ImageOptions = ImageOptions(),
 ) -> None:
     """Stage 2: per-layer k-means weight sharing (<= 2^bits values); --data fine-tunes the centroids."""
-    spec = quant.spec(seed)
+    spec = quant.spec(seed, trains=training.data is not None)
     check_range("--seed", seed, 0, MAX_SEED)
     with _job(training) as group:
         console = _console(quiet or not group.is_main)
@@ -842,7 +865,8 @@ def quantize(
         config = training.config(model, target, seed) if training.data is not None else None
         dataset, validation = training.datasets(images, seed) if training.data is not None else (None, None)
         source = read_model(model, arch)
-        result = spec.apply(source.state, arch=source.arch, inplace=True)
+        importance = spec.importances(source.state, source.arch, dataset, config, log=console.print)
+        result = spec.apply(source.state, arch=source.arch, inplace=True, importance=importance)
         state = result.state
         if dataset is not None:  # the tables follow the run, so that a refused checkpoint stays a one-line error
             from .progress import training_log

@@ -126,6 +126,17 @@ def all_sum(values: Sequence[float]) -> list[float]:
     return tensor.cpu().tolist()
 
 
+def all_sum_(tensors: Sequence["torch.Tensor"]) -> None:
+    """Sum each tensor over the ranks, in place (on the device the group's backend runs on); nothing in a
+    world of one."""
+    import torch.distributed as dist
+
+    if not current().active:
+        return
+    for tensor in tensors:
+        dist.all_reduce(tensor)
+
+
 def gather(obj: Any) -> list[Any]:
     """Every rank's `obj` (picklable), in rank order, on every rank."""
     import torch.distributed as dist

@@ -103,9 +103,35 @@ class QuantizeSpec:
     shared_codebook: bool = False
     quantizer: str = "kmeans"  # kmeans | ecsq (see quantization.QUANTIZERS)
     rate_weight: float = 0.02  # ecsq: weight of the code length against the squared error
+    importance: str = "none"  # none | grad2 (see importance.IMPORTANCES): needs training images
+    importance_batches: int = 16
 
-    def apply(self, state: Mapping[str, Any], *, arch: str | None = None, inplace: bool = False) -> QuantizeResult:
-        return quantize(state, arch=arch, inplace=inplace, **asdict(self))
+    def apply(
+        self, state: Mapping[str, Any], *, arch: str | None = None, inplace: bool = False, importance: Optional[Mapping[str, Any]] = None
+    ) -> QuantizeResult:
+        """Quantize `state`; `importance` holds the arrays `importances()` estimated (None: all alike)."""
+        options = asdict(self)
+        del options["importance"], options["importance_batches"]
+        return quantize(state, arch=arch, inplace=inplace, importance=importance, **options)
+
+    def importances(self, state: Mapping[str, Any], arch: str, dataset: Any, config: Any, log: Any = None) -> Optional[Mapping[str, Any]]:
+        """The per-weight importances this spec asks for, from `dataset` at `config`'s batch size and device;
+        None for "none"."""
+        from .importance import estimate
+
+        if self.importance == "none":
+            return None
+        return estimate(
+            self.importance,
+            state,
+            arch,
+            dataset,
+            batch_size=config.batch_size,
+            batches=self.importance_batches,
+            device=config.device,
+            seed=self.seed,
+            log=log,
+        )
 
     def record(self) -> dict[str, Any]:
         """What the `.dcz` header keeps of these options."""
@@ -117,6 +143,8 @@ class QuantizeSpec:
             del out["layer_bits"]
         if self.quantizer == "kmeans":  # the paper's default leaves the header as it always was
             del out["quantizer"], out["rate_weight"]
+        if self.importance == "none":
+            del out["importance"], out["importance_batches"]
         return out
 
 

@@ -75,26 +75,39 @@ def _linear_over_support(v: np.ndarray, k: int) -> np.ndarray:
 
 
 def kmeans_1d(
-    values: np.ndarray, k: int, *, init: str = "linear", seed: int = 0, max_iter: int = 1000
+    values: np.ndarray, k: int, *, init: str = "linear", seed: int = 0, max_iter: int = 1000, weights: np.ndarray | None = None
 ) -> tuple[np.ndarray, np.ndarray, int]:
     """Exact Lloyd k-means on 1-D data. Returns (sorted float64 centroids, labels, iterations).
 
     Iterates until no assignment changes (Lloyd's fixed point) or `max_iter`. Empty clusters keep their
-    centroid. With at most k distinct values, each distinct value is its own centroid (no error).
+    centroid. With at most k distinct values, each distinct value is its own centroid (no error). Positive
+    `weights` (one per value: an importance, see `alexcompress.importance`) make each centroid the weighted
+    mean of its cluster (Choi et al.'s Hessian-weighted k-means); the assignment stays the nearest centroid.
 
     >>> c, labels, _ = kmeans_1d(np.array([0.1, 0.11, 0.9, 1.0]), 2)
     >>> np.round(c, 3).tolist(), labels.tolist()
     ([0.105, 0.95], [0, 0, 1, 1])
+    >>> c, _, _ = kmeans_1d(np.array([0.1, 0.11, 0.9, 1.0]), 2, weights=np.array([1, 1, 9, 1]))
+    >>> np.round(c, 3).tolist()
+    [0.105, 0.91]
     """
     x = np.asarray(values).reshape(-1)
     if x.size == 0:
         return np.empty(0), np.empty(0, dtype=np.int64), 0
-    v = np.sort(x)  # in the input's precision (float32 sorts twice as fast); sums below are float64
+    if weights is None:
+        v = np.sort(x)  # in the input's precision (float32 sorts twice as fast); sums below are float64
+        mass = None
+    else:
+        order = np.argsort(x, kind="stable")
+        v, mass = x[order], np.concatenate(([0.0], np.cumsum(np.asarray(weights, dtype=np.float64).reshape(-1)[order])))
     distinct = v[np.concatenate(([True], v[1:] != v[:-1]))].astype(np.float64)
     if distinct.size <= k:
         return distinct, np.searchsorted(distinct, x), 0
     centroids = np.unique(initial_centroids(v, k, init, seed).astype(np.float64))
-    prefix = np.concatenate(([0.0], np.cumsum(v, dtype=np.float64)))
+    if mass is None:
+        prefix = np.concatenate(([0.0], np.cumsum(v, dtype=np.float64)))
+    else:
+        prefix = np.concatenate(([0.0], np.cumsum(np.asarray(weights, dtype=np.float64).reshape(-1)[order] * v)))
     ends = None
     iterations = 0
     for iterations in range(1, max_iter + 1):
@@ -103,10 +116,10 @@ def kmeans_1d(
         if ends is not None and np.array_equal(new_ends, ends):
             break
         ends = new_ends
-        counts = np.diff(ends)
+        counts = np.diff(ends) if mass is None else mass[ends[1:]] - mass[ends[:-1]]
         sums = prefix[ends[1:]] - prefix[ends[:-1]]
-        filled = counts > 0
-        centroids = np.where(filled, sums / np.maximum(counts, 1), centroids)
+        filled = np.diff(ends) > 0
+        centroids = np.where(filled, sums / np.where(filled, counts, 1), centroids)
         centroids = np.unique(centroids)  # merged or crossed centroids collapse; keeps them sorted
     boundaries = (centroids[:-1] + centroids[1:]) / 2
     # the same rule as the segments above: a value equal to a (rounded) boundary joins the lower cluster
@@ -114,7 +127,14 @@ def kmeans_1d(
 
 
 def ecsq_1d(
-    values: np.ndarray, k: int, *, rate_weight: float = 0.05, init: str = "linear", seed: int = 0, max_iter: int = 200
+    values: np.ndarray,
+    k: int,
+    *,
+    rate_weight: float = 0.05,
+    init: str = "linear",
+    seed: int = 0,
+    max_iter: int = 200,
+    weights: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, int]:
     """Entropy-constrained scalar quantization (Chou, Lookabaugh & Gray 1989; Choi et al. 2017): at most k
     centroids minimising  mean (w - c)^2 / var(w) + rate_weight * (Huffman code length of c, in bits).
@@ -127,6 +147,11 @@ def ecsq_1d(
     weights fall on fewer, cheaper codes. `rate_weight` 0 is k-means. Returns (sorted float64 centroids,
     labels, iterations), like `kmeans_1d`.
 
+    With positive `weights` (importances of mean 1, `alexcompress.importance`) the error term of each value
+    is multiplied by its weight (Choi et al. 2017): an important weight keeps its own code where an
+    unimportant one is pushed onto a cheap code. The clusters are then no longer intervals; assignment is an
+    argmin over the k centroids per value (`_weighted_ecsq`).
+
     >>> x = np.concatenate([np.full(90, 0.1), np.full(9, 0.5), [0.52]])
     >>> c, labels, _ = ecsq_1d(x, 4, rate_weight=0.0)
     >>> c.size
@@ -135,10 +160,12 @@ def ecsq_1d(
     >>> c.size, np.bincount(labels).tolist()
     (2, [90, 10])
     """
-    centroids, labels, _ = kmeans_1d(values, k, init=init, seed=seed)
+    centroids, labels, _ = kmeans_1d(values, k, init=init, seed=seed, weights=weights)
     x = np.asarray(values).reshape(-1)
     if centroids.size <= 1 or rate_weight <= 0:
         return centroids, labels, 0
+    if weights is not None:
+        return _weighted_ecsq(x, np.asarray(weights, dtype=np.float64).reshape(-1), centroids, labels, rate_weight, max_iter)
     v = np.sort(x).astype(np.float64)
     prefix = np.concatenate(([0.0], np.cumsum(v)))
     lam = rate_weight * float(v.var()) if v.var() > 0 else 0.0
@@ -159,6 +186,43 @@ def ecsq_1d(
     # the last envelope's winners and boundaries belong together; at convergence the centroids are the
     # means of the partition those boundaries make
     return centroids, np.searchsorted(boundaries, x.astype(np.float64), side="left"), iterations
+
+
+#: values per block of the weighted assignment (a block × k float64 cost matrix at a time)
+_BLOCK = 1 << 18
+
+
+def _weighted_ecsq(
+    x: np.ndarray, h: np.ndarray, centroids: np.ndarray, labels: np.ndarray, rate_weight: float, max_iter: int
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """ECSQ with per-value error weights h: alternate the argmin of h (x - c)^2 + lam * length over the
+    centroids (blockwise), weighted means, and code lengths from the counts; empty clusters drop out."""
+    v = x.astype(np.float64)
+    lam = rate_weight * float(v.var()) if v.var() > 0 else 0.0
+    iterations = 0
+    for iterations in range(1, max_iter + 1):
+        counts = np.bincount(labels, minlength=centroids.size)
+        used = np.flatnonzero(counts)
+        remap = np.cumsum(counts > 0) - 1
+        labels, counts = remap[labels], counts[used]
+        mass = np.bincount(labels, weights=h, minlength=used.size)
+        centroids = np.bincount(labels, weights=h * v, minlength=used.size) / mass
+        penalty = lam * _information(counts)
+        new = np.empty_like(labels)
+        for start in range(0, v.size, _BLOCK):
+            block = slice(start, start + _BLOCK)
+            cost = h[block, None] * (v[block, None] - centroids[None, :]) ** 2 + penalty[None, :]
+            new[block] = cost.argmin(axis=1)
+        if np.array_equal(new, labels):
+            break
+        labels = new
+    # sorted centroids, labels renumbered to match (the callers' contract); unused ones dropped
+    counts = np.bincount(labels, minlength=centroids.size)
+    used = np.flatnonzero(counts)
+    order = used[np.argsort(centroids[used], kind="stable")]
+    rank = np.empty(centroids.size, dtype=np.int64)
+    rank[order] = np.arange(order.size)
+    return centroids[order], rank[labels], iterations
 
 
 def _information(counts: np.ndarray) -> np.ndarray:
@@ -186,9 +250,10 @@ def _envelope(centroids: np.ndarray, penalty: np.ndarray) -> tuple[np.ndarray, n
     return np.asarray(starts[1:], dtype=np.float64), np.asarray(hull, dtype=np.int64)
 
 
-#: 1-D quantizers by name: (values, k, init=, seed=, rate_weight=) -> (sorted centroids, labels, iterations)
+#: 1-D quantizers by name: (values, k, init=, seed=, rate_weight=, weights=) -> (sorted centroids, labels,
+#: iterations); `weights` are per-value importances or None
 QUANTIZERS = {
-    "kmeans": lambda values, k, *, init, seed, rate_weight: kmeans_1d(values, k, init=init, seed=seed),
+    "kmeans": lambda values, k, *, init, seed, rate_weight, weights=None: kmeans_1d(values, k, init=init, seed=seed, weights=weights),
     "ecsq": ecsq_1d,
 }
 
@@ -219,6 +284,7 @@ def quantize(
     shared_codebook: bool = False,
     quantizer: str = "kmeans",
     rate_weight: float = 0.02,
+    importance: Mapping[str, np.ndarray] | None = None,
     arch: str | None = None,
     inplace: bool = False,
 ) -> QuantizeResult:
@@ -228,6 +294,8 @@ def quantize(
     With `shared_codebook`, one codebook of 2**bits (default `fc_bits`) centroids serves every layer, as
     in the seed script. `quantizer` names an entry of QUANTIZERS: `kmeans` (the paper), or `ecsq`, which
     also weighs each code's length (`rate_weight`, see `ecsq_1d`) and so leaves a smaller file.
+    `importance` ({key: positive array of the weight's shape}, `alexcompress.importance`) weighs each
+    weight's squared error in either quantizer.
 
     >>> from alexcompress.models import random_model
     >>> from alexcompress.pruning import prune_global
@@ -265,6 +333,16 @@ def quantize(
     for key in keys:  # NaN is nonzero, so checking the nonzeros checks everything
         if not np.isfinite(flats[key][nonzero[key]]).all():
             raise AlexCompressError(f"{key} contains NaN or infinite weights")
+    weights = {key: None for key in keys}
+    for key in keys if importance is not None else ():
+        if key not in importance:
+            raise AlexCompressError(f"importance: no values for {key}")
+        h = np.asarray(importance[key], dtype=np.float32).reshape(-1)
+        if h.size != flats[key].size:
+            raise AlexCompressError(f"importance of {key}: {h.size} values for {flats[key].size} weights")
+        weights[key] = h[nonzero[key]]
+        if not (np.isfinite(weights[key]).all() and (weights[key] > 0).all()):
+            raise AlexCompressError(f"importance of {key} must be finite and positive")
     widths = {key: conv_bits if len(out[key].shape) > 2 else fc_bits for key in keys}
     widths.update(per_layer(architecture, layer_bits or {}, keys))
 
@@ -272,7 +350,8 @@ def quantize(
     if shared_codebook:
         shared_bits = bits if bits is not None else fc_bits
         everything = np.concatenate([flats[k][nonzero[k]] for k in keys]) if keys else np.empty(0, np.float32)
-        centroids, labels, iters = fit(everything, 2**shared_bits, init=init, seed=seed, rate_weight=rate_weight)
+        together = None if importance is None else np.concatenate([weights[k] for k in keys] or [np.empty(0, np.float32)])
+        centroids, labels, iters = fit(everything, 2**shared_bits, init=init, seed=seed, rate_weight=rate_weight, weights=together)
         start = 0
         for key in keys:
             n = nonzero[key].size
@@ -281,7 +360,7 @@ def quantize(
             start += n
     else:
         for key in keys:
-            fits[key] = fit(flats[key][nonzero[key]], 2 ** widths[key], init=init, seed=seed, rate_weight=rate_weight)
+            fits[key] = fit(flats[key][nonzero[key]], 2 ** widths[key], init=init, seed=seed, rate_weight=rate_weight, weights=weights[key])
 
     layers = []
     for key in keys:
