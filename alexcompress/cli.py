@@ -785,6 +785,14 @@ def prune(
     iterations: Annotated[
         int, typer.Option("--iterations", help="Iterative pruning: this many prune->retrain rounds up to the target (with --data).")
     ] = 1,
+    regrow: Annotated[
+        bool,
+        typer.Option(
+            "--regrow",
+            help="Retraining may bring pruned weights back: after each epoch a layer keeps its largest weights, "
+            "pruned ones included (same count; with --data).",
+        ),
+    ] = False,
     seed: SeedOpt = 0,
     arch: ArchOpt = None,
     force: ForceOpt = False,
@@ -805,10 +813,12 @@ def prune(
     check_range("--iterations", iterations, 1, 1000)
     if iterations > 1 and training.data is None:
         raise AlexCompressError("--iterations needs --data: iterative pruning retrains between rounds")
+    if regrow and training.data is None:
+        raise AlexCompressError("--regrow needs --data: pruned weights come back during retraining")
     with _job(training) as group:
         console = _console(quiet or not group.is_main)
         target = _plan_output(model, arch, output, ".pruned.pt", force)
-        config = training.config(model, target, seed) if training.data is not None else None
+        config = dataclasses.replace(training.config(model, target, seed), regrow=regrow) if training.data is not None else None
         dataset, validation = training.datasets(images, seed) if training.data is not None else (None, None)
         source = read_model(model, arch)
         if allocation is not None:

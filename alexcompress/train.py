@@ -70,6 +70,7 @@ class TrainConfig:
     keep_checkpoint: bool = False
     checkpoint_every: int = 0  # also checkpoint every this many batches (0: after every epoch only)
     amp: str = "off"  # off | bf16 | fp16 (CUDA): autocast of forward and loss
+    regrow: bool = False  # masked retraining: pruned weights may come back (RegrowingRetraining)
 
     def validate(self) -> None:
         checks = [
@@ -167,6 +168,11 @@ class _Hooks:
     def after_step(self, model: "torch.nn.Module") -> None:
         pass
 
+    def epoch_start(self, model: "torch.nn.Module") -> Optional[str]:
+        """Called on every rank before each epoch but the run's first (not again when resuming inside an
+        epoch); may return a line for the log."""
+        return None
+
     def state(self) -> dict[str, Any]:
         return {}
 
@@ -201,6 +207,77 @@ class MaskedRetraining(_Hooks):
 
     def state(self) -> dict[str, Any]:
         return {"masks": {k: v.cpu() for k, v in self.masks.items()}}
+
+
+class RegrowingRetraining(MaskedRetraining):
+    """Masked retraining in which pruned weights may come back (dynamic network surgery, Guo et al. 2016;
+    CLIP-Q, Tung & Mori 2018).
+
+    Every coded layer keeps a dense shadow of its weights. The forward pass uses the masked weights; the
+    gradient (straight through the mask) updates the shadow everywhere, pruned positions included. Before
+    each epoch but the first the mask is chosen again: the same number of weights per layer, now those with
+    the largest shadow magnitudes, so a pruned weight whose updates made it large returns and the weakest
+    kept one leaves; the epoch then trains with the new mask (chosen after the last epoch instead, the new
+    weights would meet the validation untrained: on digits every round then kept its starting point). Kept
+    counts, hence the compressed size, do not change. The shadow starts from `shadow` (the weights before
+    this round's pruning) where given, else from the weights."""
+
+    def __init__(
+        self,
+        model: "torch.nn.Module",
+        coded: "set[str]",
+        masks: "Optional[dict[str, torch.Tensor]]" = None,
+        shadow: "Optional[dict[str, torch.Tensor]]" = None,
+    ) -> None:
+        import torch
+
+        super().__init__(model, coded, masks)
+        params = dict(model.named_parameters())
+        self.shadow = {}
+        for key, mask in self.masks.items():
+            p = params[key].detach()
+            start = shadow[key].to(device=p.device, dtype=p.dtype) if shadow is not None and key in shadow else p
+            self.shadow[key] = torch.where(mask.to(p.device), p, start).clone()
+        self._keys = list(self.masks)
+
+    def after_backward(self, model: "torch.nn.Module") -> None:
+        import torch
+
+        with torch.no_grad():  # the step updates the dense shadow, with the gradient taken at the masked point
+            for key, (param, _) in zip(self._keys, self._params):
+                param.copy_(self.shadow[key])
+
+    def after_step(self, model: "torch.nn.Module") -> None:
+        import torch
+
+        with torch.no_grad():
+            for key, (param, mask) in zip(self._keys, self._params):
+                self.shadow[key].copy_(param)
+                param.copy_(torch.where(mask != 0, param, torch.zeros((), dtype=param.dtype, device=param.device)))
+
+    def epoch_start(self, model: "torch.nn.Module") -> Optional[str]:
+        import torch
+
+        moved = kept = 0
+        with torch.no_grad():
+            for i, (key, (param, mask)) in enumerate(zip(self._keys, self._params)):
+                k = int(mask.sum())
+                magnitude = self.shadow[key].abs().reshape(-1)
+                if k == 0 or k == magnitude.numel():
+                    continue
+                chosen = torch.zeros(magnitude.numel(), dtype=torch.bool, device=magnitude.device)
+                chosen[torch.topk(magnitude, k, sorted=False).indices] = True
+                chosen &= magnitude > 0  # a weight at exactly zero stays pruned
+                new = chosen.reshape(mask.shape)
+                moved += int((new & (mask == 0)).sum())
+                kept += k
+                self.masks[key] = new
+                self._params[i] = (param, new.to(param.dtype))
+                param.copy_(torch.where(new, self.shadow[key], torch.zeros((), dtype=param.dtype, device=param.device)))
+        return f"regrow: {moved:,} pruned weights came back ({moved / max(kept, 1):.2%} of the kept)"
+
+    def state(self) -> dict[str, Any]:
+        return {**super().state(), "shadow": {k: v.cpu() for k, v in self.shadow.items()}}
 
 
 class CentroidFinetuning(_Hooks):
@@ -404,6 +481,10 @@ def _train(
         for epoch in range(start_epoch, config.epochs):
             model.train()
             first = start_batch if epoch == start_epoch else 0
+            if epoch > 0 and first == 0:
+                note = hooks.epoch_start(model)
+                if note:
+                    log.note(f"{stage} epoch {epoch + 1}: {note}")
             batches = loader(
                 dataset,
                 batch_size=per_rank,
@@ -534,19 +615,40 @@ def retrain_pruned(
     log: Optional[TrainingLog] = None,
 ) -> "OrderedDict[str, torch.Tensor]":
     """Masked retraining of a pruned state dict. With `prune_round(state, r)` and `rounds` > 1, iterative
-    pruning: round r (1..rounds) prunes to the r-th step of the schedule, then retrains `config.epochs`."""
+    pruning: round r (1..rounds) prunes to the r-th step of the schedule, then retrains `config.epochs`.
+    With `config.regrow` (RegrowingRetraining) pruned weights may come back before every epoch but a
+    round's first, and at every round's pruning, which then ranks the pruned weights by their shadow."""
+    import torch
+
     config.validate()
     ckpt = _resume_point(config, "retrain", state)
     first_round = int(ckpt["round"]) if ckpt else 1
     coded = set(compressible_keys(state, arch))
+    shadow = None  # with regrow: the dense weights pruned weights come back from
     for r in range(first_round, rounds + 1):
         resuming = ckpt is not None and r == first_round
         if resuming:
             state = OrderedDict(ckpt["model"])
+            shadow = ckpt.get("shadow")
         elif prune_round is not None:
+            before = None
+            if config.regrow and shadow is None:
+                shadow = {key: torch.as_tensor(state[key]).detach().clone() for key in coded}
+            elif config.regrow:  # the round prunes from the kept weights and the shadow of the pruned ones
+                before = {key: torch.as_tensor(state[key]) != 0 for key in coded}
+                state = OrderedDict(
+                    (k, torch.where(before[k], torch.as_tensor(v), shadow[k].detach().cpu()) if k in coded else v) for k, v in state.items()
+                )
             state = prune_round(state, r)
+            if before is not None:
+                back = sum(int(((torch.as_tensor(state[k]) != 0) & ~before[k]).sum()) for k in coded)
+                (log or SilentLog()).note(f"retrain round {r}: regrow: {back:,} pruned weights came back")
         model = build_model(state, arch).to(rank_device(config.device))
-        hooks = MaskedRetraining(model, coded, ckpt["masks"] if resuming else None)
+        if config.regrow:
+            hooks: MaskedRetraining = RegrowingRetraining(model, coded, ckpt["masks"] if resuming else None, shadow)
+            shadow = hooks.shadow
+        else:
+            hooks = MaskedRetraining(model, coded, ckpt["masks"] if resuming else None)
         _train(
             model,
             hooks,

@@ -8,13 +8,16 @@ uncompressed model is trained on train (library code: there is no `train` comman
       quantize 8/5 bits with centroid fine-tuning, encode;
   (b) automatic allocation: `sensitivity` on the validation images, then `prune --target-ratio R --curves`
       with the same retraining, `quantize --layer-bits` (the widths it chose) with fine-tuning, encode;
-  (c) (b)'s keep rates, quantized with `--quantizer ecsq` at two more bits per layer than (b)'s widths,
-      its rate weight chosen on the validation images.
+  (c) (b)'s pruned model quantized with `--quantizer ecsq`: widths (b)'s + 1 or + 2, rate weights from
+      --rate-weights, with and without `--importance grad2`; each candidate is quantized, encoded (its real
+      size) and evaluated on the validation images before fine-tuning; the smallest file whose validation
+      top-1 is within --tolerance of (a)'s is fine-tuned and tested;
+  (d) as (b) with `prune --regrow`, then (c)'s chosen quantization (not chosen again: regrow alone changes).
 
 Every accuracy is `alexcompress eval` on the held-out test set; every ratio is the real `.dcz` against the
-float32 model. R defaults to 1.5x what (a) reached.
+float32 model. R defaults to 1.5x what (a) reached. The test set is never used to choose anything.
 
-    .venv/bin/python benchmarks/bench_ratio.py [--dataset digits|fashion-mnist|both] [--train-size 6000]
+    .venv/bin/python benchmarks/bench_ratio.py [--dataset digits|fashion-mnist|both] [--epochs 30] [--keep DIR]
 """
 
 from __future__ import annotations
@@ -62,6 +65,19 @@ def quantized(tmp: Path, model: Path, name: str, quant_args: list, train: list, 
     return tmp / f"{name}.dcz"
 
 
+def candidates(bits: str, args) -> list[tuple[str, list]]:
+    """(label, quantize options) of every ECSQ configuration (c) chooses from."""
+    pairs = [item.split("=") for item in bits.split(",")]
+    out = []
+    for extra in (1, 2):
+        widths = ",".join(f"{name}={min(8, int(b) + extra)}" for name, b in pairs)
+        for weight in args.rate_weights:
+            for importance in args.importances:
+                label = f"widths +{extra}, --rate-weight {weight:g}" + (f", --importance {importance}" if importance != "none" else "")
+                out.append((label, ["--layer-bits", widths, "--quantizer", "ecsq", "--rate-weight", weight, "--importance", importance]))
+    return out
+
+
 def run(name: str, train, test, args: argparse.Namespace) -> None:
     started = time.perf_counter()
     train, val = split(*train, 0.1, args.seed)
@@ -70,47 +86,58 @@ def run(name: str, train, test, args: argparse.Namespace) -> None:
         tmp.mkdir(parents=True, exist_ok=True)
         dirs = {k: tmp / k for k in ("train", "val", "test")}
         for key, (x, y) in (("train", train), ("val", val), ("test", test)):
-            export(dirs[key], x, y)
+            if not dirs[key].exists():
+                export(dirs[key], x, y)
         base = tmp / "base.pt"
-        train_base(dirs["train"], base, args.epochs, args.seed)
+        if not base.exists():  # --keep DIR of an earlier run: the same base model, not trained again
+            train_base(dirs["train"], base, args.epochs, args.seed)
         uncompressed = top1(base, dirs["test"])
         rows = []
         train_args = training(dirs["train"], dirs["val"], args)
         paper = quantized(tmp, pruned(tmp, base, "a", ["--rates", RATES], train_args, args)[0], "a", [], train_args, args)
+        paper_val = top1(paper, dirs["val"])
         rows.append(("(a) paper recipe: fixed rates (95.6% pruned), 8/5 bits, k-means", top1(paper, dirs["test"]), ratio(paper)))
         t0 = time.perf_counter()
         curves = tmp / "curves.json"
         out, _, _ = cli("sensitivity", base, "--data", dirs["val"], "--save", curves, "--batch-size", "256", *IMAGES)
         analysis = time.perf_counter() - t0
         target = args.target or round(1.5 * rows[0][2], 1)
-        auto, log = pruned(tmp, base, "b", ["--target-ratio", target, "--curves", curves], train_args, args)
+        allocation = ["--target-ratio", target, "--curves", curves]
+        auto, log = pruned(tmp, base, "b", allocation, train_args, args)
         bits = re.search(r"--layer-bits '([^']+)'", log).group(1)
         table = log[log.index("Automatic allocation") : log.index("quantize the result with")]
         dcz = quantized(tmp, auto, "b", ["--layer-bits", bits], train_args, args)
         rows.append((f"(b) automatic allocation, target {target:g}x, k-means at its widths", top1(dcz, dirs["test"]), ratio(dcz)))
-        # (c): the same rates, ECSQ given 2 more bits per layer to spend where they pay; its rate weight is
-        # chosen on the validation images (the largest that costs at most 0.3 pp there, before fine-tuning)
-        wider = ",".join(f"{name}={min(8, int(b) + 2)}" for name, b in (item.split("=") for item in bits.split(",")))
-        base_val, chosen = top1(base, dirs["val"]), args.rate_weights[0]
-        tried = []
-        for weight in args.rate_weights:
-            trial = tmp / f"ecsq-{weight:g}.pt"
-            cli("quantize", auto, "-o", trial, "--layer-bits", wider, "--quantizer", "ecsq", "--rate-weight", weight, "-q")
-            acc = top1(trial, dirs["val"])
-            tried.append(f"{weight:g}: {acc:.2f}%")
-            if acc >= base_val - 0.3:
-                chosen = weight
-        dcz = quantized(tmp, auto, "c", ["--layer-bits", wider, "--quantizer", "ecsq", "--rate-weight", chosen], train_args, args)
-        rows.append((f"(c) same rates, ECSQ at widths +2, --rate-weight {chosen:g}", top1(dcz, dirs["test"]), ratio(dcz)))
+        # (c): every ECSQ candidate quantized and encoded (its real size) and evaluated on validation before
+        # fine-tuning; the smallest within --tolerance of (a)'s validation top-1 is fine-tuned
+        tried, chosen = [], None
+        for i, (label, options) in enumerate(candidates(bits, args)):
+            trial = tmp / f"trial-{i}.pt"
+            cli("quantize", auto, "-o", trial, *options, "--epochs", "0", *train_args, "-q", "--force")
+            cli("encode", trial, "-o", tmp / f"trial-{i}.dcz", "-q", "--force")
+            size, acc = ratio(tmp / f"trial-{i}.dcz"), top1(trial, dirs["val"])
+            tried.append((label, size, acc))
+            if acc >= paper_val - args.tolerance and (chosen is None or size > chosen[1]):
+                chosen = (label, size, options)
+        if chosen is None:  # nothing within tolerance: the most accurate
+            label, size, _ = max(tried, key=lambda t: t[2])
+            chosen = (label, size, candidates(bits, args)[[t[0] for t in tried].index(label)][1])
+        dcz = quantized(tmp, auto, "c", chosen[2], train_args, args)
+        rows.append((f"(c) (b)'s pruning, ECSQ chosen on validation: {chosen[0]}", top1(dcz, dirs["test"]), ratio(dcz)))
+        regrown, _ = pruned(tmp, base, "d", [*allocation, "--regrow"], train_args, args)
+        dcz = quantized(tmp, regrown, "d", chosen[2], train_args, args)
+        rows.append(("(d) (c) with --regrow during pruning", top1(dcz, dirs["test"]), ratio(dcz)))
     n_train, n_val, n_test = len(train[1]), len(val[1]), len(test[1])
     print(f"\n## {name}: {n_train} training, {n_val} validation, {n_test} test images (64x64)")
     print(f"uncompressed AlexNet(10), {args.epochs} epochs: test top-1 {uncompressed:.2f}% (one test image = {100 / n_test:.2f} pp)\n")
-    print("| through the CLI | test top-1 | vs uncompressed | .dcz ratio | vs (a) |")
-    print("|---|---:|---:|---:|---:|")
+    print("| through the CLI | test top-1 | vs uncompressed | vs (a) | .dcz ratio | vs (a) |")
+    print("|---|---:|---:|---:|---:|---:|")
     for label, acc, r in rows:
-        print(f"| {label} | {acc:.2f}% | {acc - uncompressed:+.2f} pp | {r:.1f}x | {r / rows[0][2]:.2f}x |")
+        print(f"| {label} | {acc:.2f}% | {acc - uncompressed:+.2f} pp | {acc - rows[0][1]:+.2f} pp | {r:.1f}x | {r / rows[0][2]:.2f}x |")
     print(f"\nsensitivity analysis: {analysis:.0f} s ({out.strip().splitlines()[-1]})")
-    print(f"ECSQ rate weight on validation (uncompressed {base_val:.2f}%, before fine-tuning): {'; '.join(tried)}")
+    print(f"(c)'s candidates on validation before fine-tuning ((a): {paper_val:.2f}%, tolerance {args.tolerance} pp):")
+    for label, size, acc in sorted(tried, key=lambda t: -t[1]):
+        print(f"  {size:6.1f}x  {acc:6.2f}%  {label}{'  <- chosen' if label == chosen[0] else ''}")
     print(f"allocation chosen (layer-bits {bits}):\n```\n{table.strip()}\n```")
     print(f"({name} total {time.perf_counter() - started:.0f} s)", flush=True)
 
@@ -122,9 +149,13 @@ def main() -> None:
     parser.add_argument(
         "--rate-weights",
         type=lambda t: sorted(float(x) for x in t.split(",")),
-        default="0.001,0.002,0.004,0.008",
-        help="ECSQ rate weights to choose from on validation",
+        default="0.001,0.002,0.004",
+        help="ECSQ rate weights (c) chooses from on validation",
     )
+    parser.add_argument(
+        "--importances", type=lambda t: t.split(","), default="none,grad2", help="importances (c) chooses from on validation"
+    )
+    parser.add_argument("--tolerance", type=float, default=0.3, help="pp of validation top-1 below (a)'s that (c) may give up")
     parser.add_argument("--keep", default=None, help="work in this folder and leave the models there (default: a temporary one)")
     run_datasets(run, parser.parse_args())
 

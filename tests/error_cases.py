@@ -212,6 +212,8 @@ CASES = [
     ("--curves that is not a sensitivity file", "compress random:0:10 --target-ratio 50 --curves alexnet.pt -o t.dcz"),
     ("--quantizer ecsq with a negative --rate-weight", "quantize alexnet.pt --quantizer ecsq --rate-weight -1"),
     ("images too small for the model", "eval random:0:10 --data images --image-size 16 --resize 16"),
+    ("--regrow without training images", "prune alexnet.pt -o r.pt --regrow"),
+    ("--importance grad2 without training images", "quantize alexnet.pt -o i.pt --importance grad2"),
 ]
 
 

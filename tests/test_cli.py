@@ -219,9 +219,12 @@ def test_eval_prune_retrain_quantize_finetune_through_the_cli(tmp_path):
     assert result.exit_code == 0, result.output
     assert result.stdout.startswith("random:0:2: top-1 ") and "(8 images, 2 classes)" in result.stdout
     pruned = tmp_path / "p.pt"
-    result = run("prune", "random:0:2", "-o", pruned, "--sparsity", "0.95", "--data", data, "--epochs", "1", "--iterations", "2", *small)
+    result = run(
+        "prune", "random:0:2", "-o", pruned, "--sparsity", "0.95", "--data", data, "--epochs", "1", "--iterations", "2", "--regrow", *small
+    )
     assert result.exit_code == 0, result.output
     assert "round 2/2" in result.stderr and "sparsity 95.00%" in result.stderr
+    assert "round 2: regrow: " in result.stderr  # --regrow: at the second round's pruning (one epoch per round)
     assert not (tmp_path / "p.pt.ckpt").exists()  # removed after the successful run
     quantized = tmp_path / "q.pt"
     result = run("quantize", pruned, "-o", quantized, "--bits", "4", "--data", data, "--epochs", "1", *small)

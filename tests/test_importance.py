@@ -62,7 +62,7 @@ def test_grad2_estimate():
     assert list(h) == [k for k in state if k.endswith("weight")]
     for key, values in h.items():
         nonzero = state[key].numpy() != 0
-        assert values.shape == tuple(state[key].shape) and (values > 0).all()
+        assert values.shape == tuple(state[key].shape) and (values >= 0.5).all()  # shrunk halfway to uniform
         assert values[nonzero].mean() == pytest.approx(1.0, rel=1e-4)
     again = grad2(state, "alexnet", images, batch_size=4, batches=2, seed=1)
     assert all(np.array_equal(h[k], again[k]) for k in h)  # deterministic for a seed

@@ -273,3 +273,54 @@ def test_bf16_autocast_keeps_masks_exact_and_fp16_needs_cuda():
         assert (after[key][before[key] == 0] == 0).all() and not torch.equal(after[key], before[key])
     with pytest.raises(AlexCompressError, match="fp16 needs CUDA"):
         _train(net, MaskedRetraining(net, keys), tiny_data(), TrainConfig(epochs=1, batch_size=8, device="cpu", amp="fp16"), stage="s")
+
+
+def test_regrow_brings_pruned_weights_back_at_the_same_count():
+    from alexcompress.train import RegrowingRetraining
+
+    net = tiny_net()
+    pruned = prune_global(OrderedDict(net.state_dict()), 0.7, arch="none").state
+    net.load_state_dict(pruned)
+    before = {k: v != 0 for k, v in net.state_dict().items() if k.endswith("weight")}
+    notes = Recorder()
+    config = TrainConfig(epochs=3, lr=0.05, optimizer="adam", batch_size=8, device="cpu", regrow=True)
+    hooks = RegrowingRetraining(net, coded(net))
+    _train(net, hooks, tiny_data(), config, stage="retrain", log=notes)
+    came_back = 0
+    for key, kept in before.items():
+        weight = net.state_dict()[key]
+        now = weight != 0
+        assert int(now.sum()) == int(kept.sum()), key  # the size does not change
+        assert torch.equal(now, hooks.masks[key].bool()), key  # the weights are what the mask says
+        assert not torch.signbit(weight[~now]).any(), key  # pruned weights are +0.0
+        came_back += int((now & ~kept).sum())
+    assert came_back > 0  # lr 0.05 for 3 epochs moves some pruned weights past the weakest kept ones
+    assert sum("pruned weights came back" in line for line in notes.notes) == 2  # before epochs 2 and 3
+    assert set(hooks.state()) == {"masks", "shadow"}
+
+
+def test_regrow_resumes_the_same_run_and_spans_pruning_rounds(tmp_path):
+    from alexcompress.models import random_model
+    from alexcompress.pipeline import PruneSpec, prune_and_retrain
+
+    base = prune_global(random_model("alexnet", num_classes=2, seed=0), 0.5).state
+    data = alexnet_small_data()
+
+    def config(epochs, checkpoint, resume=False):
+        return TrainConfig(
+            epochs=epochs, lr=0.01, batch_size=4, device="cpu", checkpoint=str(checkpoint), resume=resume, keep_checkpoint=True, regrow=True
+        )
+
+    straight = retrain_pruned(base, "alexnet", data, config(2, tmp_path / "a.ckpt"))
+    retrain_pruned(base, "alexnet", data, config(1, tmp_path / "b.ckpt"))  # "interrupted" after epoch 1
+    assert "shadow" in torch.load(tmp_path / "b.ckpt", weights_only=False)
+    resumed = retrain_pruned(base, "alexnet", data, config(2, tmp_path / "b.ckpt", resume=True))
+    for key in straight:
+        assert torch.equal(straight[key], resumed[key]), key
+    # two pruning rounds to 80%: the count per layer is the schedule's, whatever came back
+    notes = Recorder()
+    two = prune_and_retrain(base, data, config(1, tmp_path / "c.ckpt"), PruneSpec(sparsity=0.8), arch="alexnet", rounds=2, log=notes)
+    kept = sum(int((two[k] != 0).sum()) for k in two if k.endswith("weight"))
+    total = sum(two[k].numel() for k in two if k.endswith("weight"))
+    assert kept / total == pytest.approx(0.2, abs=0.002)
+    assert sum("came back" in line for line in notes.notes) == 1  # one epoch per round: at round 2's pruning
