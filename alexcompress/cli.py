@@ -789,8 +789,8 @@ def prune(
         bool,
         typer.Option(
             "--regrow",
-            help="Retraining may bring pruned weights back: after each epoch a layer keeps its largest weights, "
-            "pruned ones included (same count; with --data).",
+            help="Retraining may bring pruned weights back: before each epoch but a round's first, and at each round's "
+            "pruning, a layer keeps its largest weights, pruned ones included (same count; with --data).",
         ),
     ] = False,
     seed: SeedOpt = 0,

@@ -110,6 +110,10 @@ class QuantizeSpec:
         self, state: Mapping[str, Any], *, arch: str | None = None, inplace: bool = False, importance: Optional[Mapping[str, Any]] = None
     ) -> QuantizeResult:
         """Quantize `state`; `importance` holds the arrays `importances()` estimated (None: all alike)."""
+        if self.importance != "none" and importance is None:
+            raise AlexCompressError(
+                f"importance {self.importance!r} needs training images: pass apply(..., importance=spec.importances(state, arch, dataset, config))"
+            )
         options = asdict(self)
         del options["importance"], options["importance_batches"]
         return quantize(state, arch=arch, inplace=inplace, importance=importance, **options)

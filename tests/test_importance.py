@@ -86,6 +86,13 @@ def test_quantize_checks_the_importance_it_is_given():
             quantize(state, bits=3, arch="none", importance=bad)
 
 
+def test_a_spec_asking_for_importance_refuses_to_guess():
+    from alexcompress.pipeline import QuantizeSpec, compress
+
+    with pytest.raises(AlexCompressError, match="needs training images"):
+        compress(random_model(num_classes=2, seed=0), quantization=QuantizeSpec(importance="grad2"))
+
+
 def test_importance_through_the_cli(tmp_path):
     data = make_image_folder(tmp_path / "images")
     small = ["--image-size", "64", "--resize", "64", "--batch-size", "4", "--device", "cpu"]
