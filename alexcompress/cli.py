@@ -179,7 +179,12 @@ ArchOpt = Annotated[
 ]
 SeedOpt = Annotated[int, typer.Option("--seed", help="Seed for random init, k-means init and retraining batches.")]
 IndexBitsOpt = Annotated[
-    str, typer.Option("--index-bits", help="Relative-index width per layer: 'auto' (smallest file) or 1-12 (paper: 4).")
+    str,
+    typer.Option(
+        "--index-bits",
+        help="Relative-index width per layer: 'auto' (smallest file; layers kept whole or mostly are then coded "
+        "without an index) or 1-12 (paper: 4; every layer sparse, as readers before 0.4.0 need).",
+    ),
 ]
 BatchOpt = Annotated[int, typer.Option("--batch-size", help="Images per batch.")]
 WorkersOpt = Annotated[int, typer.Option("--workers", help="DataLoader worker processes.")]
