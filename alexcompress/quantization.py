@@ -99,7 +99,8 @@ def kmeans_1d(
         mass = None
     else:
         order = np.argsort(x, kind="stable")
-        v, mass = x[order], np.concatenate(([0.0], np.cumsum(np.asarray(weights, dtype=np.float64).reshape(-1)[order])))
+        v, w = x[order], np.asarray(weights, dtype=np.float64).reshape(-1)[order]
+        mass = np.concatenate(([0.0], np.cumsum(w)))
     distinct = v[np.concatenate(([True], v[1:] != v[:-1]))].astype(np.float64)
     if distinct.size <= k:
         return distinct, np.searchsorted(distinct, x), 0
@@ -107,7 +108,7 @@ def kmeans_1d(
     if mass is None:
         prefix = np.concatenate(([0.0], np.cumsum(v, dtype=np.float64)))
     else:
-        prefix = np.concatenate(([0.0], np.cumsum(np.asarray(weights, dtype=np.float64).reshape(-1)[order] * v)))
+        prefix = np.concatenate(([0.0], np.cumsum(w * v)))
     ends = None
     iterations = 0
     for iterations in range(1, max_iter + 1):

@@ -21,7 +21,7 @@ import numpy as np
 from .. import huffman
 from ..errors import DczError
 from .base import EncodedTensor, LayerSummary, SectionReader, TensorEntry, field_int, numel_of
-from .sparse_huffman import MAX_CODEBOOK, Streams, fixed_code_bits, quantized_codes
+from .sparse_huffman import MAX_CODEBOOK, Streams, codebook_and_lengths, fixed_code_bits, quantized_codes, scatter
 
 
 class DenseHuffman:
@@ -58,11 +58,7 @@ class DenseHuffman:
     def streams(self, entry: TensorEntry, section: SectionReader) -> Streams:
         """The code stream decoded (every element's symbol; k is zero); no gap stream."""
         where = f"tensor {entry.name}"
-        codebook = np.frombuffer(section("codebook"), dtype="<f4")
-        if codebook.size and (not np.isfinite(codebook).all() or (codebook == 0).any() or (np.diff(codebook) <= 0).any()):
-            raise DczError(f"{where} section codebook: values must be finite, nonzero and strictly increasing")
-        code_lengths = np.frombuffer(section("code_lengths"), dtype=np.uint8)
-        huffman.check_lengths(code_lengths, f"{where} section code_lengths")
+        codebook, code_lengths = codebook_and_lengths(section, where)
         codes = huffman.decode(bytes(section("codes")), entry.code_bits, code_lengths, entry.numel, f"{where} section codes")
         empty = np.zeros(0, dtype=np.uint8)
         return Streams(codebook, code_lengths, empty, codes, empty.astype(codes.dtype), extra_symbol="zero")
@@ -77,10 +73,7 @@ class DenseHuffman:
         return positions, streams.codes[kept], streams.codebook
 
     def decode(self, entry: TensorEntry, section: SectionReader) -> np.ndarray:
-        positions, symbols, codebook = self.nonzeros(entry, section)
-        out = np.zeros(entry.numel, dtype=np.float32)
-        out[positions] = codebook[symbols]
-        return out.reshape(entry.shape)
+        return scatter(entry, *self.nonzeros(entry, section))
 
     def summary(self, entry: TensorEntry) -> LayerSummary:
         wbits = fixed_code_bits(entry.codebook_size)  # the quantizer's width; at fixed width a zero symbol adds one

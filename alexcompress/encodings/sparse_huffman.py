@@ -49,6 +49,23 @@ def quantized_codes(name: str, nonzero_values: np.ndarray) -> tuple[np.ndarray, 
     return codebook, np.searchsorted(codebook, nonzero_values)
 
 
+def codebook_and_lengths(section: SectionReader, where: str) -> tuple[np.ndarray, np.ndarray]:
+    """The `codebook` and `code_lengths` sections both coded encodings share, validated."""
+    codebook = np.frombuffer(section("codebook"), dtype="<f4")
+    if codebook.size and (not np.isfinite(codebook).all() or (codebook == 0).any() or (np.diff(codebook) <= 0).any()):
+        raise DczError(f"{where} section codebook: values must be finite, nonzero and strictly increasing")
+    code_lengths = np.frombuffer(section("code_lengths"), dtype=np.uint8)
+    huffman.check_lengths(code_lengths, f"{where} section code_lengths")
+    return codebook, code_lengths
+
+
+def scatter(entry: TensorEntry, positions: np.ndarray, symbols: np.ndarray, codebook: np.ndarray) -> np.ndarray:
+    """The dense float32 tensor from its nonzeros (what `nonzeros()` returns): the coded encodings' decode."""
+    out = np.zeros(entry.numel, dtype=np.float32)
+    out[positions] = codebook[symbols]
+    return out.reshape(entry.shape)
+
+
 def choose_index_bits(positions: np.ndarray, code_counts: np.ndarray) -> int:
     """The gap width minimising this tensor's coded size (both streams and their tables), from histograms."""
     if positions.size == 0:
@@ -133,12 +150,8 @@ class SparseHuffman:
     def tables(self, entry: TensorEntry, section: SectionReader) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The codebook and both code-length tables, validated."""
         where = f"tensor {entry.name}"
-        codebook = np.frombuffer(section("codebook"), dtype="<f4")
-        if codebook.size and (not np.isfinite(codebook).all() or (codebook == 0).any() or (np.diff(codebook) <= 0).any()):
-            raise DczError(f"{where} section codebook: values must be finite, nonzero and strictly increasing")
-        code_lengths = np.frombuffer(section("code_lengths"), dtype=np.uint8)
+        codebook, code_lengths = codebook_and_lengths(section, where)
         gap_lengths = np.frombuffer(section("gap_lengths"), dtype=np.uint8)
-        huffman.check_lengths(code_lengths, f"{where} section code_lengths")
         huffman.check_lengths(gap_lengths, f"{where} section gap_lengths")
         return codebook, code_lengths, gap_lengths
 
@@ -170,10 +183,7 @@ class SparseHuffman:
         return positions, symbols[~filler], streams.codebook
 
     def decode(self, entry: TensorEntry, section: SectionReader) -> np.ndarray:
-        positions, symbols, codebook = self.nonzeros(entry, section)
-        out = np.zeros(entry.numel, dtype=np.float32)
-        out[positions] = codebook[symbols]
-        return out.reshape(entry.shape)
+        return scatter(entry, *self.nonzeros(entry, section))
 
     def summary(self, entry: TensorEntry) -> LayerSummary:
         wbits = fixed_code_bits(entry.codebook_size)
