@@ -13,6 +13,7 @@ import math
 import os
 import re
 import sys
+import time
 import typing
 import warnings
 from collections.abc import Callable
@@ -1014,9 +1015,10 @@ def sensitivity(
     images: ImageOptions = ImageOptions(),
 ) -> None:
     """Validation top-1 with each layer alone pruned to each keep rate and quantized to each width (the
-    paper's sensitivity curves): the table (stdout), --save for automatic allocation, --plot for the figure."""
+    paper's sensitivity curves), and how far the predictions move (KL divergence, what automatic allocation
+    ranks by): the tables (stdout), --save for automatic allocation, --plot for the figure."""
     from .data import loader, resolve_device
-    from .evaluate import evaluate
+    from .evaluate import evaluate, log_probabilities
     from .models import build_model
     from .sensitivity import measure
 
@@ -1037,9 +1039,15 @@ def sensitivity(
     _announce(console, source)
     net = build_model(source.state, source.arch).to(target_device)
 
-    def score(module: Any) -> tuple[float, int]:
-        result = evaluate(module, loader(dataset, batch_size=batch_size, workers=workers), device=target_device, limit=limit)
-        return result.top1, result.samples
+    def batches() -> Any:
+        return loader(dataset, batch_size=batch_size, workers=workers)
+
+    started = time.perf_counter()
+    reference = log_probabilities(net, batches(), device=target_device, limit=limit)  # the original's predictions
+
+    def score(module: Any) -> tuple[float, float, int]:
+        result = evaluate(module, batches(), device=target_device, limit=limit, reference=reference)
+        return result.top1, result.kl, result.samples
 
     curves = measure(
         net,
@@ -1049,6 +1057,7 @@ def sensitivity(
         bits_grid=widths,
         on_step=lambda name, text: console.print(f"{name}: {text}", markup=False),
     )
+    curves.seconds = time.perf_counter() - started
     out = _console(quiet, stderr=True) if save == STDIO else _console(stderr=False)  # stdout carries the JSON then
     for what, grid, label in (("keep", keeps, lambda k: f"{k:.0%}"), ("bits", widths, lambda b: f"{b} bits")):
         table = Table(
@@ -1060,8 +1069,17 @@ def sensitivity(
         for layer in curves.layers:
             table.add_row(printable(layer.name), *(f"{100 * getattr(layer, what)[p]:.1f}" for p in grid))
         out.print(table)
+    table = Table(title="mean KL divergence from the original's predictions (nats), one layer changed: what allocation ranks by")
+    table.add_column("layer")
+    for point in keeps:
+        table.add_column(f"{point:.0%}", justify="right")
+    for point in widths:
+        table.add_column(f"{point}b", justify="right")
+    for layer in curves.layers:
+        table.add_row(printable(layer.name), *(f"{layer.keep_kl[p]:.3f}" for p in keeps), *(f"{layer.bits_kl[b]:.3f}" for b in widths))
+    out.print(table)
     out.print(
-        f"{curves.samples:,} validation images, {len(curves.layers) * (len(keeps) + len(widths)) + 1} evaluations, {curves.seconds:.0f} s"
+        f"{curves.samples:,} validation images, {len(curves.layers) * (len(keeps) + len(widths)) + 2} evaluations, {curves.seconds:.0f} s"
     )
     if save is not None:
         write_output(save, (curves.to_json() + "\n").encode())

@@ -124,6 +124,46 @@ def test_allocation_spends_bytes_where_accuracy_needs_them():
         check_allocation(chosen, {"robust.weight": np.zeros((10, 10), np.float32)}, "none")
 
 
+def _overfit_curves() -> Curves:
+    """An over-fitting model's curves: pruning either layer alone *raises* validation top-1 down to 5% keep,
+    but `deep`'s predictions move ten times further than `wide`'s as it goes (the divergence)."""
+    top1 = {1.0: 0.80, 0.5: 0.81, 0.25: 0.82, 0.1: 0.82, 0.05: 0.81}
+    bits = {8: 0.80, 4: 0.80, 2: 0.81}
+    wide_kl = {1.0: 0.0, 0.5: 0.001, 0.25: 0.003, 0.1: 0.01, 0.05: 0.03}
+    layers = [
+        LayerCurve(
+            f"{name}.weight",
+            name,
+            100_000,
+            100_000,
+            dict(top1),
+            dict(bits),
+            {k: scale * v for k, v in wide_kl.items()},
+            {8: 0.0, 4: scale * 0.0005, 2: scale * 0.002},
+        )
+        for name, scale in (("wide", 1.0), ("deep", 10.0))
+    ]
+    return Curves("none", 0.80, 1000, layers, raw_bytes=800)
+
+
+def test_allocation_ranks_by_divergence_where_top1_reads_flat():
+    curves = _overfit_curves()
+    assert curves.has_divergence and not _curves().has_divergence
+    chosen = allocate(curves, target_ratio=20)
+    assert chosen.predicted_ratio >= 20 and chosen.predicted_drop == 0.0
+    # top-1 sees no cost anywhere; the divergence puts the bytes in the layer whose predictions move most
+    assert chosen.rates["deep.weight"] > chosen.rates["wide.weight"]
+    assert chosen.predicted_kl == pytest.approx(
+        sum(layer.keep_kl[chosen.rates[layer.key]] + layer.bits_kl[chosen.bits[layer.key]] for layer in curves.layers)
+    )
+    # ranked by top-1 alone (a version-1 file) the two layers tie, and nothing protects `deep`
+    for layer in curves.layers:
+        layer.keep_kl, layer.bits_kl = {}, {}
+    flat = allocate(curves, target_ratio=20)
+    assert flat.predicted_kl is None and flat.rates["deep.weight"] == flat.rates["wide.weight"]
+    assert allocate(_curves(), target_ratio=15).predicted_kl is None
+
+
 def test_curves_file_round_trip_and_refusals(tmp_path):
     curves = _curves()
     path = tmp_path / "c.json"
@@ -135,6 +175,20 @@ def test_curves_file_round_trip_and_refusals(tmp_path):
         read_curves(path)
     path.write_text(curves.to_json().replace("0.88", "NaN"))
     with pytest.raises(AlexCompressError, match="non-finite"):
+        read_curves(path)
+    # version 2 carries the divergence; version 1 files (no divergence) still read, and allocate by top-1
+    overfit = _overfit_curves()
+    path.write_text(overfit.to_json())
+    back = read_curves(path)
+    assert back.layers[1].keep_kl == overfit.layers[1].keep_kl and back.layers[0].bits_kl == overfit.layers[0].bits_kl
+    path.write_text(curves.to_json().replace("sensitivity-2", "sensitivity-1"))
+    assert not read_curves(path).has_divergence
+    text = overfit.to_json()
+    path.write_text(text.replace('"0.05": 0.3', '"0.04": 0.3'))  # a divergence at a point top-1 was not measured at
+    with pytest.raises(AlexCompressError, match="not at its top-1 curves' points"):
+        read_curves(path)
+    path.write_text(text.replace('"0.05": 0.3', '"0.05": -0.3'))
+    with pytest.raises(AlexCompressError, match="negative divergence"):
         read_curves(path)
 
 
@@ -158,7 +212,7 @@ def test_sensitivity_and_allocation_through_the_cli(tmp_path):
         *small,
     )
     assert result.exit_code == 0, result.output
-    assert "conv1" in result.stdout and "fc8" in result.stdout and "6 validation images, 41 evaluations" in result.stdout
+    assert "conv1" in result.stdout and "fc8" in result.stdout and "6 validation images, 42 evaluations" in result.stdout
     assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert len(read_curves(curves).layers) == 8
     out = tmp_path / "auto.dcz"
