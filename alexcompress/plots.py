@@ -182,23 +182,33 @@ def write_report(out: Path, header: DczHeader, data: bytes, original: Optional[M
 
 def sensitivity_figure(path: Path, curves: Any) -> Path:
     """Han et al. 2015's Fig. 5 for any model: validation top-1 against each layer's keep rate (left) and
-    bit width (right), one layer changed at a time."""
+    bit width (right), one layer changed at a time; below, where the curves carry it, how far the
+    predictions moved (the KL divergence automatic allocation ranks by)."""
     plt = _pyplot()
-    fig, (left, right) = plt.subplots(1, 2, figsize=SIZE)
-    for layer in curves.layers:
-        keep = sorted(layer.keep)
-        left.plot([100 * k for k in keep], [100 * layer.keep[k] for k in keep], marker="o", ms=3, label=layer.name)
-        bits = sorted(layer.bits)
-        right.plot(bits, [100 * layer.bits[b] for b in bits], marker="o", ms=3, label=layer.name)
+    rows = 2 if curves.has_divergence else 1
+    fig, axes = plt.subplots(rows, 2, figsize=SIZE, sharex="col", squeeze=False)
+    panels = [("top1", "validation top-1 (%)", lambda layer, what: {k: 100 * v for k, v in getattr(layer, what).items()})]
+    if rows == 2:
+        panels.append(("kl", "KL from the original (nats)", lambda layer, what: getattr(layer, f"{what}_kl")))
+    for (kind, label, values), (left, right) in zip(panels, axes):
+        for layer in curves.layers:
+            keep, bits = sorted(layer.keep), sorted(layer.bits)
+            keep_values, bits_values = values(layer, "keep"), values(layer, "bits")
+            left.plot([100 * k for k in keep], [keep_values[k] for k in keep], marker="o", ms=3, label=layer.name)
+            right.plot(bits, [bits_values[b] for b in bits], marker="o", ms=3, label=layer.name)
+        for ax in (left, right):
+            ax.set_ylabel(label)
+            ax.grid(alpha=0.3)
+            if kind == "top1":
+                ax.axhline(100 * curves.baseline, color="grey", lw=0.8, ls="--")
+            else:
+                ax.set_yscale("symlog", linthresh=1e-3)
+    left, right = axes[0]
     left.set_xscale("log")
-    left.set_xlabel("weights kept (%), this layer alone")
-    right.set_xlabel("bits per weight code, this layer alone")
-    for ax in (left, right):
-        ax.axhline(100 * curves.baseline, color="grey", lw=0.8, ls="--")
-        ax.set_ylabel("validation top-1 (%)")
-        ax.grid(alpha=0.3)
     left.invert_xaxis()
     right.invert_xaxis()
+    axes[-1][0].set_xlabel("weights kept (%), this layer alone")
+    axes[-1][1].set_xlabel("bits per weight code, this layer alone")
     left.legend(fontsize=7, ncol=2)
     fig.suptitle(f"Sensitivity of {curves.arch} ({curves.samples:,} validation images, baseline {curves.baseline:.2%})")
     fig.tight_layout()

@@ -41,3 +41,22 @@ def test_missing_matplotlib_is_one_clear_line(tmp_path, files, monkeypatch):
     assert result.exit_code == 1
     assert result.stderr.strip() == "alexcompress: error: report needs matplotlib: pip install 'alexcompress[plot]'"
     assert not (tmp_path / "x").exists()
+
+
+def test_sensitivity_figure_draws_the_divergence_row_only_where_the_curves_carry_it(tmp_path):
+    from alexcompress.plots import sensitivity_figure
+
+    from .test_sensitivity import _curves, _overfit_curves
+
+    pictures = {}
+    for name, curves in (("top1", _curves()), ("both", _overfit_curves())):
+        with Image.open(sensitivity_figure(tmp_path / f"{name}.png", curves)) as image:
+            assert image.format == "PNG" and image.size == (1000, 600)
+            pictures[name] = np.asarray(image.convert("L"))
+
+    # each row of panels has a frame: a top and a bottom edge, dark across a third of the picture's width
+    def frame_edges(picture):
+        dark = (picture < 100).mean(axis=1) > 0.3
+        return int((dark[1:] & ~dark[:-1]).sum())
+
+    assert frame_edges(pictures["top1"]) == 2 and frame_edges(pictures["both"]) == 4
