@@ -276,7 +276,8 @@ class PruneOptions:
         Optional[float],
         typer.Option(
             "--target-ratio",
-            help="Choose per-layer keep rates and bits from --curves to reach this compression ratio at the least predicted loss.",
+            help="Choose per-layer keep rates and bits from --curves to reach this compression ratio at the least predicted "
+            "damage (the layers' divergence); prune with --val also measures the drop with every layer changed together.",
             show_default=False,
         ),
     ] = None
@@ -284,7 +285,8 @@ class PruneOptions:
         Optional[float],
         typer.Option(
             "--max-drop",
-            help="Choose per-layer keep rates and bits from --curves: the smallest file within this predicted top-1 drop (pp).",
+            help="Choose per-layer keep rates and bits from --curves: the smallest file within this top-1 drop (pp) before "
+            "retraining; prune with --val measures it with every layer changed together, else the curves' prediction.",
             show_default=False,
         ),
     ] = None
@@ -298,8 +300,8 @@ class PruneOptions:
     ] = None
 
     def allocation(self) -> Any:
-        """The automatic per-layer allocation asked for, or None."""
-        from .sensitivity import allocate, read_curves
+        """The automatic per-layer allocation asked for, or None (as the curves predict it)."""
+        from .sensitivity import allocate
 
         if self.target_ratio is None and self.max_drop is None:
             if self.curves is not None:
@@ -314,7 +316,12 @@ class PruneOptions:
                 "--target-ratio/--max-drop choose from measured curves: run 'alexcompress sensitivity MODEL --data VAL "
                 "--save curves.json' first and pass --curves curves.json"
             )
-        return allocate(read_curves(self.curves), target_ratio=self.target_ratio, max_drop=self.max_drop)
+        return allocate(self.read_curves(), target_ratio=self.target_ratio, max_drop=self.max_drop)
+
+    def read_curves(self) -> Any:
+        from .sensitivity import read_curves
+
+        return read_curves(self.curves)
 
     def spec(self, allocation: Any = None) -> Any:
         from .pipeline import PruneSpec
@@ -829,6 +836,23 @@ def prune(
         source = read_model(model, arch)
         if allocation is not None:
             check_allocation(allocation, source.state, source.arch)
+            if validation is not None:  # checked on the validation images, every layer changed together
+                from .pipeline import measure_allocation
+
+                allocation = measure_allocation(
+                    source.state,
+                    source.arch,
+                    method.read_curves(),
+                    allocation,
+                    validation,
+                    config,
+                    max_drop=method.max_drop,
+                    on_probe=lambda a, drop: console.print(
+                        f"allocation at {a.predicted_ratio:.1f}x: validation top-1 {0.0 - drop:+.2f} pp, every layer changed together",
+                        markup=False,
+                    ),
+                )
+                spec = method.spec(allocation)
             print_allocation(console, allocation, source.arch)
             console.print(f"quantize the result with: --layer-bits '{allocation.bits_option()}'", markup=False)
         if dataset is None:
@@ -987,6 +1011,15 @@ def _grid(text: str, what: str, convert: Callable[[str], Any], low: float, high:
     return values
 
 
+def _nats(value: float) -> str:
+    """A divergence in at most five characters: 0.283, 4e-05, 0.
+
+    >>> _nats(0.28312), _nats(0.0000412), _nats(0.0)
+    ('0.283', '4e-05', '0')
+    """
+    return "0" if value == 0 else f"{value:.3f}" if value >= 0.001 else f"{value:.0e}"
+
+
 @app.command()
 @command
 @option_group(images=ImageOptions)
@@ -1060,24 +1093,18 @@ def sensitivity(
     curves.seconds = time.perf_counter() - started
     out = _console(quiet, stderr=True) if save == STDIO else _console(stderr=False)  # stdout carries the JSON then
     for what, grid, label in (("keep", keeps, lambda k: f"{k:.0%}"), ("bits", widths, lambda b: f"{b} bits")):
-        table = Table(
-            title=f"validation top-1 with one layer {'pruned' if what == 'keep' else 'quantized'} (baseline {curves.baseline:.2%})"
-        )
-        table.add_column("layer")
-        for point in grid:
-            table.add_column(label(point), justify="right")
-        for layer in curves.layers:
-            table.add_row(printable(layer.name), *(f"{100 * getattr(layer, what)[p]:.1f}" for p in grid))
-        out.print(table)
-    table = Table(title="mean KL divergence from the original's predictions (nats), one layer changed: what allocation ranks by")
-    table.add_column("layer")
-    for point in keeps:
-        table.add_column(f"{point:.0%}", justify="right")
-    for point in widths:
-        table.add_column(f"{point}b", justify="right")
-    for layer in curves.layers:
-        table.add_row(printable(layer.name), *(f"{layer.keep_kl[p]:.3f}" for p in keeps), *(f"{layer.bits_kl[b]:.3f}" for b in widths))
-    out.print(table)
+        changed = "pruned" if what == "keep" else "quantized"
+        for suffix, title, cell in (
+            ("", f"validation top-1 with one layer {changed} (baseline {curves.baseline:.2%})", lambda v: f"{100 * v:.1f}"),
+            ("_kl", f"divergence from the original's predictions (mean KL, nats) with one layer {changed}", _nats),
+        ):
+            table = Table(title=title)
+            table.add_column("layer")
+            for point in grid:
+                table.add_column(label(point), justify="right")
+            for layer in curves.layers:
+                table.add_row(printable(layer.name), *(cell(getattr(layer, what + suffix)[p]) for p in grid))
+            out.print(table)
     out.print(
         f"{curves.samples:,} validation images, {len(curves.layers) * (len(keeps) + len(widths)) + 2} evaluations, {curves.seconds:.0f} s"
     )

@@ -222,3 +222,34 @@ def prune_and_retrain(
         return result.state
 
     return retrain_pruned(state, architecture.name, dataset, config, validation=validation, prune_round=prune_round, rounds=rounds, log=log)
+
+
+def measure_allocation(
+    state: Mapping[str, "torch.Tensor | np.ndarray"],
+    arch: str,
+    curves: Any,
+    allocation: Any,
+    validation: "Dataset",
+    config: "TrainConfig",
+    *,
+    max_drop: Optional[float] = None,
+    on_probe: Optional[Callable[[Any, float], None]] = None,
+) -> Any:
+    """An automatic allocation checked on validation images, every layer pruned and quantized together
+    before retraining: with `max_drop`, the smallest file along the allocation path whose *measured* drop
+    stays within it (`sensitivity.allocate_measured`); without, `allocation` with its measured drop."""
+    from .distributed import rank_device
+    from .models import build_model
+    from .sensitivity import allocate_measured, jointly
+    from .train import validation_top1
+
+    device = rank_device(config.device)
+
+    def top1(candidate: Any) -> tuple[float, int]:
+        model = build_model(state if candidate is None else jointly(state, candidate), arch).to(device)
+        return validation_top1(model, validation, config), len(validation)
+
+    if max_drop is not None:
+        return allocate_measured(curves, max_drop, top1, on_probe=on_probe)
+    (before, samples), (after, _) = top1(None), top1(allocation)
+    return replace(allocation, measured=(before, after, samples))

@@ -387,7 +387,7 @@ def load_checkpoint(path: str) -> dict[str, Any]:
         raise AlexCompressError(f"{path}: not a readable alexcompress checkpoint ({' '.join(str(exc).split())[:200]})") from None
 
 
-def _validation_top1(model: "torch.nn.Module", validation: "Dataset", config: TrainConfig) -> float:
+def validation_top1(model: "torch.nn.Module", validation: "Dataset", config: TrainConfig) -> float:
     """Global validation top-1: each rank evaluates its shard, the counts are summed over the ranks."""
     from .evaluate import evaluate
 
@@ -460,7 +460,7 @@ def _train(
     best: Optional[dict[str, Any]] = ckpt.get("best")  # {"epoch", "top1", "model"}
     stale = int(ckpt.get("stale", 0))
     if validation is not None and best is None:  # the starting point competes too: retraining must earn its keep
-        best = {"epoch": 0, "top1": _validation_top1(model, validation, config), "model": _state_of(model)}
+        best = {"epoch": 0, "top1": validation_top1(model, validation, config), "model": _state_of(model)}
         log.note(f"{stage}: validation top-1 before retraining {best['top1']:.2%}")
     epoch, done = start_epoch, start_batch
     partials = ckpt.get("partial") or [(0, 0, 0.0, 0.0)] * group.world  # per rank: seen, correct, loss sum, seconds
@@ -551,7 +551,7 @@ def _train(
             check_agreement(model, f"{stage} epoch {epoch + 1}")
             val_top1 = None
             if validation is not None:
-                val_top1 = _validation_top1(model, validation, config)
+                val_top1 = validation_top1(model, validation, config)
                 if val_top1 > best["top1"]:
                     best, stale = {"epoch": epoch + 1, "top1": val_top1, "model": _state_of(model)}, 0
                 else:

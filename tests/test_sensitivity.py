@@ -10,7 +10,16 @@ from hypothesis import strategies as st
 from alexcompress import huffman
 from alexcompress.errors import AlexCompressError
 from alexcompress.quantization import _envelope, ecsq_1d, kmeans_1d, quantize
-from alexcompress.sensitivity import Curves, LayerCurve, allocate, check_allocation, coded_bytes, read_curves
+from alexcompress.sensitivity import (
+    Curves,
+    LayerCurve,
+    _Planner,
+    allocate,
+    allocate_measured,
+    check_allocation,
+    coded_bytes,
+    read_curves,
+)
 
 from .test_cli import one_error_line, run
 from .test_train import make_image_folder
@@ -164,6 +173,28 @@ def test_allocation_ranks_by_divergence_where_top1_reads_flat():
     assert allocate(_curves(), target_ratio=15).predicted_kl is None
 
 
+def test_measured_allocation_searches_the_path_by_the_drop_of_all_layers_together():
+    curves = _overfit_curves()
+    path = _Planner(curves).path()
+    sizes = [a.predicted_bytes for a in path]
+    assert len(path) > 5 and sizes == sorted(sizes, reverse=True) and path[0].predicted_ratio < 4.1
+    assert any(abs(a.predicted_ratio - allocate(curves, target_ratio=20).predicted_ratio) < 1e-9 for a in path)
+    probes = []
+
+    def top1(allocation):  # the layers together lose 1 pp per 10x of ratio: what the curves (0.00 pp) miss
+        probes.append(allocation)
+        return (0.80 if allocation is None else 0.80 - allocation.predicted_ratio / 1000), 500
+
+    chosen = allocate_measured(curves, 3.0, top1)
+    assert chosen.predicted_ratio <= 30 and chosen.measured_drop <= 3.0 and chosen.measured[2] == 500
+    bigger = [a for a in path if a.predicted_bytes < chosen.predicted_bytes]
+    assert bigger and bigger[0].predicted_ratio > 30  # the next file along the path breaks the budget
+    assert len(probes) <= 2 + len(path).bit_length()  # a binary search, not a scan
+    with pytest.raises(AlexCompressError, match="even the least compression"):
+        allocate_measured(curves, 0.1, lambda a: (0.80 if a is None else 0.70, 500))
+    assert allocate_measured(curves, 1.0, lambda a: (0.80, 500)).predicted_bytes == sizes[-1]  # nothing lost: smallest
+
+
 def test_curves_file_round_trip_and_refusals(tmp_path):
     curves = _curves()
     path = tmp_path / "c.json"
@@ -224,6 +255,19 @@ def test_sensitivity_and_allocation_through_the_cli(tmp_path):
     assert predicted >= 60 and abs(actual / predicted - 1) < 0.03, (predicted, actual)
     result = run("prune", "random:0:2", "--max-drop", "1", "--curves", curves, "-o", tmp_path / "p.pt")
     assert result.exit_code == 0 and "quantize the result with: --layer-bits 'conv1=" in result.stderr
+    assert "measured:" not in result.stderr  # no validation images: the curves' prediction
+    # with validation images, --max-drop is measured with every layer changed together; the file follows it
+    training = ["--data", data, "--val", data, "--epochs", "0", *small]
+    result = run("prune", "random:0:2", "--max-drop", "1", "--curves", curves, "-o", tmp_path / "m.pt", *training)
+    assert result.exit_code == 0, result.output
+    assert "every layer changed together" in result.stderr and "6 validation images)" in result.stderr
+    measured = float(result.stderr.split("measured: top-1 ")[1].split("%")[0])
+    given = float(result.stderr.split("measured: top-1 ")[1].split("(")[1].split("%")[0])
+    assert given - measured <= 1.0
+    rates = dict(item.split("=") for item in result.stderr.split("--layer-bits '")[1].split("'")[0].split(","))
+    assert set(rates) == {"conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7", "fc8"}
+    result = run("prune", "random:0:2", "--target-ratio", "60", "--curves", curves, "-o", tmp_path / "t.pt", *training)
+    assert result.exit_code == 0 and "measured: top-1 " in result.stderr, result.output
     assert "choose from measured curves" in one_error_line(run("prune", "random:0:2", "--target-ratio", "50", "-o", tmp_path / "x.pt"))
     assert "measured on another model" in one_error_line(
         run("compress", "random:0:2", "--arch", "resnet18", "--target-ratio", "20", "--curves", curves, "-o", tmp_path / "y.dcz")
