@@ -281,7 +281,9 @@ def print_allocation(console: Console, allocation: Any, arch: str) -> None:
         extra = ()
         if paper:
             extra = (f"{PAPER_KEEP_RATES[name]:.0%}" if name in PAPER_KEEP_RATES else "-", "8" if name.startswith("conv") else "5")
-        table.add_row(escape(printable(name)), f"{weights:,}", f"{keep:.0%}", str(bits), *extra, f"{coded_bytes(weights, keep, bits):,}")
+        table.add_row(
+            escape(printable(name)), f"{weights:,}", f"{100 * keep:.3g}%", str(bits), *extra, f"{coded_bytes(weights, keep, bits):,}"
+        )
     console.print(table)
     divergence = "" if allocation.predicted_kl is None else f", divergence {allocation.predicted_kl:.3f} nats (what it minimises)"
     console.print(
