@@ -8,7 +8,7 @@ uncompressed model is trained on train (library code: there is no `train` comman
       quantize 8/5 bits with centroid fine-tuning, encode;
   (b) automatic allocation: `sensitivity` on the validation images, then `prune --target-ratio R --curves`
       with the same retraining, `quantize --layer-bits` (the widths it chose) with fine-tuning, encode;
-  (c) (b)'s pruned model quantized with `--quantizer ecsq`: widths (b)'s + 1 or + 2, rate weights from
+  (c) (b)'s pruned model quantized with `--quantizer ecsq`: widths (b)'s, + 1 or + 2, rate weights from
       --rate-weights, with and without `--importance grad2`; each candidate is quantized, encoded (its real
       size) and evaluated on the validation images before fine-tuning; the smallest file whose validation
       top-1 is within --tolerance of (a)'s is fine-tuned and tested;
@@ -69,7 +69,7 @@ def candidates(bits: str, args) -> list[tuple[str, list]]:
     """(label, quantize options) of every ECSQ configuration (c) chooses from."""
     pairs = [item.split("=") for item in bits.split(",")]
     out = []
-    for extra in (1, 2):
+    for extra in (0, 1, 2):
         widths = ",".join(f"{name}={min(8, int(b) + extra)}" for name, b in pairs)
         for weight in args.rate_weights:
             for importance in args.importances:
