@@ -278,10 +278,17 @@ class _Planner:
         self.curves, self.divergence = curves, curves.has_divergence
         self.options = {layer.key: _options(layer, curves.baseline, self.divergence) for layer in curves.layers}
         self.original = 4 * sum(layer.weights for layer in curves.layers) + curves.raw_bytes
+        # per layer, (damage, bytes) as arrays: a pick is then one vectorised argmin per layer
+        self._arrays = {key: (np.array([r[2] for r in rows]), np.array([r[4] for r in rows], float)) for key, rows in self.options.items()}
 
     def pick(self, price: float) -> dict[str, tuple[float, int, float, float, int]]:
         """Each layer's option of least damage + price x bytes (ties: the smaller)."""
-        return {key: min(rows, key=lambda r: (r[2] + price * r[4], r[4])) for key, rows in self.options.items()}
+        out = {}
+        for key, (damage, size) in self._arrays.items():
+            cost = damage + price * size
+            ties = np.flatnonzero(cost == cost.min())
+            out[key] = self.options[key][int(ties[np.argmin(size[ties])])]
+        return out
 
     def totals(self, choice: Mapping[str, tuple[float, int, float, float, int]]) -> tuple[float, int]:
         """(predicted top-1 drop in pp, predicted bytes) of a choice."""
@@ -296,29 +303,33 @@ class _Planner:
         return Allocation(rates, bits, names, weights, drop, size, self.original, kl)
 
     def path(self) -> list[Allocation]:
-        """The distinct allocations the price sweeps through, largest predicted file first: every point
-        where some layer's choice changes, found by bisecting the price between choices that differ."""
-        found: dict[tuple, tuple[float, int, float, float, int]] = {}
-
-        def key(price: float) -> tuple:
-            choice = self.pick(price)
-            signature = tuple((r[0], r[1]) for r in choice.values())
-            found.setdefault(signature, choice)
-            return signature
-
-        def sweep(low: float, high: float, low_key: tuple, high_key: tuple, depth: int) -> None:
-            if low_key == high_key or depth == 0:
-                return
-            mid = math.sqrt(low * high) if low > 0 else high / 1e6
-            mid_key = key(mid)
-            sweep(low, mid, low_key, mid_key, depth - 1)
-            sweep(mid, high, mid_key, high_key, depth - 1)
-
-        high = 1.0
-        while key(high) != key(high * 4) and high < 1e12:
-            high *= 4
-        sweep(0.0, high * 4, key(0.0), key(high * 4), 60)
-        return sorted((self.allocation(choice) for choice in found.values()), key=lambda a: -a.predicted_bytes)
+        """Every allocation the price sweeps through, largest predicted file first (Shoham & Gersho's convex
+        hull walk): each layer's choice moves along the lower convex hull of its (bytes, damage) options as
+        the price rises, so the path is the layers' hull steps merged in order of the price at which each
+        becomes worth it."""
+        steps = []  # (price, order, layer key, option index)
+        choice = {}
+        for key, (damage, size) in self._arrays.items():
+            cost = damage == damage.min()
+            current = int(np.flatnonzero(cost)[np.argmin(size[cost])])
+            choice[key] = self.options[key][current]
+            order = 0
+            while True:
+                smaller = np.flatnonzero(size < size[current])
+                if smaller.size == 0:
+                    break
+                slopes = (damage[smaller] - damage[current]) / (size[current] - size[smaller])
+                best = smaller[slopes == slopes.min()]
+                current = int(best[np.argmin(size[best])])
+                steps.append((max(float(slopes.min()), 0.0), order, key, current))
+                order += 1
+        path = [self.allocation(choice)]
+        steps.sort(key=lambda step: (step[0], step[1]))
+        for i, (price, _, key, index) in enumerate(steps):
+            choice = {**choice, key: self.options[key][index]}
+            if i + 1 == len(steps) or steps[i + 1][0] > price:  # steps at one price land together
+                path.append(self.allocation(choice))
+        return path
 
 
 def allocate(curves: Curves, *, target_ratio: Optional[float] = None, max_drop: Optional[float] = None) -> Allocation:
