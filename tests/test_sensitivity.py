@@ -183,6 +183,13 @@ def test_measured_allocation_searches_the_path_by_the_drop_of_all_layers_togethe
     sizes = [a.predicted_bytes for a in path]
     assert len(path) > 5 and sizes == sorted(sizes, reverse=True) and path[0].predicted_ratio < 4.1
     assert any(abs(a.predicted_ratio - allocate(curves, target_ratio=20).predicted_ratio) < 1e-9 for a in path)
+    for planner in (_Planner(curves), _Planner(_curves())):  # ranked by divergence, and by top-1 (ties)
+        walk = planner.path()
+        on_path = {(tuple(a.rates.items()), tuple(a.bits.items())) for a in walk}
+        assert all(a.predicted_bytes > b.predicted_bytes for a, b in zip(walk, walk[1:]))
+        for price in [0.0, *np.logspace(-12, 3, 200)]:  # the hull walk holds every choice a price can make
+            picked = planner.allocation(planner.pick(price))
+            assert (tuple(picked.rates.items()), tuple(picked.bits.items())) in on_path, price
     probes = []
 
     def top1(allocation):  # the layers together lose 1 pp per 10x of ratio: what the curves (0.00 pp) miss
