@@ -284,7 +284,8 @@ class _Planner:
         self._arrays = {key: (np.array([r[2] for r in rows]), np.array([r[4] for r in rows], float)) for key, rows in self.options.items()}
 
     def pick(self, price: float) -> dict[str, tuple[float, int, float, float, int]]:
-        """Each layer's option of least damage + price x bytes (ties: the smaller)."""
+        """Each layer's option of least damage + price x bytes (ties: the smaller): the definition `path`
+        walks without trying prices (the tests hold the two together)."""
         out = {}
         for key, (damage, size) in self._arrays.items():
             cost = damage + price * size
@@ -338,45 +339,27 @@ def allocate(curves: Curves, *, target_ratio: Optional[float] = None, max_drop: 
     """Per-layer keep rates and widths: the least predicted damage (divergence from the original, summed over
     the layers; top-1 drop for curves without it) whose predicted file reaches `target_ratio`, or the
     smallest predicted file along that path whose predicted top-1 drop stays within `max_drop` percentage
-    points. Solved by a Lagrangian sweep: for a price per byte, each layer takes its cheapest option in
-    damage + price x bytes; the price is bisected to the constraint."""
+    points. The path is the Lagrangian sweep's (`_Planner.path`): for a price per byte, each layer takes its
+    cheapest option in damage + price x bytes, and the price rises from zero."""
     if (target_ratio is None) == (max_drop is None):
         raise AlexCompressError("give a target ratio or a maximum accuracy drop (one of them)")
     if target_ratio is not None and not (math.isfinite(target_ratio) and target_ratio > 1):
         raise AlexCompressError(f"target ratio must be a number above 1, got {target_ratio}")
     if max_drop is not None and not (math.isfinite(max_drop) and max_drop >= 0):
         raise AlexCompressError(f"maximum drop must be >= 0 percentage points, got {max_drop}")
-    planner = _Planner(curves)
-    original = planner.original
-
-    def feasible(price: float) -> bool:
-        drop, size = planner.totals(planner.pick(price))
-        return size * target_ratio <= original if target_ratio is not None else drop <= max_drop + 1e-9
-
-    low, high = 0.0, 1.0
-    if target_ratio is not None:  # the smallest price that reaches the ratio: the least damage that does
-        while not feasible(high):
-            high *= 4
-            if high > 1e12:
-                smallest = planner.totals(planner.pick(1e12))[1]
-                raise AlexCompressError(
-                    f"a ratio of {target_ratio:g}x is out of reach of these curves (at most {original / smallest:.1f}x: "
-                    "measure smaller keep rates or widths with sensitivity --keep-grid/--bits-grid)"
-                )
-        for _ in range(100):
-            mid = (low + high) / 2
-            low, high = (low, mid) if feasible(mid) else (mid, high)
-        price = high
-    else:  # the largest price whose loss stays within the budget: the smallest file that does
-        if not feasible(0.0):
-            raise AlexCompressError(f"no allocation keeps the predicted drop within {max_drop:g} pp")
-        while feasible(high) and high < 1e12:
-            low, high = high, high * 4
-        for _ in range(100):
-            mid = (low + high) / 2
-            low, high = (mid, high) if feasible(mid) else (low, mid)
-        price = low
-    return planner.allocation(planner.pick(price))
+    path = _Planner(curves).path()
+    if target_ratio is not None:  # the first (least damage) allocation along the path that reaches the ratio
+        for allocation in path:
+            if allocation.predicted_ratio >= target_ratio:
+                return allocation
+        raise AlexCompressError(
+            f"a ratio of {target_ratio:g}x is out of reach of these curves (at most {path[-1].predicted_ratio:.1f}x: "
+            "measure smaller keep rates or widths with sensitivity --keep-grid/--bits-grid)"
+        )
+    within = [allocation for allocation in path if allocation.predicted_drop <= max_drop + 1e-9]
+    if not within:
+        raise AlexCompressError(f"no allocation keeps the predicted drop within {max_drop:g} pp")
+    return within[-1]
 
 
 def allocate_measured(
