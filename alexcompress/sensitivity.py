@@ -11,7 +11,7 @@ The damage it ranks options by is the divergence, not the top-1 drop: on a model
 layer alone often *raises* validation top-1 (it shrinks the over-confident logits), so the top-1 curves
 read flat to 7% keep and an allocation built on them spends nothing where the layers then fail together
 (measured on the Fashion-MNIST benchmark model at 114x: the layers' top-1 drops summed to 0.00 pp, and
-the layers pruned and quantized together scored 23.7% before retraining, baseline 80.5%; ranked by
+the layers pruned and quantized together scored 21.3% before retraining, baseline 80.5%; ranked by
 divergence, at the same ratio, 79.0%). The divergence counts every change of the predictions, and a gain
 never. The prediction adds the layers' figures, which ignores how they interact and what retraining wins
 back: a ranking, not a promise. `allocate_measured` replaces the sum by a measurement of all the layers
