@@ -299,9 +299,12 @@ class PruneOptions:
         ),
     ] = None
 
-    def allocation(self) -> Any:
-        """The automatic per-layer allocation asked for, or None (as the curves predict it)."""
-        from .sensitivity import allocate
+    def allocation(self, measured: bool = False) -> Any:
+        """The automatic per-layer allocation asked for, or None (as the curves predict it). `measured`: a
+        --max-drop that validation images will decide, so the prediction must not refuse it (on a model
+        whose curves are noisy the summed predicted drop can exceed any budget the joint figure meets); the
+        smallest file the curves offer stands in until `pipeline.measure_allocation` replaces it."""
+        from .sensitivity import allocate, check_max_drop, least_compression
 
         if self.target_ratio is None and self.max_drop is None:
             if self.curves is not None:
@@ -316,6 +319,9 @@ class PruneOptions:
                 "--target-ratio/--max-drop choose from measured curves: run 'alexcompress sensitivity MODEL --data VAL "
                 "--save curves.json' first and pass --curves curves.json"
             )
+        if measured and self.max_drop is not None:
+            check_max_drop(self.max_drop)
+            return least_compression(self.read_curves())
         return allocate(self.read_curves(), target_ratio=self.target_ratio, max_drop=self.max_drop)
 
     def read_curves(self) -> Any:
@@ -569,6 +575,11 @@ class TrainOptions:
         validation = image_folder(self.val, prep) if self.val is not None else None
         return image_folder(self.data, prep, self.augment.value), validation
 
+    @property
+    def validates(self) -> bool:
+        """Whether `datasets` will return a validation set."""
+        return self.data is not None and (self.val is not None or self.val_fraction is not None)
+
 
 def _check_checkpoint(checkpoint: str, model: str, output: str, resume: bool) -> None:
     """A checkpoint never replaces the input or the output, and never an existing file by surprise."""
@@ -820,7 +831,7 @@ def prune(
     from .report import print_allocation
     from .sensitivity import check_allocation
 
-    allocation = method.allocation()
+    allocation = method.allocation(measured=training.validates)
     spec = method.spec(allocation)
     check_range("--seed", seed, 0, MAX_SEED)
     check_range("--iterations", iterations, 1, 1000)

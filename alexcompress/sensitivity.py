@@ -345,8 +345,8 @@ def allocate(curves: Curves, *, target_ratio: Optional[float] = None, max_drop: 
         raise AlexCompressError("give a target ratio or a maximum accuracy drop (one of them)")
     if target_ratio is not None and not (math.isfinite(target_ratio) and target_ratio > 1):
         raise AlexCompressError(f"target ratio must be a number above 1, got {target_ratio}")
-    if max_drop is not None and not (math.isfinite(max_drop) and max_drop >= 0):
-        raise AlexCompressError(f"maximum drop must be >= 0 percentage points, got {max_drop}")
+    if max_drop is not None:
+        check_max_drop(max_drop)
     path = _Planner(curves).path()
     if target_ratio is not None:  # the first (least damage) allocation along the path that reaches the ratio
         for allocation in path:
@@ -362,6 +362,16 @@ def allocate(curves: Curves, *, target_ratio: Optional[float] = None, max_drop: 
     return within[-1]
 
 
+def check_max_drop(max_drop: float) -> None:
+    if not (math.isfinite(max_drop) and max_drop >= 0):
+        raise AlexCompressError(f"maximum drop must be >= 0 percentage points, got {max_drop}")
+
+
+def least_compression(curves: Curves) -> Allocation:
+    """The first allocation along `allocate`'s path (the one `allocate_measured` tries first)."""
+    return _Planner(curves).path()[0]
+
+
 def allocate_measured(
     curves: Curves,
     max_drop: float,
@@ -375,8 +385,7 @@ def allocate_measured(
     the layers' drops do not add up (on an over-fitting model they can sum to nothing while the layers
     together lose half the accuracy). A binary search along the path, about ten evaluations, which takes the
     drop to grow as the file shrinks."""
-    if not (math.isfinite(max_drop) and max_drop >= 0):
-        raise AlexCompressError(f"maximum drop must be >= 0 percentage points, got {max_drop}")
+    check_max_drop(max_drop)
     path = _Planner(curves).path()
     baseline, samples = top1(None)
     measured: dict[int, Allocation] = {}

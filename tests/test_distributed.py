@@ -276,3 +276,30 @@ def test_commands_that_would_race_refuse_torchrun(tmp_path, monkeypatch):
     )
     assert "only retraining (--data) and eval run data-parallel" in one_error_line(run("prune", "random:0:2", "-o", tmp_path / "p.pt"))
     assert not list(tmp_path.iterdir())
+
+
+def test_measured_allocation_under_torchrun_matches_one_process(squeeze, tmp_path):
+    """`prune --max-drop --val`: every rank walks the same binary search on all-reduced figures (a rank
+    that read its own shard's top-1 would pick another allocation, or wait on a collective the others
+    skipped), so two ranks write what one process writes and print it once."""
+    root, images, model = squeeze
+    curves = root / "curves.json"
+    if not curves.exists():
+        sens = ["sensitivity", model, "--data", images, "--keep-grid", "1,0.3,0.1", "--bits-grid", "6,3", "--save", curves]
+        done = subprocess.run([sys.executable, "-m", "alexcompress", *sens, *CLI_ARGS[2:8], "-q"], capture_output=True)
+        assert done.returncode == 0, done.stderr
+    common = ["prune", model, "--max-drop", "5", "--curves", curves, "--data", images, "--val", images]
+    common += ["--epochs", "0", "--batch-size", "8", *CLI_ARGS[2:8]]
+    single = subprocess.run([sys.executable, "-m", "alexcompress", *common, "-o", tmp_path / "one.pt"], capture_output=True, text=True)
+    assert single.returncode == 0, single.stderr[-3000:]
+    done = torchrun(2, "-m", "alexcompress", *common, "-o", tmp_path / "two.pt")
+    assert done.returncode == 0, done.stderr[-3000:]
+
+    def search(stderr: str) -> list[str]:
+        return [line for line in stderr.splitlines() if "every layer" in line or line.startswith("measured:")]
+
+    measured = search(single.stderr)
+    assert len(measured) > 2 and measured[-1].startswith("measured: ") and "; 64 validation images)" in measured[-1]
+    assert search(done.stderr) == measured  # printed once (rank 0), every probe at the same figures
+    a, b = torch.load(tmp_path / "one.pt", weights_only=True), torch.load(tmp_path / "two.pt", weights_only=True)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
