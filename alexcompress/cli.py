@@ -942,7 +942,9 @@ def _job(training: "TrainOptions | None" = None, device: Optional[str] = None) -
     if training is not None:
         device = training.device if training.data is not None else None
     if device is None and launched().active:  # N processes would each write the same output
-        raise AlexCompressError("under torchrun only retraining (--data) and eval run data-parallel; run this without torchrun")
+        raise AlexCompressError(
+            "under torchrun only retraining (--data), eval and sensitivity run data-parallel; run this without torchrun"
+        )
     return session(device) if device is not None else contextlib.nullcontext(Group())
 
 
@@ -1049,7 +1051,9 @@ def sensitivity(
         str, typer.Option("--keep-grid", help="Keep rates to try per layer.")
     ] = "1,0.7,0.5,0.35,0.25,0.15,0.1,0.07,0.05,0.03,0.02",
     bits_grid: Annotated[str, typer.Option("--bits-grid", help="Bit widths to try per layer.")] = "8,6,5,4,3,2",
-    limit: Annotated[Optional[int], typer.Option("--limit", help="Score on at most this many images.", show_default=False)] = None,
+    limit: Annotated[
+        Optional[int], typer.Option("--limit", help="Score on at most this many images (per process under torchrun).", show_default=False)
+    ] = None,
     batch_size: BatchOpt = 128,
     workers: WorkersOpt = 0,
     device: DeviceOpt = "auto",
@@ -1061,7 +1065,8 @@ def sensitivity(
     """Validation top-1 with each layer alone pruned to each keep rate and quantized to each width (the
     paper's sensitivity curves), and how far the predictions move (KL divergence, what automatic allocation
     ranks by): the tables (stdout), --save for automatic allocation, --plot for the figure."""
-    from .data import loader, resolve_device
+    from .data import loader
+    from .distributed import rank_device
     from .evaluate import evaluate, log_probabilities
     from .models import build_model
     from .sensitivity import measure
@@ -1076,59 +1081,62 @@ def sensitivity(
     for target in (save, plot):
         if target is not None:
             check_output(target, inputs=(model,), force=force)
-    console = _console(quiet)
-    dataset = _dataset(data, images)
-    target_device = resolve_device(device, "--device")
-    source = read_model(model, arch)
-    _announce(console, source)
-    net = build_model(source.state, source.arch).to(target_device)
+    with _job(device=device) as group:  # under torchrun: each rank scores a shard, the figures summed
+        console = _console(quiet or not group.is_main)
+        dataset = _dataset(data, images)
+        target_device = rank_device(device, "--device")
+        source = read_model(model, arch)
+        _announce(console, source)
+        net = build_model(source.state, source.arch).to(target_device)
 
-    def batches() -> Any:
-        return loader(dataset, batch_size=batch_size, workers=workers)
+        def batches() -> Any:
+            return loader(dataset, batch_size=batch_size, workers=workers, rank=group.rank, world=group.world, pad=False)
 
-    started = time.perf_counter()
-    reference = log_probabilities(net, batches(), device=target_device, limit=limit)  # the original's predictions
+        started = time.perf_counter()
+        reference = log_probabilities(net, batches(), device=target_device, limit=limit)  # the original's predictions
 
-    def score(module: Any) -> tuple[float, float, int]:
-        result = evaluate(module, batches(), device=target_device, limit=limit, reference=reference)
-        return result.top1, result.kl, result.samples
+        def score(module: Any) -> tuple[float, float, int]:
+            result = evaluate(module, batches(), device=target_device, limit=limit, reference=reference)
+            return result.top1, result.kl, result.samples
 
-    curves = measure(
-        net,
-        source.arch,
-        score,
-        keep_grid=keeps,
-        bits_grid=widths,
-        on_step=lambda name, text: console.print(f"{name}: {text}", markup=False),
-    )
-    curves.seconds = time.perf_counter() - started
-    out = _console(quiet, stderr=True) if save == STDIO else _console(stderr=False)  # stdout carries the JSON then
-    for what, grid, label in (("keep", keeps, lambda k: f"{k:.0%}"), ("bits", widths, lambda b: f"{b} bits")):
-        changed = "pruned" if what == "keep" else "quantized"
-        for suffix, title, cell in (
-            ("", f"validation top-1 with one layer {changed} (baseline {curves.baseline:.2%})", lambda v: f"{100 * v:.1f}"),
-            ("_kl", f"divergence from the original's predictions (mean KL, nats) with one layer {changed}", _nats),
-        ):
-            table = Table(title=title)
-            table.add_column("layer")
-            for point in grid:
-                table.add_column(label(point), justify="right")
-            for layer in curves.layers:
-                table.add_row(printable(layer.name), *(cell(getattr(layer, what + suffix)[p]) for p in grid))
-            out.print(table)
-    out.print(
-        f"{curves.samples:,} validation images, {len(curves.layers) * (len(keeps) + len(widths)) + 2} evaluations, {curves.seconds:.0f} s"
-    )
-    if save is not None:
-        write_output(save, (curves.to_json() + "\n").encode())
-        _wrote(console, save)
-    if plot is not None:
-        from pathlib import Path
+        curves = measure(
+            net,
+            source.arch,
+            score,
+            keep_grid=keeps,
+            bits_grid=widths,
+            on_step=lambda name, text: console.print(f"{name}: {text}", markup=False),
+        )
+        curves.seconds = time.perf_counter() - started
+        if not group.is_main:  # under torchrun, rank 0 alone prints and writes
+            return
+        out = _console(quiet, stderr=True) if save == STDIO else _console(stderr=False)  # stdout carries the JSON then
+        for what, grid, label in (("keep", keeps, lambda k: f"{k:.0%}"), ("bits", widths, lambda b: f"{b} bits")):
+            changed = "pruned" if what == "keep" else "quantized"
+            for suffix, title, cell in (
+                ("", f"validation top-1 with one layer {changed} (baseline {curves.baseline:.2%})", lambda v: f"{100 * v:.1f}"),
+                ("_kl", f"divergence from the original's predictions (mean KL, nats) with one layer {changed}", _nats),
+            ):
+                table = Table(title=title)
+                table.add_column("layer")
+                for point in grid:
+                    table.add_column(label(point), justify="right")
+                for layer in curves.layers:
+                    table.add_row(printable(layer.name), *(cell(getattr(layer, what + suffix)[p]) for p in grid))
+                out.print(table)
+        out.print(
+            f"{curves.samples:,} validation images, {len(curves.layers) * (len(keeps) + len(widths)) + 2} evaluations, {curves.seconds:.0f} s"
+        )
+        if save is not None:
+            write_output(save, (curves.to_json() + "\n").encode())
+            _wrote(console, save)
+        if plot is not None:
+            from pathlib import Path
 
-        from .plots import sensitivity_figure
+            from .plots import sensitivity_figure
 
-        sensitivity_figure(Path(plot), curves)
-        _wrote(console, plot)
+            sensitivity_figure(Path(plot), curves)
+            _wrote(console, plot)
 
 
 @app.command()
@@ -1394,7 +1402,7 @@ def _version(value: bool) -> None:
 
 
 #: the commands that run data-parallel under torchrun (the others would have every rank write one output)
-DATA_PARALLEL = ("prune", "quantize", "eval")
+DATA_PARALLEL = ("prune", "quantize", "eval", "sensitivity")
 
 
 @app.callback()

@@ -17,6 +17,7 @@ import pytest
 import torch
 
 from alexcompress.data import epoch_order
+from alexcompress.sensitivity import read_curves
 from alexcompress.train import CentroidFinetuning, MaskedRetraining, SilentLog, TrainConfig, _train
 
 from .ddp_worker import CODED, Net, data, start_state
@@ -271,23 +272,52 @@ def test_commands_that_would_race_refuse_torchrun(tmp_path, monkeypatch):
 
     monkeypatch.setenv("WORLD_SIZE", "2")
     monkeypatch.setenv("RANK", "0")
-    assert "compress does not run under torchrun (only prune, quantize, eval do)" in one_error_line(
+    assert "compress does not run under torchrun (only prune, quantize, eval, sensitivity do)" in one_error_line(
         run("compress", "random:0:2", "-o", tmp_path / "c.dcz")
     )
-    assert "only retraining (--data) and eval run data-parallel" in one_error_line(run("prune", "random:0:2", "-o", tmp_path / "p.pt"))
+    assert "only retraining (--data), eval and sensitivity run data-parallel" in one_error_line(
+        run("prune", "random:0:2", "-o", tmp_path / "p.pt")
+    )
     assert not list(tmp_path.iterdir())
 
 
-def test_measured_allocation_under_torchrun_matches_one_process(squeeze, tmp_path):
+def _sensitivity(squeeze, curves: Path, *launcher: str) -> subprocess.CompletedProcess:
+    root, images, model = squeeze
+    args = ["sensitivity", model, "--data", images, "--keep-grid", "1,0.3,0.1", "--bits-grid", "6,3", "--save", curves]
+    return subprocess.run([*launcher, "-m", "alexcompress", *args, *CLI_ARGS[2:8], "--batch-size", "8"], capture_output=True, text=True)
+
+
+@pytest.fixture(scope="module")
+def squeeze_curves(squeeze) -> Path:
+    """The squeeze model's sensitivity curves, measured by one process."""
+    curves = squeeze[0] / "curves.json"
+    done = _sensitivity(squeeze, curves, sys.executable)
+    assert done.returncode == 0, done.stderr
+    return curves
+
+
+def test_sensitivity_under_torchrun_matches_one_process(squeeze, squeeze_curves, tmp_path):
+    """Each rank scores its shard of the validation images; the counts and divergences are summed, so
+    the curves are one process's (top-1 exactly; the divergence to float32 rounding: the batches differ, and
+    this random-init model's divergences are 1e-7..1e-5 nats), printed and written once."""
+    done = _sensitivity(squeeze, tmp_path / "two.json", *TORCHRUN, "2")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.count("64 validation images, 132 evaluations") == 1 and done.stderr.count("wrote ") == 1
+    one, two = read_curves(squeeze_curves), read_curves(tmp_path / "two.json")
+    assert (one.baseline, one.samples) == (two.baseline, two.samples) and len(one.layers) == len(two.layers) == 26
+    for a, b in zip(one.layers, two.layers):
+        assert (a.key, a.keep, a.bits) == (b.key, b.keep, b.bits)
+        for mine, theirs in ((a.keep_kl, b.keep_kl), (a.bits_kl, b.bits_kl)):
+            assert mine.keys() == theirs.keys() and all(mine[k] == pytest.approx(theirs[k], rel=1e-3, abs=1e-8) for k in mine)
+    assert any(v > 0 for layer in one.layers for v in layer.keep_kl.values())  # the divergence was compared, not zeros
+
+
+def test_measured_allocation_under_torchrun_matches_one_process(squeeze, squeeze_curves, tmp_path):
     """`prune --max-drop --val`: every rank walks the same binary search on all-reduced figures (a rank
     that read its own shard's top-1 would pick another allocation, or wait on a collective the others
     skipped), so two ranks write what one process writes and print it once."""
     root, images, model = squeeze
-    curves = root / "curves.json"
-    if not curves.exists():
-        sens = ["sensitivity", model, "--data", images, "--keep-grid", "1,0.3,0.1", "--bits-grid", "6,3", "--save", curves]
-        done = subprocess.run([sys.executable, "-m", "alexcompress", *sens, *CLI_ARGS[2:8], "-q"], capture_output=True)
-        assert done.returncode == 0, done.stderr
+    curves = squeeze_curves
     common = ["prune", model, "--max-drop", "5", "--curves", curves, "--data", images, "--val", images]
     common += ["--epochs", "0", "--batch-size", "8", *CLI_ARGS[2:8]]
     single = subprocess.run([sys.executable, "-m", "alexcompress", *common, "-o", tmp_path / "one.pt"], capture_output=True, text=True)
