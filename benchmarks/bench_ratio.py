@@ -132,7 +132,8 @@ def run(name: str, train, test, args: argparse.Namespace) -> None:
                 cli("quantize", auto, "-o", trial, *options, "--epochs", "0", *train_args, "-q", "--force")
                 cli("encode", trial, "-o", trial.with_suffix(".dcz"), "-q", "--force")
                 size, acc = ratio(trial.with_suffix(".dcz")), top1(trial, dirs["val"])
-                trial.unlink(), trial.with_suffix(".dcz").unlink()  # 220 MB each: --keep would hold gigabytes
+                for path in (trial, trial.with_suffix(".dcz")):  # 220 MB a model: --keep would hold gigabytes
+                    path.unlink()
                 tried.append((label, size, acc, target, options))
                 if acc >= paper_val - args.tolerance and (chosen is None or size > chosen[1]):
                     chosen = tried[-1]
