@@ -329,6 +329,7 @@ def test_measured_allocation_under_torchrun_matches_one_process(squeeze, squeeze
         return [line for line in stderr.splitlines() if "every layer" in line or line.startswith("measured:")]
 
     measured = search(single.stderr)
+    assert "note: one validation image" not in single.stderr  # 1.56 pp an image, within --max-drop 5
     assert len(measured) > 2 and measured[-1].startswith("measured: ") and "; 64 validation images)" in measured[-1]
     assert search(done.stderr) == measured  # printed once (rank 0), every probe at the same figures
     a, b = torch.load(tmp_path / "one.pt", weights_only=True), torch.load(tmp_path / "two.pt", weights_only=True)

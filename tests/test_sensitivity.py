@@ -272,6 +272,7 @@ def test_sensitivity_and_allocation_through_the_cli(tmp_path):
     result = run("prune", "random:0:2", "--max-drop", "1", "--curves", curves, "-o", tmp_path / "m.pt", *training)
     assert result.exit_code == 0, result.output
     assert "every layer changed together" in result.stderr and "6 validation images)" in result.stderr
+    assert "note: one validation image is 16.67 pp (6 images), more than --max-drop 1" in result.stderr  # noise-bound
     measured = float(result.stderr.split("measured: top-1 ")[1].split("%")[0])
     given = float(result.stderr.split("measured: top-1 ")[1].split("(")[1].split("%")[0])
     assert given - measured <= 1.0
