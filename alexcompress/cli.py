@@ -850,9 +850,10 @@ def prune(
             if validation is not None:  # checked on the validation images, every layer changed together
                 from .pipeline import measure_allocation
 
-                if method.max_drop is not None and 100 / max(len(validation), 1) > method.max_drop:
+                one_image = 100 / max(len(validation), 1)  # pp
+                if method.max_drop is not None and one_image > method.max_drop:
                     console.print(
-                        f"note: one validation image is {100 / max(len(validation), 1):.2f} pp ({len(validation):,} images), "
+                        f"note: one validation image is {one_image:.2f} pp ({len(validation):,} images), "
                         f"more than --max-drop {method.max_drop:g}: the search follows single images (give more --val images)",
                         markup=False,
                     )

@@ -274,24 +274,14 @@ def _options(layer: LayerCurve, baseline: float, divergence: bool) -> list[tuple
 
 
 class _Planner:
-    """Every layer's options, and the Lagrangian choice at a price per byte."""
+    """Every layer's options, and the path of Lagrangian choices through them as the price per byte rises."""
 
     def __init__(self, curves: Curves) -> None:
         self.curves, self.divergence = curves, curves.has_divergence
         self.options = {layer.key: _options(layer, curves.baseline, self.divergence) for layer in curves.layers}
         self.original = 4 * sum(layer.weights for layer in curves.layers) + curves.raw_bytes
-        # per layer, (damage, bytes) as arrays: a pick is then one vectorised argmin per layer
+        # per layer, (damage, bytes) as arrays: the hull walk in `path` is vectorised over a layer's options
         self._arrays = {key: (np.array([r[2] for r in rows]), np.array([r[4] for r in rows], float)) for key, rows in self.options.items()}
-
-    def pick(self, price: float) -> dict[str, tuple[float, int, float, float, int]]:
-        """Each layer's option of least damage + price x bytes (ties: the smaller): the definition `path`
-        walks without trying prices (the tests hold the two together)."""
-        out = {}
-        for key, (damage, size) in self._arrays.items():
-            cost = damage + price * size
-            ties = np.flatnonzero(cost == cost.min())
-            out[key] = self.options[key][int(ties[np.argmin(size[ties])])]
-        return out
 
     def totals(self, choice: Mapping[str, tuple[float, int, float, float, int]]) -> tuple[float, int]:
         """(predicted top-1 drop in pp, predicted bytes) of a choice."""
@@ -313,8 +303,8 @@ class _Planner:
         steps = []  # (price, order, layer key, option index)
         choice = {}
         for key, (damage, size) in self._arrays.items():
-            cost = damage == damage.min()
-            current = int(np.flatnonzero(cost)[np.argmin(size[cost])])
+            least = damage == damage.min()  # price 0: the least damage, the smallest file among ties
+            current = int(np.flatnonzero(least)[np.argmin(size[least])])
             choice[key] = self.options[key][current]
             order = 0
             while True:
