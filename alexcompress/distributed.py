@@ -149,23 +149,30 @@ def gather(obj: Any) -> list[Any]:
     return out
 
 
-def check_agreement(model: "torch.nn.Module", what: str) -> None:
-    """Raise unless every rank holds bit-identical parameters and buffers (compared by a float64
-    fingerprint of each tensor: its sum, its sum of squares and its count of zeros)."""
+def check_agreement(tensors: Sequence["torch.Tensor"], what: str) -> None:
+    """Raise unless every rank holds bit-identical `tensors` (what must agree: parameters, masks, codebooks),
+    compared by a float64 fingerprint of each: its sum, its sum of squares and its count of zeros."""
     import torch
 
     if not current().active:
         return
     with torch.no_grad():
-        rows = [
-            (float(t.double().sum()), float(t.double().square().sum()), int((t == 0).sum()))
-            for t in (*model.parameters(), *model.buffers())
-            if t.is_floating_point()
-        ]
+        rows = [(float(t.double().sum()), float(t.double().square().sum()), int((t == 0).sum())) for t in tensors]
     prints = gather(rows)
     for rank, other in enumerate(prints[1:], start=1):
         if other != prints[0]:
             raise AlexCompressError(f"{what}: rank {rank} holds different weights from rank 0 (the ranks diverged)")
+
+
+def reconcile_buffers(model: "torch.nn.Module") -> None:
+    """Give every rank rank 0's buffers (batch-norm running statistics), which may differ by rounding or by a
+    layer that sees only its rank's share of the batch; nothing in a world of one."""
+    import torch.distributed as dist
+
+    if not current().active:
+        return
+    for buffer in model.buffers():
+        dist.broadcast(buffer.data, src=0)
 
 
 def collective_failure(exc: BaseException) -> str | None:

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional, Protocol
 
 from .data import batches_per_epoch, loader
-from .distributed import all_sum, check_agreement, current, gather, rank_device
+from .distributed import all_sum, check_agreement, current, gather, rank_device, reconcile_buffers
 from .errors import AlexCompressError
 from .evaluate import forward
 from .fileio import interrupts_deferred
@@ -436,11 +436,29 @@ def _train(
     amp_dtype = {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}[config.amp]
     if config.amp == "fp16" and device.type != "cuda":
         raise AlexCompressError("--amp fp16 needs CUDA (bf16 autocast also runs on the CPU)")
+    from .global_batch import DropoutClock, for_training, random_layers_left
+
+    clock = DropoutClock(config.seed)
+    for_training(model, clock, distributed=group.active)  # before DDP and the optimizer: same parameters
     net = model
     if group.active:
+        from inspect import signature
+
         from torch.nn.parallel import DistributedDataParallel
 
-        net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+        left = random_layers_left(model)
+        if left:
+            log.note(
+                f"{stage}: {', '.join(left)} draw from each process's own generator: {group.world} processes are not one process's steps"
+            )
+        # buffers (batch-norm running statistics) evolve identically on every rank with GlobalBatchNorm and are
+        # reconciled at each epoch's end: no broadcast of rank 0's before every forward
+        no_sync = {
+            "forward_sync_buffers"
+            if "forward_sync_buffers" in signature(DistributedDataParallel).parameters
+            else "broadcast_buffers": False
+        }
+        net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None, **no_sync)
     optimizer = _make_optimizer(hooks.parameters(model), config)
     scaler = torch.amp.GradScaler("cuda") if config.amp == "fp16" else None
     hooks.optimizer, hooks.scaler = optimizer, scaler
@@ -455,7 +473,8 @@ def _train(
         if scaler is not None and ckpt.get("scaler"):
             scaler.load_state_dict(ckpt["scaler"])
     else:
-        torch.manual_seed(config.seed + 1_000_003 * group.rank)  # dropout differs between ranks, as between batches
+        # what still draws from torch's generator (random augmentation, layers other than nn.Dropout) differs between ranks
+        torch.manual_seed(config.seed + 1_000_003 * group.rank)
     start_epoch, start_batch = int(ckpt.get("epoch", 0)), int(ckpt.get("batch", 0))
     best: Optional[dict[str, Any]] = ckpt.get("best")  # {"epoch", "top1", "model"}
     stale = int(ckpt.get("stale", 0))
@@ -526,6 +545,7 @@ def _train(
                     for g in optimizer.param_groups:
                         g["lr"] = config.lr * config.lr_factor(epoch * steps + index, steps)
                     optimizer.zero_grad(set_to_none=True)
+                    clock.step(epoch, index)
                     with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
                         logits = forward(net, images)
                     loss = cross_entropy(logits.float(), labels, label_smoothing=config.label_smoothing)
@@ -548,7 +568,8 @@ def _train(
                     checkpoint(epoch, done, totals)
             seconds = before + time.perf_counter() - started
             seen, correct, loss_sum = all_sum([seen, correct, loss_sum])  # the epoch over all ranks
-            check_agreement(model, f"{stage} epoch {epoch + 1}")
+            reconcile_buffers(model)
+            check_agreement([*model.parameters(), *_tensors(hooks.state())], f"{stage} epoch {epoch + 1}")
             val_top1 = None
             if validation is not None:
                 val_top1 = validation_top1(model, validation, config)
@@ -585,6 +606,16 @@ def _train(
         which = "the starting point (epoch 0)" if best["epoch"] == 0 else f"epoch {best['epoch']}"
         log.note(f"{stage}: keeping {which}, validation top-1 {best['top1']:.2%}")
     model.cpu()
+
+
+def _tensors(value: Any) -> list["torch.Tensor"]:
+    """Every tensor in a (nested) dict, list or tuple, in order: what a hook's state holds."""
+    import torch
+
+    if isinstance(value, torch.Tensor):
+        return [value]
+    items = value.values() if isinstance(value, dict) else value if isinstance(value, (list, tuple)) else ()
+    return [t for item in items for t in _tensors(item)]
 
 
 def _restore_rng(ckpt: dict[str, Any], rank: int, device: "torch.device") -> None:

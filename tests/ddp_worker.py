@@ -26,20 +26,28 @@ CODED = {"conv.weight", "fc.weight"}
 
 
 class Net(nn.Module):
-    """No dropout and no batch norm: one process and two compute the same function of the same batches."""
+    """A tiny conv net; with `norm`, batch norm after the conv and dropout before the classifier (the layers
+    whose training behaviour depends on how a batch is split over processes)."""
 
-    def __init__(self) -> None:
+    def __init__(self, norm: bool = False) -> None:
         super().__init__()
         self.conv = nn.Conv2d(3, 8, 3)
+        self.bn = nn.BatchNorm2d(8) if norm else nn.Identity()
+        self.drop = nn.Dropout(0.5) if norm else nn.Identity()
         self.fc = nn.Linear(8 * 6 * 6, 4)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(torch.relu(self.conv(x)).flatten(1))
+        return self.fc(self.drop(torch.relu(self.bn(self.conv(x))).flatten(1)))
+
+
+KINDS = ("masked", "centroids", "norm")
 
 
 def start_state(kind: str) -> "OrderedDict[str, torch.Tensor]":
     torch.manual_seed(0)
-    state = prune_global(OrderedDict(Net().state_dict()), 0.6, arch="none").state
+    net = Net(norm=kind == "norm")
+    state = prune_global(OrderedDict((k, v) for k, v in net.state_dict().items() if k in CODED), 0.6, arch="none").state
+    state = OrderedDict((k, state.get(k, v)) for k, v in net.state_dict().items())
     if kind == "centroids":
         state = quantize(state, arch="none", bits=3).state
     return state
@@ -53,9 +61,9 @@ def data() -> TensorDataset:
 def main() -> None:
     out, kind = Path(sys.argv[1]), sys.argv[2]
     with session("cpu"):
-        net = Net()
+        net = Net(norm=kind == "norm")
         net.load_state_dict(start_state(kind))
-        hooks = MaskedRetraining(net, CODED) if kind == "masked" else CentroidFinetuning(net, CODED)
+        hooks = CentroidFinetuning(net, CODED) if kind == "centroids" else MaskedRetraining(net, CODED)
         config = TrainConfig(epochs=3, lr=0.05, batch_size=16, device="cpu", seed=3)
         _train(net, hooks, data(), config, stage="retrain" if kind == "masked" else "centroids")
         torch.save(net.state_dict(), out / f"rank{current().rank}.pt")

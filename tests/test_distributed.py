@@ -20,8 +20,8 @@ from alexcompress.data import epoch_order
 from alexcompress.sensitivity import read_curves
 from alexcompress.train import CentroidFinetuning, MaskedRetraining, SilentLog, TrainConfig, _train
 
-from .ddp_worker import CODED, Net, data, start_state
-from .test_train import make_image_folder
+from .ddp_worker import CODED, KINDS, Net, data, start_state
+from .test_train import assert_trained, make_image_folder
 
 HERE = Path(__file__).resolve().parent
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node"]
@@ -32,8 +32,10 @@ def torchrun(n: int, *args: str, **kwargs) -> subprocess.CompletedProcess:
     return subprocess.run([*TORCHRUN, str(n), *map(str, args)], capture_output=True, text=True, timeout=300, env=env, **kwargs)
 
 
-@pytest.mark.parametrize("kind", ["masked", "centroids"])
+@pytest.mark.parametrize("kind", KINDS)
 def test_two_ranks_stay_identical_exact_and_match_one_process(tmp_path, kind):
+    """`norm`: batch norm (statistics over the global batch) and dropout (masks keyed by the global batch's
+    rows): two processes take one process's steps there too, running statistics included."""
     one, two = tmp_path / "one", tmp_path / "two"
     one.mkdir(), two.mkdir()
     for n, out in ((1, one), (2, two)):
@@ -42,6 +44,7 @@ def test_two_ranks_stay_identical_exact_and_match_one_process(tmp_path, kind):
     ranks = [torch.load(two / f"rank{r}.pt", weights_only=True) for r in (0, 1)]
     reference = torch.load(one / "rank0.pt", weights_only=True)
     start = start_state(kind)
+    assert ranks[0].keys() == start.keys()
     for key in start:
         assert torch.equal(ranks[0][key], ranks[1][key]), key  # bit-identical across ranks
         assert not torch.equal(ranks[0][key], start[key]) or key == "conv.bias", key  # it did train
@@ -102,6 +105,7 @@ def test_mid_epoch_resume_equals_an_unbroken_run(tmp_path, kind):
         return net.state_dict()
 
     unbroken = run()
+    assert_trained(start_state(kind), unbroken, CODED, codebook=kind == "centroids")
     with pytest.raises(KeyboardInterrupt):
         run(StopAt(2, 3))  # the interrupt's own checkpoint: epoch 2, after batch 3 of 8
     assert torch.load(tmp_path / "c.ckpt", weights_only=True)["batch"] == 3
@@ -199,14 +203,96 @@ def _wait_for(predicate, job: subprocess.Popen, what: str, timeout: float = 120)
         time.sleep(0.005)
 
 
-def test_cli_under_torchrun_rank0_writes_and_resumes_mid_epoch(squeeze, tmp_path):
-    root, images, model = squeeze
-    common = ["prune", model, "--data", images, "--epochs", "3", "--batch-size", "4", *CLI_ARGS]
+def _init(arch: str, classes: int, output: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "alexcompress", "init", "--arch", arch, "--num-classes", str(classes), "-o", output, "-q"],
+        capture_output=True,
+    )
+    assert done.returncode == 0, done.stderr
+
+
+def _tensors(path: Path) -> dict[str, torch.Tensor]:
+    return torch.load(path, weights_only=True)
+
+
+def _relative_difference(a: dict, b: dict) -> float:
+    """The worst float tensor's max |a - b| / max |a| (parameters and running statistics alike)."""
+    return max(float((a[k] - b[k]).abs().max() / a[k].abs().max().clamp(min=1e-12)) for k in a if a[k].is_floating_point())
+
+
+@pytest.mark.parametrize("arch, size", [("resnet18", 32), ("alexnet", 64)])
+def test_batch_norm_and_dropout_models_retrain_under_torchrun_as_one_process(tmp_path, arch, size):
+    """ResNet-18 (batch norm: statistics over the global batch) and AlexNet (dropout: masks keyed by the
+    global batch's rows), `prune --data` then `quantize --data`, one process against two: the same step to
+    float rounding, running statistics included (one step each: over many, training amplifies rounding
+    itself; benchmarks/bench_ddp.py measures whole runs against that floor), having trained and kept masks
+    and codebooks."""
+    images = make_image_folder(tmp_path / "images", classes=2, per_class=8, size=size)
+    model = tmp_path / "m.pt"
+    _init(arch, 2, model)
+    common = [
+        "--data",
+        images,
+        "--batch-size",
+        "16",
+        "--epochs",
+        "1",
+        "--lr",
+        "0.01",
+        "--image-size",
+        size,
+        "--resize",
+        size,
+        "--device",
+        "cpu",
+    ]
+    untrained = [tmp_path / "p0.pt", tmp_path / "q0.pt"]
+    for args in (["prune", model, "--rates", "*=0.5", "-o", untrained[0]], ["quantize", untrained[0], "--bits", "4", "-o", untrained[1]]):
+        done = subprocess.run([sys.executable, "-m", "alexcompress", *map(str, args)], capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr[-3000:]
+    outputs = {}
+    for n in (1, 2):
+        pruned, quantized = tmp_path / f"p{n}.pt", tmp_path / f"q{n}.pt"
+        done = torchrun(n, "-m", "alexcompress", "prune", model, "--rates", "*=0.5", *common, "-o", pruned)
+        assert done.returncode == 0, done.stderr[-3000:]
+        done = torchrun(n, "-m", "alexcompress", "quantize", pruned, "--bits", "4", *common, "-o", quantized)
+        assert done.returncode == 0, done.stderr[-3000:]
+        assert "each process's own generator" not in done.stderr  # nothing random is left per rank
+        outputs[n] = (_tensors(pruned), _tensors(quantized))
+    start = [_tensors(p) for p in untrained]
+    coded = [k for k in start[0] if k.endswith("weight") and start[0][k].dim() > 1]
+    for stage in (0, 1):
+        for n in (1, 2):
+            assert_trained(start[stage], outputs[n][stage], coded, codebook=stage == 1)
+        assert _relative_difference(outputs[1][stage], outputs[2][stage]) < 1e-3
+    if arch == "resnet18":
+        stats = [k for k in start[0] if k.endswith("running_mean")]
+        assert stats and all(not torch.equal(outputs[2][0][k], start[0][k]) for k in stats)  # the statistics were updated
+
+
+@pytest.fixture(scope="module")
+def mobilenet(tmp_path_factory):
+    """MobileNetV3-small: batch norm and dropout both, small enough for a quick two-process run."""
+    root = tmp_path_factory.mktemp("ddp-mobilenet")
+    images = make_image_folder(root / "images", classes=2, per_class=32, size=32)
+    _init("mobilenet_v3_small", 2, root / "m.pt")
+    return root, images, root / "m.pt"
+
+
+def test_cli_under_torchrun_rank0_writes_and_resumes_mid_epoch(mobilenet, tmp_path):
+    root, images, model = mobilenet
+    common = ["prune", model, "--data", images, "--epochs", "3", "--batch-size", "4", "--lr", "0.01", "--rates", "*=0.5", *CLI_ARGS[2:]]
     unbroken = tmp_path / "unbroken.pt"
     done = torchrun(2, "-m", "alexcompress", *common, "-o", unbroken)
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stderr.count("Achieved sparsity") == 1  # rank 0 alone prints
     assert "retrain epoch 3/3 done" in done.stderr and not (tmp_path / "unbroken.pt.ckpt").exists()
+    untrained = tmp_path / "untrained.pt"
+    done = subprocess.run([sys.executable, "-m", "alexcompress", "prune", model, "--rates", "*=0.5", "-o", untrained], capture_output=True)
+    assert done.returncode == 0, done.stderr
+    start, a = _tensors(untrained), _tensors(unbroken)
+    assert_trained(start, a, [k for k in start if k.endswith("weight") and start[k].dim() > 1])
+    assert all(not torch.equal(a[k], start[k]) for k in start if k.endswith("running_var"))  # batch norm trained too
 
     # pre-empted: frozen right after its first mid-epoch checkpoint, then killed outright
     output, ckpt = tmp_path / "resumed.pt", tmp_path / "resumed.pt.ckpt"
@@ -226,8 +312,8 @@ def test_cli_under_torchrun_rank0_writes_and_resumes_mid_epoch(squeeze, tmp_path
     assert state["batch"] > 0 and state["world"] == 2 and len(state["rng"]) == len(state["partial"]) == 2
     done = torchrun(2, "-m", "alexcompress", *common, "-o", output, "--checkpoint-every", "2", "--resume")
     assert done.returncode == 0, done.stderr[-3000:]
-    a, b = torch.load(unbroken, weights_only=True), torch.load(output, weights_only=True)
-    assert all(torch.equal(a[k], b[k]) for k in a)
+    b = _tensors(output)
+    assert all(torch.equal(a[k], b[k]) for k in a)  # bit for bit, running statistics and dropout masks included
     assert not ckpt.exists()  # removed after the successful run
     ckpt.write_bytes(saved)
     done = torchrun(1, "-m", "alexcompress", *common, "-o", tmp_path / "x.pt", "--checkpoint", ckpt, "--resume")

@@ -95,7 +95,7 @@ def alexnet_small_data(n: int = 12) -> TensorDataset:
 
 
 def test_resume_continues_the_same_run(tmp_path):
-    from alexcompress.models import random_model
+    from alexcompress.models import compressible_keys, random_model
 
     base = prune_global(random_model("alexnet", num_classes=2, seed=0), 0.5).state
     data = alexnet_small_data()
@@ -110,15 +110,28 @@ def test_resume_continues_the_same_run(tmp_path):
     resumed = retrain_pruned(base, "alexnet", data, config(2, tmp_path / "b.ckpt", resume=True))
     for key in straight:
         assert torch.equal(straight[key], resumed[key]), key
-    for key in ("features.0.weight", "classifier.1.weight", "classifier.6.weight"):
-        assert not torch.equal(straight[key], base[key]), key  # it did train
+    coded = compressible_keys(base, "alexnet")
+    assert_trained(base, straight, coded)
 
     q = quantize(straight, bits=3).state
     tuned = finetune_centroids(q, "alexnet", data, config(1, tmp_path / "c.ckpt"))
+    assert_trained(q, tuned, coded, codebook=True)
     again = finetune_centroids(q, "alexnet", data, config(1, tmp_path / "c.ckpt", resume=True))  # already done
     assert all(torch.equal(tuned[k], again[k]) for k in tuned)
     with pytest.raises(Exception, match="checkpoint of 'centroids', not of 'retrain'"):
         retrain_pruned(base, "alexnet", data, config(2, tmp_path / "c.ckpt", resume=True))
+
+
+def assert_trained(start, end, coded, *, codebook: bool = False, masks: bool = True) -> None:
+    """The run moved every coded layer (it trained: a model whose loss cannot move passes nothing), kept its
+    zeros where they were (`masks`), and with `codebook` holds at most as many distinct values per layer."""
+    for key in coded:
+        a, b = torch.as_tensor(start[key]), torch.as_tensor(end[key])
+        assert not torch.equal(a, b), f"{key} did not move"
+        if masks:
+            assert torch.equal(a == 0, b == 0), f"{key}: the pruned weights changed"
+        if codebook:
+            assert b.unique().numel() <= a.unique().numel(), f"{key}: the codebook grew"
 
 
 def make_image_folder(root, classes=2, per_class=4, size=40):
@@ -318,6 +331,7 @@ def test_regrow_resumes_the_same_run_and_spans_pruning_rounds(tmp_path):
     resumed = retrain_pruned(base, arch, data, config(2, tmp_path / "b.ckpt", resume=True))
     for key in straight:
         assert torch.equal(straight[key], resumed[key]), key
+    assert_trained(base, straight, compressible_keys(base, arch), masks=False)  # regrow moves masks, at the same count
     # two pruning rounds to 80%: the count per layer is the schedule's, whatever came back
     notes = Recorder()
     two = prune_and_retrain(base, data, config(1, tmp_path / "c.ckpt"), PruneSpec(sparsity=0.8), arch=arch, rounds=2, log=notes)
