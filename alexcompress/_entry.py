@@ -1,7 +1,7 @@
 """The console entry point: signal handlers first, then the command line's imports, so that Ctrl-C (or any
 terminating signal) at any moment, start-up included, ends in one line and the signal's exit code.
 
-Importing this module installs start-up handlers at once, before anything but `os`, `signal` and `sys` is
+Importing this module installs start-up handlers at once, before anything but `os` and `signal` is
 imported: until the command line is imported and a command runs nothing has been written, so a signal
 there prints the line and ends the process on the spot. `main` then replaces them with `fileio`'s, which
 unwind (atomic writers remove their temporary files) instead.

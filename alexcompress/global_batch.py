@@ -21,6 +21,7 @@ rank's own generator: `random_layers_left` names them so the log can say so.
 from __future__ import annotations
 
 import hashlib
+import itertools
 
 import torch
 from torch import nn
@@ -144,12 +145,22 @@ def _swap(model: nn.Module, convert) -> None:
 
 
 def for_training(model: nn.Module, clock: DropoutClock, distributed: bool) -> nn.Module:
-    """Swap in KeyedDropout for every nn.Dropout and, when `distributed`, GlobalBatchNorm for every batch
-    norm, in place; returns `model`."""
-    layers = iter(range(1 << 30))
+    """Swap in KeyedDropout (on `clock`) for every nn.Dropout and KeyedDropout and, when `distributed`,
+    GlobalBatchNorm for every batch norm, in place; returns `model`.
+
+    >>> clock = DropoutClock(seed=0)
+    >>> net = for_training(nn.Sequential(nn.Linear(4, 4), nn.Dropout(0.5), nn.BatchNorm1d(4)), clock, distributed=False)
+    >>> [type(m).__name__ for m in net]
+    ['Linear', 'KeyedDropout', 'BatchNorm1d']
+    >>> x = torch.ones(2, 4)
+    >>> clock.step(0, 0); a = net[1](x); clock.step(0, 0); b = net[1](x); clock.step(0, 1); c = net[1](x)
+    >>> torch.equal(a, b), torch.equal(a, c)
+    (True, False)
+    """
+    layers = itertools.count()
 
     def convert(module: nn.Module) -> nn.Module:
-        if type(module) is nn.Dropout:
+        if type(module) in (nn.Dropout, KeyedDropout):  # a model trained before: its dropout follows this run's clock
             return KeyedDropout(module.p, clock, next(layers))
         if distributed and isinstance(module, _BatchNorm) and not isinstance(module, GlobalBatchNorm):
             new = GlobalBatchNorm(module.num_features, module.eps, module.momentum, module.affine, module.track_running_stats)
