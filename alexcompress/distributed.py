@@ -151,13 +151,14 @@ def gather(obj: Any) -> list[Any]:
 
 def check_agreement(tensors: Sequence["torch.Tensor"], what: str) -> None:
     """Raise unless every rank holds bit-identical `tensors` (what must agree: parameters, masks, codebooks),
-    compared by a float64 fingerprint of each: its sum, its sum of squares and its count of zeros."""
+    compared by a float64 fingerprint of each: its sum, its sum of squares and its count of zeros (as hex
+    strings: NaN, from a run whose loss diverged, equals NaN there, so every rank holding it agrees)."""
     import torch
 
     if not current().active:
         return
     with torch.no_grad():
-        rows = [(float(t.double().sum()), float(t.double().square().sum()), int((t == 0).sum())) for t in tensors]
+        rows = [(float(t.double().sum()).hex(), float(t.double().square().sum()).hex(), int((t == 0).sum())) for t in tensors]
     prints = gather(rows)
     for rank, other in enumerate(prints[1:], start=1):
         if other != prints[0]:

@@ -98,7 +98,7 @@ def main() -> None:
         for arch in args.archs.split(","):
             size = SIZES.get(arch, 32)
             images = ["--image-size", size, "--resize", size, "--mean", "0.5", "--std", "0.5", "--device", "cpu"]
-            train_args = ["--data", tmp / "train", "--batch-size", args.batch_size, "--lr", "0.01", *images]
+            train_args = ["--data", tmp / "train", "--batch-size", args.batch_size, *images]
             start = tmp / f"{arch}.pt"
             cli(one, "init", "--arch", arch, "--num-classes", "10", "--seed", args.seed, "-o", start, "-q")
             base = torch.load(start, weights_only=True)
@@ -109,12 +109,42 @@ def main() -> None:
             outputs = {}
             for name, launcher, threads in (("1", one, 1), ("1t2", one, 2), ("2", two, 1)):
                 pruned, quantized = tmp / f"{arch}.p{name}.pt", tmp / f"{arch}.q{name}.pt"
-                cli(launcher, "prune", start, "--rates", "*=0.5", "--epochs", args.epochs, *train_args, "-o", pruned, threads=threads)
-                cli(launcher, "quantize", pruned, "--bits", "4", "--epochs", 1, *train_args, "-o", quantized, threads=threads)
+                cli(
+                    launcher,
+                    "prune",
+                    start,
+                    "--rates",
+                    "*=0.5",
+                    "--epochs",
+                    args.epochs,
+                    "--lr",
+                    "0.01",
+                    *train_args,
+                    "-o",
+                    pruned,
+                    threads=threads,
+                )
+                cli(
+                    launcher,
+                    "quantize",
+                    pruned,
+                    "--bits",
+                    "4",
+                    "--epochs",
+                    1,
+                    *train_args,
+                    "--lr",
+                    "1e-3",
+                    "-o",
+                    quantized,
+                    threads=threads,
+                )
                 outputs[name] = (pruned, quantized)
             resumed = tmp / f"{arch}.resumed.pt"
             how = killed_and_resumed(
-                two, ["prune", start, "--rates", "*=0.5", "--epochs", args.epochs, *train_args, "--checkpoint-every", "3"], resumed
+                two,
+                ["prune", start, "--rates", "*=0.5", "--epochs", args.epochs, "--lr", "0.01", *train_args, "--checkpoint-every", "3"],
+                resumed,
             )
             for stage, index in (("prune", 0), ("quantize", 1)):
                 a = torch.load(outputs["1"][index], weights_only=True)
