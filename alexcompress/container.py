@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from . import jsontext
 from .encodings import DTYPES, EncodedTensor, Section, TensorEntry, get_encoding
 from .errors import DczError
 
@@ -25,6 +26,7 @@ MAGIC = b"\x89DCZ\r\n\x1a\n"
 VERSION = 1
 PREAMBLE = struct.Struct("<8sHHII")  # magic, version, flags, header length, CRC-32 of the header
 MAX_HEADER_BYTES = 1 << 20
+MAX_HEADER_NESTING = 32  # a header nests 5 deep (tensors, a tensor, its sections, a section, options)
 MAX_TENSORS = 4096
 MAX_NAME_LENGTH = 256
 MAX_DIMS = 8
@@ -124,7 +126,7 @@ def read_dcz_stream(handle: Any, head: bytes) -> bytes:
         return data
     data += upto(header_length)
     try:
-        rows = json.loads(data[PREAMBLE.size :].decode("utf-8")).get("tensors", [])
+        rows = jsontext.loads(bytes(data[PREAMBLE.size :]), MAX_HEADER_NESTING).get("tensors", [])
         total = sum(int(section["length"]) for row in rows for section in row["sections"])
     except (ValueError, TypeError, KeyError, AttributeError, RecursionError):
         return data  # parse_header says what is wrong with it
@@ -157,16 +159,10 @@ def parse_header(data: bytes | memoryview, file_size: int | None = None) -> DczH
     if zlib.crc32(raw) != header_crc:
         raise DczError("header: CRC-32 mismatch (the file is damaged)")
     try:
-        obj = json.loads(raw.decode("utf-8"), parse_constant=_reject_constant)
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise DczError(f"header: not valid JSON ({exc})") from None
-    except RecursionError:
-        raise DczError("header: JSON nested too deeply") from None
+        obj = jsontext.loads(raw, MAX_HEADER_NESTING)
+    except ValueError as exc:
+        raise DczError(f"header: {exc}") from None
     return _validate_header(obj, end, size)
-
-
-def _reject_constant(name: str) -> None:
-    raise ValueError(f"{name} is not allowed")
 
 
 def _get(obj: Mapping[str, Any], key: str, kind: type, where: str) -> Any:

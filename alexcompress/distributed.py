@@ -94,6 +94,9 @@ def session(device: str = "auto") -> Iterator[Group]:
     if not group.active or dist.is_initialized():
         yield current() if group.active else Group()
         return
+    missing = [name for name in ("MASTER_ADDR", "MASTER_PORT") if not os.environ.get(name)]
+    if missing:
+        raise AlexCompressError(f"WORLD_SIZE={group.world} but {' and '.join(missing)} not set: start data-parallel runs with torchrun")
     backend = "nccl" if rank_device(device).type == "cuda" else "gloo"
     dist.init_process_group(backend=backend)
     try:

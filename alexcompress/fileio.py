@@ -275,7 +275,8 @@ def _emit(payload: Payload, handle: BinaryIO) -> None:
 def write_atomic(path: Path, payload: Payload) -> None:
     directory = path.parent if str(path.parent) else Path(".")
     try:
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
+        # a name cut short enough that the temporary one stays within NAME_MAX (255) for any legal target
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name[:200]}.", suffix=".tmp", dir=directory)
     except OSError as exc:
         raise AlexCompressError(f"{path}: cannot write in {directory} ({exc.strerror or exc})") from None
     try:

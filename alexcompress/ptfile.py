@@ -265,7 +265,32 @@ def _not_a_zip(source: "str | os.PathLike[str] | bytes") -> str:
     return "not a readable torch file (not a zip archive)"
 
 
+def check_archive(source: "str | os.PathLike[str] | bytes", label: str = "file") -> None:
+    """Every check `read_state_dict` makes before unpickling (a torch zip archive, stored records, a bounded
+    pickle whose opcodes pass `prescan`), for a file that `torch.load(weights_only=True)` reads next (a
+    training checkpoint: optimizer state and RNG states beyond a state dict). A ModelError otherwise."""
+    try:
+        archive = zipfile.ZipFile(io.BytesIO(source) if isinstance(source, (bytes, bytearray)) else source)
+    except OSError as exc:
+        raise ModelError(f"{label}: cannot read ({exc.strerror or exc})") from None
+    except Exception:
+        raise ModelError(f"{label}: {_not_a_zip(source)}") from None
+    try:
+        with archive:
+            _checked_pickle(archive, label)
+    except _Hostile as exc:
+        raise ModelError(f"{label}: {exc}") from None
+    except _Unsupported as exc:
+        raise ModelError(f"{label}: not readable here ({exc})") from None
+
+
 def _read_archive(archive: zipfile.ZipFile, label: str, buffer: Optional[bytearray] = None) -> Any:
+    data, root = _checked_pickle(archive, label)
+    return _Unpickler(data, archive, root, buffer).load()
+
+
+def _checked_pickle(archive: zipfile.ZipFile, label: str) -> "tuple[bytes, str]":
+    """The archive's data.pkl, and its root folder, once the archive and the pickle's opcodes pass."""
     infos = archive.infolist()
     if len(infos) > MAX_RECORDS:
         raise _Hostile(f"a zip archive of {len(infos)} records")
@@ -283,7 +308,7 @@ def _read_archive(archive: zipfile.ZipFile, label: str, buffer: Optional[bytearr
         raise _Unsupported("big-endian archive")
     data = archive.read(pickles[0])
     prescan(data)
-    return _Unpickler(data, archive, root, buffer).load()
+    return data, root
 
 
 # ------------------------------------------------------------------------------------------------ writer

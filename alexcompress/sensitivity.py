@@ -35,6 +35,7 @@ from .archs import get_arch
 from .encodings import DENSE_FROM
 from .errors import AlexCompressError
 from .models import as_numpy, compressible_keys
+from .quantization import MAX_BITS, MIN_BITS
 
 if TYPE_CHECKING:
     import torch
@@ -70,43 +71,112 @@ class Curves:
         return json.dumps({"format": FORMAT, **asdict(self)}, indent=1)
 
     @classmethod
-    def from_json(cls, text: str, where: str) -> "Curves":
+    def from_json(cls, text: "str | bytes", where: str) -> "Curves":
+        """Curves from a file's text, every field checked for type and range (one line naming the field and
+        the file otherwise): the file may come from anywhere."""
+        from . import jsontext
+
         try:
-            obj = json.loads(text)
-            if obj.get("format") not in FORMATS:
-                raise ValueError(f"format is {obj.get('format')!r}, expected {FORMAT!r}")
-            layers = [
-                LayerCurve(
-                    str(row["key"]),
-                    str(row["name"]),
-                    int(row["weights"]),
-                    int(row["nonzero"]),
-                    {float(k): float(v) for k, v in row["keep"].items()},
-                    {int(k): float(v) for k, v in row["bits"].items()},
-                    {float(k): float(v) for k, v in row.get("keep_kl", {}).items()},
-                    {int(k): float(v) for k, v in row.get("bits_kl", {}).items()},
-                )
-                for row in obj["layers"]
-            ]
-            curves = cls(
-                str(obj["arch"]), float(obj["baseline"]), int(obj["samples"]), layers, int(obj["raw_bytes"]), float(obj["seconds"])
-            )
-        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            obj = jsontext.loads(text.encode("utf-8") if isinstance(text, str) else text, MAX_CURVES_NESTING)
+        except ValueError as exc:
             raise AlexCompressError(f"{where}: not a sensitivity file written by 'alexcompress sensitivity --save' ({exc})") from None
-        for layer in curves.layers:
-            values = [*layer.keep, *layer.keep.values(), *layer.bits.values(), *layer.keep_kl.values(), *layer.bits_kl.values()]
-            if not all(math.isfinite(v) for v in values) or not layer.keep or not layer.bits or layer.weights < 1:
-                raise AlexCompressError(f"{where}: layer {layer.key} has an empty or non-finite curve")
+        top = _Fields(obj, where)
+        if top.obj.get("format") not in FORMATS:
+            raise AlexCompressError(
+                f"{where}: not a sensitivity file written by 'alexcompress sensitivity --save' (format is {top.obj.get('format')!r})"
+            )
+        rows = top.get("layers", list)
+        if not 1 <= len(rows) <= MAX_CURVE_LAYERS:
+            raise AlexCompressError(f"{where}: field 'layers' must list 1 to {MAX_CURVE_LAYERS} layers, got {len(rows)}")
+        layers = []
+        for i, row in enumerate(rows):
+            f = _Fields(row, f"{where}: layers[{i}]")
+            weights = f.number("weights", int, 1, MAX_CURVE_WEIGHTS)
+            layer = LayerCurve(
+                f.get("key", str),
+                f.get("name", str),
+                weights,
+                f.number("nonzero", int, 0, weights),
+                f.curve("keep", float, (0.0, 1.0), (0.0, 1.0)),
+                f.curve("bits", int, (MIN_CURVE_BITS, MAX_CURVE_BITS), (0.0, 1.0)),
+                f.curve("keep_kl", float, (0.0, 1.0), (0.0, math.inf), required=False),
+                f.curve("bits_kl", int, (MIN_CURVE_BITS, MAX_CURVE_BITS), (0.0, math.inf), required=False),
+            )
             if (layer.keep_kl or layer.bits_kl) and (set(layer.keep_kl) != set(layer.keep) or set(layer.bits_kl) != set(layer.bits)):
                 raise AlexCompressError(f"{where}: layer {layer.key}'s divergence curves are not at its top-1 curves' points")
-            if any(v < 0 for v in (*layer.keep_kl.values(), *layer.bits_kl.values())):
-                raise AlexCompressError(f"{where}: layer {layer.key} has a negative divergence")
-        return curves
+            layers.append(layer)
+        return cls(
+            top.get("arch", str),
+            top.number("baseline", float, 0.0, 1.0),
+            top.number("samples", int, 1, 1 << 40),
+            layers,
+            top.number("raw_bytes", int, 0, 1 << 50),
+            top.number("seconds", float, 0.0, math.inf),
+        )
 
     @property
     def has_divergence(self) -> bool:
         """Every layer carries divergence curves (files of version 1 carry none: allocation ranks by top-1 then)."""
         return all(layer.keep_kl and layer.bits_kl for layer in self.layers)
+
+
+MAX_CURVES_BYTES = 1 << 22
+MAX_CURVES_NESTING = 8  # the file nests 4 deep (layers, a layer, a curve)
+MAX_CURVE_LAYERS = 100_000
+MAX_CURVE_POINTS = 1_000  # per curve: a grid of ~10 is measured; the allocation's cost grows with the points
+MAX_CURVE_WEIGHTS = 1 << 40
+MIN_CURVE_BITS, MAX_CURVE_BITS = MIN_BITS, MAX_BITS  # the widths quantization takes
+
+
+class _Fields:
+    """Typed, range-checked access to one JSON object of a curves file, each failure one line naming the field."""
+
+    def __init__(self, obj: Any, where: str) -> None:
+        if not isinstance(obj, dict):
+            raise AlexCompressError(f"{where}: expected an object, got {type(obj).__name__}")
+        self.obj, self.where = obj, where
+
+    def get(self, key: str, kind: type) -> Any:
+        if key not in self.obj:
+            raise AlexCompressError(f"{self.where}: field '{key}' is missing")
+        value = self.obj[key]
+        if not isinstance(value, kind) or isinstance(value, bool):
+            raise AlexCompressError(f"{self.where}: field '{key}' must be {_KINDS[kind]}, got {type(value).__name__}")
+        return value
+
+    def number(self, key: str, kind: type, low: float, high: float) -> Any:
+        if key not in self.obj:
+            raise AlexCompressError(f"{self.where}: field '{key}' is missing")
+        return _in_range(self.obj[key], kind, low, high, f"{self.where}: field '{key}'")
+
+    def curve(self, key: str, kind: type, points: "tuple[float, float]", values: "tuple[float, float]", required: bool = True) -> dict:
+        if key not in self.obj and not required:
+            return {}
+        curve = self.get(key, dict)
+        if (required and not curve) or len(curve) > MAX_CURVE_POINTS:
+            raise AlexCompressError(f"{self.where}: field '{key}' must hold 1 to {MAX_CURVE_POINTS} points, got {len(curve)}")
+        out = {}
+        for point, value in curve.items():
+            try:
+                number = float(point) if kind is float else int(point)
+            except ValueError:
+                raise AlexCompressError(f"{self.where}: field '{key}' has a point {point[:20]!r} that is not a number") from None
+            at = _in_range(number, kind, *points, f"{self.where}: field '{key}' point")
+            out[at] = _in_range(value, float, *values, f"{self.where}: field '{key}' at {point}")
+        return out
+
+
+_KINDS = {int: "an integer", float: "a number", str: "a string", list: "a list", dict: "an object"}
+
+
+def _in_range(value: Any, kind: type, low: float, high: float, what: str) -> Any:
+    """`value` as `kind` (an int is a float too), finite and within [low, high]; one line naming `what` otherwise."""
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and (kind is float or isinstance(value, int))
+    if not ok:
+        raise AlexCompressError(f"{what} must be {_KINDS[kind]}, got {type(value).__name__}")
+    if not (math.isfinite(value) and low <= value <= high):
+        raise AlexCompressError(f"{what} must be in [{low:g}, {high:g}], got {value!r}"[:200])
+    return kind(value)
 
 
 def _prune_one(values: np.ndarray, keep: float) -> np.ndarray:
@@ -414,14 +484,12 @@ def read_curves(path: "str | os.PathLike[str]") -> Curves:
     where = os.fspath(path)
     try:
         with open(path, "rb") as handle:
-            raw = handle.read(1 << 22)
+            raw = handle.read(MAX_CURVES_BYTES + 1)
     except OSError as exc:
         raise AlexCompressError(f"{where}: cannot read ({exc.strerror or exc})") from None
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError:
-        raise AlexCompressError(f"{where}: not a sensitivity file written by 'alexcompress sensitivity --save' (not text)") from None
-    return Curves.from_json(text, where)
+    if len(raw) > MAX_CURVES_BYTES:
+        raise AlexCompressError(f"{where}: larger than {MAX_CURVES_BYTES >> 20} MB, not a sensitivity file (a few KB)")
+    return Curves.from_json(raw, where)
 
 
 def check_allocation(allocation: Allocation, state: Mapping[str, Any], arch: str) -> None:

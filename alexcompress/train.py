@@ -379,12 +379,59 @@ def _save_checkpoint(path: str, payload: dict[str, Any]) -> None:
 
 
 def load_checkpoint(path: str) -> dict[str, Any]:
+    """A checkpoint's contents, through the same bounds as every model file (`ptfile.check_archive`: no zip
+    bomb, no pickle nested or memo-indexed past its size) before torch's weights-only unpickler reads it."""
+    import pickle
+
     import torch
 
+    from .ptfile import check_archive
+
+    if not Path(path).is_file():
+        raise AlexCompressError(f"{path}: no such file (a checkpoint to resume from)")
+    check_archive(path, path)
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        raise AlexCompressError(
+            f"{path}: not an alexcompress checkpoint (it holds objects other than tensors and plain values, which are never unpickled here)"
+        ) from None
     except Exception as exc:
         raise AlexCompressError(f"{path}: not a readable alexcompress checkpoint ({' '.join(str(exc).split())[:200]})") from None
+
+
+#: what `_train` and the stages read from a checkpoint: field -> (the types it may have, what it is)
+_CHECKPOINT_FIELDS: dict[str, tuple[tuple[type, ...], str]] = {
+    "round": ((int,), "a round number"),
+    "epoch": ((int,), "an epoch number"),
+    "batch": ((int,), "a batch number"),
+    "world": ((int,), "a process count"),
+    "stale": ((int,), "an epoch count"),
+    "model": ((dict,), "a state dict"),
+    "optimizer": ((dict,), "optimizer state"),
+}
+_STAGE_FIELDS = {"retrain": ("masks",), "centroids": ("assignments", "centroids")}
+
+
+def _check_checkpoint(ckpt: dict[str, Any], path: str, stage: str) -> None:
+    """Every field the resume reads, of the type and range it needs: one line naming the field otherwise."""
+    import torch
+
+    for field, (types, what) in _CHECKPOINT_FIELDS.items():
+        value = ckpt.get(field)
+        if field in ("round", "world", "stale", "batch") and field not in ckpt:
+            continue  # older files lack them; the defaults apply
+        if not isinstance(value, types) or isinstance(value, bool):
+            raise AlexCompressError(f"{path}: field '{field}' must be {what}, got {type(value).__name__}")
+        if isinstance(value, int) and value < (1 if field in ("round", "world") else 0):
+            raise AlexCompressError(f"{path}: field '{field}' is out of range ({value})")
+    for field in _STAGE_FIELDS.get(stage, ()):
+        if not isinstance(ckpt.get(field), dict):
+            raise AlexCompressError(f"{path}: field '{field}' is missing (a checkpoint of '{stage}' holds it)")
+    rng = ckpt.get("rng")  # one state per rank (files of 0.2.0: one state)
+    states = rng if isinstance(rng, (list, tuple)) else [rng]
+    if not states or not all(isinstance(t, torch.Tensor) and t.dtype == torch.uint8 for t in states):
+        raise AlexCompressError(f"{path}: field 'rng' must hold RNG states (byte tensors)")
 
 
 def validation_top1(model: "torch.nn.Module", validation: "Dataset", config: TrainConfig) -> float:
@@ -468,10 +515,15 @@ def _train(
             raise AlexCompressError(
                 f"{config.checkpoint}: taken mid-epoch by {ckpt.get('world', 1)} processes; resume it with the same number ({group.world} now)"
             )
-        optimizer.load_state_dict(ckpt["optimizer"])
-        _restore_rng(ckpt, group.rank, device)
-        if scaler is not None and ckpt.get("scaler"):
-            scaler.load_state_dict(ckpt["scaler"])
+        try:
+            optimizer.load_state_dict(ckpt["optimizer"])
+            _restore_rng(ckpt, group.rank, device)
+            if scaler is not None and ckpt.get("scaler"):
+                scaler.load_state_dict(ckpt["scaler"])
+        except (ValueError, KeyError, TypeError, IndexError, RuntimeError) as exc:  # torch's own checks of the states
+            raise AlexCompressError(
+                f"{config.checkpoint}: its optimizer or RNG state does not fit this run ({' '.join(str(exc).split())[:160]})"
+            ) from None
     else:
         # what still draws from torch's generator (random augmentation, layers other than nn.Dropout) differs between ranks
         torch.manual_seed(config.seed + 1_000_003 * group.rank)
@@ -639,6 +691,7 @@ def _resume_point(config: TrainConfig, stage: str, state: Any) -> Optional[dict[
         raise AlexCompressError(f"{config.checkpoint}: not an alexcompress checkpoint")
     if ckpt.get("stage") != stage:
         raise AlexCompressError(f"{config.checkpoint}: is a checkpoint of '{ckpt.get('stage')}', not of '{stage}'")
+    _check_checkpoint(ckpt, config.checkpoint, stage)
     model = ckpt.get("model")
     if not isinstance(model, dict) or list(model) != list(state) or any(tuple(model[k].shape) != tuple(state[k].shape) for k in state):
         raise AlexCompressError(f"{config.checkpoint}: is a checkpoint of another model (its tensors differ from the input's)")

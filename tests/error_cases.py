@@ -56,6 +56,9 @@ def _make_files(root: Path) -> None:
     wrong = OrderedDict(state)
     wrong["features.3.weight"] = torch.zeros(192, 64, 3, 3)
     torch.save(wrong, root / "wrong_shape.pt")
+    checkpoint = {"format": "alexcompress-checkpoint", "stage": "retrain", "epoch": 0, "model": state, "optimizer": {}}
+    torch.save({**checkpoint, "round": 1.5, "rng": [torch.get_rng_state()]}, root / "round.ckpt")
+    torch.save({**checkpoint, "round": 1, "rng": [torch.get_rng_state()]}, root / "nomasks.ckpt")
     (root / "existing.pt").write_bytes(b"keep me")
     (root / "empty_dir").mkdir()
     runner = CliRunner()
@@ -197,6 +200,14 @@ CASES = [
     ("-o is a FIFO, even with --force", "prune alexnet.pt -o fifo --force"),
     ("--checkpoint is the input", "prune alexnet.pt -o c.pt --data images --checkpoint alexnet.pt"),
     ("--resume with a model file as checkpoint", "prune alexnet.pt -o c.pt --data images --resume --checkpoint unquantized.pt"),
+    (
+        "--resume from a checkpoint with deflated records (zip bomb)",
+        "prune alexnet.pt -o c.pt --data images --resume --checkpoint zipbomb.pt",
+    ),
+    ("--resume from a checkpoint holding a foreign global", "prune alexnet.pt -o c.pt --data images --resume --checkpoint evil.pt"),
+    ("--resume from a checkpoint whose round is not an integer", "prune alexnet.pt -o c.pt --data images --resume --checkpoint round.ckpt"),
+    ("--resume from a retraining checkpoint without masks", "prune alexnet.pt -o c.pt --data images --resume --checkpoint nomasks.ckpt"),
+    ("WORLD_SIZE=2 without MASTER_ADDR (not started by torchrun)", "WORLD_SIZE=2 RANK=0 prune alexnet.pt -o w.pt --data images"),
     ("--data tree that loops through a symbolic link", "prune alexnet.pt -o c.pt --data loop"),
     ("--data holding a 400-megapixel PNG (decompression bomb)", "eval random:0:10 --data bomb"),
     ("negative --seed", "prune alexnet.pt --seed -1"),
@@ -215,6 +226,11 @@ CASES = [
     ("--regrow without training images", "prune alexnet.pt -o r.pt --regrow"),
     ("--importance grad2 without training images", "quantize alexnet.pt -o i.pt --importance grad2"),
 ]
+
+
+def _setting(word: str) -> bool:
+    """A shell's leading NAME=VALUE word (an environment variable for the command)."""
+    return "=" in word and word.split("=", 1)[0].isupper()
 
 
 def run_cases() -> list[tuple[str, str, int, str]]:
@@ -237,7 +253,12 @@ def run_cases() -> list[tuple[str, str, int, str]]:
 
             socket.socket.connect, socket.getaddrinfo = offline, no_dns
             for what, line in CASES:
-                result = runner.invoke(app, line.split())
+                words = line.split()  # leading NAME=VALUE words set the environment, as in a shell
+                env: dict[str, str] = {}
+                while words and _setting(words[0]):
+                    name, value = words.pop(0).split("=", 1)
+                    env[name] = value
+                result = runner.invoke(app, words, env=env)
                 results.append((what, line, result.exit_code, result.stderr.strip()))
             assert not Path("pwned.txt").exists()
         finally:
@@ -261,7 +282,10 @@ def markdown(results: list[tuple[str, str, int, str]]) -> str:
     ]
     for what, line, code, message in results:
         cell = message.replace("|", "\\|")
-        lines.append(f"| {what} | `alexcompress {line}` | {code} | `{cell}` |")
+        words = line.split()
+        env = words[: next(i for i, w in enumerate(words) if not _setting(w))]
+        command = " ".join([*env, "alexcompress", *words[len(env) :]])
+        lines.append(f"| {what} | `{command}` | {code} | `{cell}` |")
     return "\n".join(lines) + "\n"
 
 

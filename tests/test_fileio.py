@@ -131,3 +131,11 @@ def test_signal_mid_write_leaves_no_partial_output(tmp_path, sig, code, script):
     assert stderr.decode().strip().startswith("alexcompress: error: ")
     assert leftovers(tmp_path) == []
     assert target.read_bytes() == b"the user's file"
+
+
+def test_any_legal_output_name_can_be_written(tmp_path):
+    """A 255-byte name (NAME_MAX) is legal; the temporary name beside it must be too, or the command fails
+    after all its work."""
+    target = tmp_path / ("m" * 252 + ".pt")
+    write_atomic(target, b"data")
+    assert target.read_bytes() == b"data" and [p.name for p in tmp_path.iterdir()] == [target.name]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -215,6 +217,42 @@ def test_measured_allocation_searches_the_path_by_the_drop_of_all_layers_togethe
     assert allocate_measured(curves, 1.0, lambda a: (0.80, 500)).predicted_bytes == sizes[-1]  # nothing lost: smallest
 
 
+def _edited(curves: Curves, edit) -> str:
+    obj = json.loads(curves.to_json())
+    edit(obj)
+    return json.dumps(obj).replace('"1e999"', "1e999")  # a literal json.dumps cannot write (it writes Infinity)
+
+
+@pytest.mark.parametrize(
+    "edit, text, message",
+    [
+        (None, "[" * 100_000 + "]" * 100_000, "nested 100000 deep, more than 8"),
+        (lambda o: o["layers"][0].update(weights="1e999"), None, r"layers\[0\]: field 'weights' must be an integer, got float"),
+        (lambda o: o["layers"][0].update(weights=10**30), None, r"field 'weights' must be in \[1, 1\.09951e\+12\]"),
+        (lambda o: o["layers"][0]["bits"].update({"24": 0.5}), None, r"field 'bits' point must be in \[1, 8\], got 24"),
+        (lambda o: o["layers"][0]["bits"].update({"-2": 0.5}), None, r"field 'bits' point must be in \[1, 8\], got -2"),
+        (lambda o: o.update(raw_bytes=-997101312), None, r"field 'raw_bytes' must be in \[0, "),
+        (lambda o: o.update(baseline="1e999"), None, r"field 'baseline' must be in \[0, 1\], got inf"),
+        (
+            lambda o: o["layers"][0].update(keep={str(i / 100_000): 0.5 for i in range(1, 80_001)}),
+            None,
+            "must hold 1 to 1000 points, got 80000",
+        ),
+        (lambda o: o["layers"][0].update(keep={"x": 0.5}), None, "has a point 'x' that is not a number"),
+        (lambda o: o["layers"][0].update(keep=[1]), None, "field 'keep' must be an object, got list"),
+        (lambda o: o.pop("arch"), None, "field 'arch' is missing"),
+        (lambda o: o["layers"].append(3), None, r"layers\[2\]: expected an object, got int"),
+    ],
+)
+def test_hostile_curves_files_are_one_line_errors(tmp_path, edit, text, message):
+    """Whatever a curves file holds, reading it is fast and ends in one line naming the file and the field."""
+    path = tmp_path / "c.json"
+    path.write_text(text if text is not None else _edited(_curves(), edit))
+    with pytest.raises(AlexCompressError, match=message) as caught:
+        read_curves(path)
+    assert str(caught.value).startswith(str(path)) and "\n" not in str(caught.value)
+
+
 def test_curves_file_round_trip_and_refusals(tmp_path):
     curves = _curves()
     path = tmp_path / "c.json"
@@ -225,7 +263,7 @@ def test_curves_file_round_trip_and_refusals(tmp_path):
     with pytest.raises(AlexCompressError, match="not a sensitivity file"):
         read_curves(path)
     path.write_text(curves.to_json().replace("0.88", "NaN"))
-    with pytest.raises(AlexCompressError, match="non-finite"):
+    with pytest.raises(AlexCompressError, match="NaN is not allowed"):
         read_curves(path)
     # version 2 carries the divergence; version 1 files (no divergence) still read, and allocate by top-1
     overfit = _overfit_curves()
@@ -239,7 +277,7 @@ def test_curves_file_round_trip_and_refusals(tmp_path):
     with pytest.raises(AlexCompressError, match="not at its top-1 curves' points"):
         read_curves(path)
     path.write_text(text.replace('"0.05": 0.3', '"0.05": -0.3'))
-    with pytest.raises(AlexCompressError, match="negative divergence"):
+    with pytest.raises(AlexCompressError, match=r"field .keep_kl. at 0.05 must be in \[0, inf\], got -0.3"):
         read_curves(path)
 
 
