@@ -32,6 +32,7 @@ from .fileio import (
     STDIO,
     Terminated,
     check_output,
+    check_outputs,
     default_output,
     install_signal_handlers,
     is_regular,
@@ -540,6 +541,8 @@ class TrainOptions:
         checkpoint = self.checkpoint or default_checkpoint(output)
         if checkpoint is not None:
             _check_checkpoint(checkpoint, model, output, self.resume)
+        # neither may land among the images read (-o was checked for clobbering when it was planned)
+        check_outputs(((output, "-o"), (checkpoint, "--checkpoint")), trees=(self.data, self.val), force=True)
         config = TrainConfig(
             epochs=self.epochs,
             lr=self.lr,
@@ -1086,9 +1089,7 @@ def sensitivity(
     check_range("--workers", workers, 0, 1024)
     if plot == STDIO:
         raise AlexCompressError("--plot needs a file name (a PNG does not go to stdout)")
-    for target in (save, plot):
-        if target is not None:
-            check_output(target, inputs=(model,), force=force)
+    check_outputs(((save, "--save"), (plot, "--plot")), inputs=(model,), trees=(data,), force=force)
     with _job(device=device) as group:  # under torchrun: each rank scores a shard, the figures summed
         console = _console(quiet or not group.is_main)
         dataset = _dataset(data, images)

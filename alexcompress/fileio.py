@@ -222,6 +222,37 @@ def check_output(output: str, *, inputs: tuple[str, ...] = (), force: bool = Fal
         raise AlexCompressError(f"{label}: directory {parent} is not writable")
 
 
+def check_outputs(
+    outputs: "tuple[tuple[Optional[str], str], ...]",
+    *,
+    inputs: tuple[str, ...] = (),
+    trees: "tuple[Optional[str], ...]" = (),
+    force: bool = False,
+) -> None:
+    """Every output of one command, `(path or None, option)`, before any work: each passes check_output, no
+    two name the same file, and none lies inside an input tree (`--data`, `--val`): the command would write
+    among the files it reads.
+
+    >>> check_outputs((("a.json", "--save"), ("./a.json", "--plot")))
+    Traceback (most recent call last):
+    ...
+    alexcompress.errors.AlexCompressError: ./a.json: --plot names the same file as --save; give each its own
+    """
+    seen: dict[str, str] = {}
+    roots = [(tree, os.path.realpath(tree)) for tree in trees if tree is not None and tree != STDIO]
+    for path, option in outputs:
+        if path is None or path == STDIO:
+            continue
+        real = os.path.realpath(path)
+        if real in seen:
+            raise AlexCompressError(f"{path}: {option} names the same file as {seen[real]}; give each its own")
+        for tree, root in roots:
+            if os.path.commonpath([real, root]) == root:
+                raise AlexCompressError(f"{path}: is inside {tree}, which this command reads; write {option} elsewhere")
+        check_output(path, inputs=inputs, force=force)
+        seen[real] = option
+
+
 def same_file(a: str, b: str) -> bool:
     """The same file: the same resolved path, or the same inode (hard links, bind mounts)."""
     if os.path.realpath(a) == os.path.realpath(b):

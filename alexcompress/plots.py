@@ -4,6 +4,7 @@ Every figure is drawn from the same numbers `info` prints: the real file's secti
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Optional
@@ -57,8 +58,13 @@ def weight_figures(out: Path, header: DczHeader, data: bytes, original: Optional
     plt = _pyplot()
     sparse = _coded(header)
     names = {t.name: display_name(header.arch, t.name) for t in sparse}
-    paths = []
+    paths, stems = [], set()
     for entry in sparse:
+        # a file name from a layer name: one path component of safe characters, short, unique ('/' in a
+        # name would otherwise make a folder, and a folder planted there could lead outside -o)
+        stem = re.sub(r"[^A-Za-z0-9_-]", "_", names[entry.name])[:100]
+        stem = stem if stem not in stems else f"{stem}_{len(stems)}"
+        stems.add(stem)
         streams = streams_of(header, data, entry)
         codebook, codes = streams.codebook, streams.codes
         real = codes[codes < entry.codebook_size]
@@ -86,7 +92,7 @@ def weight_figures(out: Path, header: DczHeader, data: bytes, original: Optional
         if ax.get_legend_handles_labels()[0]:
             ax.legend(loc="upper right")
         fig.tight_layout()
-        paths.append(_save(fig, out / f"weights_{names[entry.name].replace('.', '_')}.png"))
+        paths.append(_save(fig, out / f"weights_{stem}.png"))
     return paths
 
 

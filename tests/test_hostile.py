@@ -228,3 +228,29 @@ def test_ctrl_c_while_typer_builds_the_command_is_one_line(tmp_path):
     _, stderr = child.communicate(timeout=60)
     assert child.returncode == 130 and "Traceback" not in stderr, stderr
     assert stderr.strip().splitlines() == ["alexcompress: error: interrupted"]
+
+
+def test_report_names_files_for_any_layer_name_and_follows_no_planted_folder(tmp_path):
+    """Layer names are the file's to choose: one with '/' once made `report` write into a subfolder (and a
+    directory link planted there led outside -o), one of 240 characters made a name too long to create."""
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    state = OrderedDict(
+        (name, np.random.default_rng(0).standard_normal((16, 16)).astype(np.float32))
+        for name in ("sub/../../x.weight", "y" * 240 + ".weight", "sub/other.weight")
+    )
+    model = tmp_path / "odd.pt"
+    with open(model, "wb") as handle:
+        write_state_dict(state, handle)
+    out = tmp_path / "figures"
+    out.mkdir()
+    (out / "sub").symlink_to(outside, target_is_directory=True)
+    done = subprocess.run(
+        [*CLI, "report", model, "--arch", "none", "--sparsity", "0.5", "--bits", "3", "-o", out, "--force", "-q"],
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr
+    assert not list(outside.iterdir())
+    figures = [p.name for p in out.iterdir() if p.name.startswith("weights_")]
+    assert len(figures) == 3 and all(len(name) < 120 and "/" not in name for name in figures)
