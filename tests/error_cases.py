@@ -209,7 +209,10 @@ CASES = [
     ("--resume from a retraining checkpoint without masks", "prune alexnet.pt -o c.pt --data images --resume --checkpoint nomasks.ckpt"),
     ("WORLD_SIZE=2 without MASTER_ADDR (not started by torchrun)", "WORLD_SIZE=2 RANK=0 prune alexnet.pt -o w.pt --data images"),
     ("sensitivity --save and --plot naming one file", "sensitivity random:0:10 --data images --save s.png --plot ./s.png"),
-    ("sensitivity --plot over one of its --data images, even with --force", "sensitivity random:0:10 --data images --plot images/a/0.png --force"),
+    (
+        "sensitivity --plot over one of its --data images, even with --force",
+        "sensitivity random:0:10 --data images --plot images/a/0.png --force",
+    ),
     ("-o inside the --data tree being trained on", "prune alexnet.pt -o images/p.pt --data images"),
     ("--data tree that loops through a symbolic link", "prune alexnet.pt -o c.pt --data loop"),
     ("--data holding a 400-megapixel PNG (decompression bomb)", "eval random:0:10 --data bomb"),
