@@ -10,7 +10,7 @@ import textwrap
 import numpy as np
 import pytest
 import torch
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from torch import nn
 
@@ -221,3 +221,47 @@ def test_mutated_files_end_in_an_error_or_the_dense_model(tmp_path):
         with torch.no_grad():
             torch.testing.assert_close(sparse(x), dense(x), msg=description)
     assert 0 < loaded < cases
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    extras=st.lists(
+        # sizes that fit the runtime's buffers too: Tiny's conv has 54 weights (its codes), a table of <= 9
+        st.tuples(
+            st.sampled_from(["conv.codes", "conv.table", "fc.weight_csr", "fc.bias", "fc.extra", "extra"]), st.sampled_from([1, 5, 9, 54])
+        ),
+        max_size=3,
+        unique_by=lambda t: t[0],
+    ),
+    drop=st.sampled_from([None, "fc.bias", "conv.bias"]),
+)
+@example(extras=[("conv.codes", 54)], drop=None)  # the smuggled buffer found by the adversarial run
+@example(extras=[("conv.table", 9), ("extra", 1)], drop="fc.bias")
+def test_sparse_and_dense_loaders_accept_the_same_files(tmp_path_factory, extras, drop):
+    """Property: any file one loader accepts the other accepts too, and both run alike. A raw tensor named
+    like a runtime buffer (`conv.codes`) once replaced the sparse layer's own codes, which then indexed past
+    its table when run; the dense loader refuses such a key."""
+    from collections import OrderedDict
+
+    from alexcompress.errors import DczError
+
+    torch.manual_seed(0)
+    base = compress(Tiny().state_dict(), arch="none", pruning=PruneSpec(sparsity=0.5), quantization=QuantizeSpec(3, 3)).quantization.state
+    state = OrderedDict((k, v) for k, v in base.items() if k != drop)
+    for name, size in extras:
+        state[name] = torch.full((size,), 200.0)
+    path = tmp_path_factory.mktemp("f") / "m.dcz"
+    path.write_bytes(encode(state, arch="none"))
+    x = torch.randn(2, 2, 4, 4, generator=torch.Generator().manual_seed(0))
+    outputs = []
+    for sparse in (False, True):
+        try:
+            model = alexcompress.load(path, model=Tiny(), sparse=sparse)
+        except (DczError, ModelError):
+            outputs.append(None)
+            continue
+        with torch.no_grad():
+            outputs.append(model(x))
+    assert (outputs[0] is None) == (outputs[1] is None), (extras, drop, outputs)
+    if outputs[0] is not None:
+        _close(outputs[0], outputs[1])
