@@ -88,6 +88,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         (train, test) = load_digits_split(args.seed)
+        # a multiple of the global batch: otherwise two processes pad the epoch's last batch with a repeated
+        # image (as DistributedSampler does) and its last step is not one process's
+        keep = len(train[1]) // args.batch_size * args.batch_size
+        train = (train[0][:keep], train[1][:keep])
         export(tmp / "train", *train)
         export(tmp / "test", *test)
         print(f"digits: {len(train[1])} training, {len(test[1])} held-out images; {args.epochs} epochs, global batch {args.batch_size}")
