@@ -37,6 +37,7 @@ from .fileio import (
     install_signal_handlers,
     is_regular,
     read_input,
+    read_lines,
     read_prefix,
     stop_requested,
     write_output,
@@ -1188,10 +1189,8 @@ def predict(
     if model == STDIO and STDIO in images:
         raise AlexCompressError("MODEL and IMAGE cannot both be '-' (stdin)")
     if STDIO in images:
-        if sys.stdin is None or sys.stdin.isatty():
-            raise AlexCompressError("IMAGE is '-' but nothing is piped into stdin")
-        listed = [line.rstrip("\r\n") for line in sys.stdin]
-        images = [p for arg in images for p in ([q for q in listed if q] if arg == STDIO else [arg])]
+        listed = read_lines(STDIO, "IMAGE")
+        images = [p for arg in images for p in (listed if arg == STDIO else [arg])]
     paths = expand_images(images)
     console = _console(quiet)
     target_device = resolve_device(device, "--device")

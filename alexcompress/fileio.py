@@ -115,6 +115,27 @@ def read_input(path: str, what: str = "input") -> bytes:
     return _read_file(path, lambda handle: handle.read() if is_regular(path) else read_stream(handle, path))
 
 
+MAX_LIST_BYTES = 16 << 20  # a list of names (image paths, class names): a million lines of 16 bytes
+
+
+def read_lines(path: str, what: str, limit: int = MAX_LIST_BYTES) -> list[str]:
+    """The non-blank lines of a UTF-8 text file or of stdin (`-`), read no further than `limit` bytes (an
+    endless device or stream is refused at the limit, not read until memory runs out)."""
+    if path == STDIO:
+        if sys.stdin is None or sys.stdin.isatty():
+            raise AlexCompressError(f"{what} is '-' but nothing is piped into stdin")
+        raw, label = _read_upto(sys.stdin.buffer, limit + 1), "<stdin>"
+    else:
+        raw, label = _read_file(path, lambda handle: _read_upto(handle, limit + 1)), path
+    if len(raw) > limit:
+        raise AlexCompressError(f"{label}: {what} longer than {limit >> 20} MB (an endless stream?)")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise AlexCompressError(f"{label}: {what} is not UTF-8 text") from None
+    return [line.strip() for line in text.splitlines() if line.strip()]
+
+
 def read_stream(handle: BinaryIO, label: str) -> bytes:
     """A model from a stream, read once: refused at its first bytes unless it starts like a `.dcz` or a zip
     `.pt`; a `.dcz` is read no further than its header declares (plus one byte to notice trailing data). A

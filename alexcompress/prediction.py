@@ -5,7 +5,6 @@ A file that cannot be read as an image is reported and skipped; the others are s
 
 from __future__ import annotations
 
-import glob
 import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -52,12 +51,66 @@ def expand_images(arguments: Iterable[str]) -> list[str]:
                 raise AlexCompressError(f"{argument}: a folder with no image files ({', '.join(IMAGE_SUFFIXES)})")
             found += files
         elif not os.path.lexists(argument) and GLOB_CHARS & set(argument):
-            matches = sorted(p for p in glob.glob(argument, recursive=True) if os.path.isfile(p))
+            matches = sorted(glob_files(argument))
             if not matches:
                 raise AlexCompressError(f"{argument}: no file matches this pattern")
             found += matches
         else:
             found.append(argument)
+    return found
+
+
+MAX_WALK_ENTRIES = 1_000_000  # directory entries a glob may look at: a photo library, not a file system
+
+
+def glob_files(pattern: str) -> list[str]:
+    """The files `pattern` matches, with `glob.glob(recursive=True)`'s rules (`**` spans folders, `*` and `?`
+    stay within a name, hidden names need a pattern that starts with '.'), but bounded: each folder is read
+    once however many links lead to it (a link back to a parent made glob's walk endless), and the walk stops
+    with an error past MAX_WALK_ENTRIES entries.
+
+    >>> import tempfile, pathlib
+    >>> root = pathlib.Path(tempfile.mkdtemp())
+    >>> (root / "s" / "d").mkdir(parents=True)
+    >>> for name in ("s/a.png", "s/d/b.png", "s/d/c.txt"):
+    ...     _ = (root / name).write_bytes(b"")
+    >>> (root / "s" / "d" / "up").symlink_to(root / "s")
+    >>> sorted(os.path.relpath(p, root) for p in glob_files(str(root / "s" / "**" / "*.png")))
+    ['s/a.png', 's/d/b.png']
+    """
+    import fnmatch
+
+    parts = pattern.split(os.sep)
+    fixed = next(i for i, part in enumerate(parts) if GLOB_CHARS & set(part))
+    base, rest = os.sep.join(parts[:fixed]) or ("" if not pattern.startswith(os.sep) else os.sep), parts[fixed:]
+
+    def matches(names: "tuple[str, ...]", index: int = 0, at: int = 0) -> bool:
+        if index == len(rest):
+            return at == len(names)
+        part = rest[index]
+        if part == "**":  # zero or more folders, none hidden
+            return any(matches(names, index + 1, k) for k in range(at, len(names) + 1) if all(not n.startswith(".") for n in names[at:k]))
+        if at == len(names) or (names[at].startswith(".") and not part.startswith(".")):
+            return False
+        return fnmatch.fnmatchcase(names[at], part) and matches(names, index + 1, at + 1)
+
+    found, seen, entries = [], set(), 0
+    for top, dirs, files in os.walk(base or ".", followlinks=True):
+        info = os.stat(top)
+        if (info.st_dev, info.st_ino) in seen:
+            dirs[:] = []  # reached again through a link: its files were looked at already
+            continue
+        seen.add((info.st_dev, info.st_ino))
+        entries += len(dirs) + len(files)
+        if entries > MAX_WALK_ENTRIES:
+            raise AlexCompressError(f"{pattern}: the pattern's walk passed {MAX_WALK_ENTRIES:,} entries; name a narrower folder")
+        relative = os.path.relpath(top, base or ".")
+        prefix = () if relative == "." else tuple(relative.split(os.sep))
+        if "**" not in rest and len(prefix) >= len(rest) - 1:
+            dirs[:] = []  # no deeper folder can match a pattern of fixed depth
+        found += [
+            os.path.join(top, name) if base else os.path.normpath(os.path.join(top, name)) for name in files if matches((*prefix, name))
+        ]
     return found
 
 
@@ -69,11 +122,9 @@ def class_names(num_classes: int, source: str | None = None) -> list[str] | None
         if os.path.isdir(source):
             names = sorted(e.name for e in os.scandir(source) if e.is_dir())
         else:
-            try:
-                with open(source, encoding="utf-8") as handle:
-                    names = [line.strip() for line in handle if line.strip()]
-            except (OSError, UnicodeDecodeError) as exc:
-                raise AlexCompressError(f"{source}: cannot read class names ({exc.__class__.__name__}: {exc})") from None
+            from .fileio import read_lines
+
+            names = read_lines(source, "class names")
         if len(names) != num_classes:
             raise AlexCompressError(f"{source}: {len(names)} class names for a model with {num_classes} outputs")
         return names

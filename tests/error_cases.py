@@ -142,6 +142,7 @@ def _make_hostile(root: Path, good: bytes) -> None:
     (root / "loop" / "a").mkdir(parents=True)
     Image.new("RGB", (8, 8)).save(root / "loop" / "a" / "0.png")
     os.symlink("..", root / "loop" / "a" / "again")
+    Image.new("L", (7000, 1)).save(root / "wide.png")
     (root / "bomb" / "a").mkdir(parents=True)
     Image.new("1", (20_000, 20_000)).save(root / "bomb" / "a" / "0.png")
 
@@ -223,6 +224,8 @@ CASES = [
     ("a seed beyond 2**63 - 1 in random:SEED", "compress random:99999999999999999999 -o s.dcz"),
     ("--num-classes at its maximum (the model would not fit a .dcz)", "init --num-classes 1000000 -o big.pt"),
     ("predict --sparse of a .pt (dense weights)", "predict alexnet.pt images --sparse"),
+    ("predict on a 7000x1 PNG (resized: 256 x 1,792,000 pixels)", "predict random:0:10 wide.png"),
+    ("predict with --classes reading an endless device", "predict random:0:10 images --classes /dev/zero"),
     ("predict with a glob that matches nothing", "predict random:0:10 nothing*.png"),
     ("predict with --classes naming too few classes", "predict random:0:10 images --classes empty_dir"),
     ("--target-ratio without sensitivity curves", "compress random:0:10 --target-ratio 50 -o t.dcz"),

@@ -254,3 +254,23 @@ def test_report_names_files_for_any_layer_name_and_follows_no_planted_folder(tmp
     assert not list(outside.iterdir())
     figures = [p.name for p in out.iterdir() if p.name.startswith("weights_")]
     assert len(figures) == 3 and all(len(name) < 120 and "/" not in name for name in figures)
+
+
+def test_predict_reads_an_endless_stdin_only_up_to_its_limit(tmp_path):
+    with open("/dev/zero", "rb") as endless:
+        done = subprocess.run([*CLI, "predict", "random:0:10", "-"], stdin=endless, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 1 and done.stderr.strip().splitlines() == [
+        "alexcompress: error: <stdin>: IMAGE longer than 16 MB (an endless stream?)"
+    ]
+
+
+def test_a_glob_through_a_symbolic_link_loop_ends(tmp_path):
+    """glob.glob('s/**/*.png') follows a link back to a parent for ever; the bounded walk reads each folder once."""
+    from PIL import Image
+
+    (tmp_path / "s" / "a").mkdir(parents=True)
+    Image.new("RGB", (8, 8)).save(tmp_path / "s" / "a" / "0.png")
+    (tmp_path / "s" / "a" / "up").symlink_to(tmp_path / "s", target_is_directory=True)
+    done = subprocess.run([*CLI, "predict", "random:0:10", "s/**/*.png"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("s/a/0.png\n") and done.stdout.count(".png") == 1  # once, not once per loop
