@@ -242,6 +242,7 @@ def match_arch(state: Mapping[str, "torch.Tensor | np.ndarray"], arch: str | Non
     to log about a detection."""
     if arch in (None, AUTO):
         found = detect(state)
+        validate_state_dict(state, found.name, label)  # what detection does not look at: the number of classes, dtypes
         return found.name, found.reason
     validate_state_dict(state, arch, label)
     return arch, None

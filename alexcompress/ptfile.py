@@ -295,6 +295,13 @@ def _checked_pickle(archive: zipfile.ZipFile, label: str) -> "tuple[bytes, str]"
     if len(infos) > MAX_RECORDS:
         raise _Hostile(f"a zip archive of {len(infos)} records")
     pickles = [i for i in infos if i.filename.endswith("/data.pkl") and i.filename.count("/") == 1]
+    if any(
+        i.filename.endswith("/constants.pkl") and i.filename.count("/") == 1 for i in infos
+    ):  # before the zip checks: it compresses code
+        raise ModelError(
+            f"{label}: a TorchScript archive (torch.jit.save), not a state dict; "
+            "save one with torch.save(torch.jit.load(path).state_dict(), 'model.pt')"
+        )
     if len(pickles) != 1:
         raise ModelError(f"{label}: not a readable torch file (a zip archive without a torch data.pkl record)")
     for info in infos:

@@ -52,6 +52,10 @@ def _make_files(root: Path) -> None:
     (root / "cut.pt").write_bytes((root / "alexnet.pt").read_bytes()[:100_000])
     torch.save(torchvision.models.alexnet(num_classes=10), root / "module.pt")
     torch.save({"x": _Evil()}, root / "evil.pt")
+    torch.save(torchvision.models.alexnet(num_classes=0).state_dict(), root / "zero.pt")
+    torch.save({"w": torch.zeros(2)}, root / "legacy.pt", _use_new_zipfile_serialization=False)
+    torch.jit.save(torch.jit.script(torch.nn.Linear(2, 2)), root / "script.pt")
+    torch.save(OrderedDict((k, v.to(torch.int8)) for k, v in torchvision.models.resnet18(num_classes=2).state_dict().items()), root / "int8.pt")
     torch.save({"conv.weight": torch.zeros(3, 3, 3, 3), "classifier.6.weight": torch.zeros(10, 4096)}, root / "other.pt")
     wrong = OrderedDict(state)
     wrong["features.3.weight"] = torch.zeros(192, 64, 3, 3)
@@ -155,6 +159,10 @@ CASES = [
     ("input .pt is truncated", "prune cut.pt"),
     ("a pickled nn.Module instead of a state dict", "prune module.pt"),
     ("a pickle that would run a command (nothing runs)", "prune evil.pt"),
+    ("an AlexNet state dict with 0 classes", "eval zero.pt --data images"),
+    ("a TorchScript archive instead of a state dict", "prune script.pt"),
+    ("a legacy (torch < 1.6, pre-zip) .pt: never unpickled, by design", "prune legacy.pt"),
+    ("a state dict of int8 weights", "prune int8.pt"),
     ("a state dict of another architecture, --arch alexnet", "prune other.pt --arch alexnet"),
     ("an AlexNet state dict with a wrong shape, --arch alexnet", "prune wrong_shape.pt --arch alexnet"),
     ("sparsity outside [0, 1)", "prune alexnet.pt --sparsity 1.5"),
