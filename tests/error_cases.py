@@ -55,7 +55,9 @@ def _make_files(root: Path) -> None:
     torch.save(torchvision.models.alexnet(num_classes=0).state_dict(), root / "zero.pt")
     torch.save({"w": torch.zeros(2)}, root / "legacy.pt", _use_new_zipfile_serialization=False)
     torch.jit.save(torch.jit.script(torch.nn.Linear(2, 2)), root / "script.pt")
-    torch.save(OrderedDict((k, v.to(torch.int8)) for k, v in torchvision.models.resnet18(num_classes=2).state_dict().items()), root / "int8.pt")
+    torch.save(
+        OrderedDict((k, v.to(torch.int8)) for k, v in torchvision.models.resnet18(num_classes=2).state_dict().items()), root / "int8.pt"
+    )
     torch.save({"conv.weight": torch.zeros(3, 3, 3, 3), "classifier.6.weight": torch.zeros(10, 4096)}, root / "other.pt")
     wrong = OrderedDict(state)
     wrong["features.3.weight"] = torch.zeros(192, 64, 3, 3)
@@ -146,7 +148,8 @@ def _make_hostile(root: Path, good: bytes) -> None:
     (root / "loop" / "a").mkdir(parents=True)
     Image.new("RGB", (8, 8)).save(root / "loop" / "a" / "0.png")
     os.symlink("..", root / "loop" / "a" / "again")
-    Image.new("L", (7000, 1)).save(root / "wide.png")
+    (root / "wide" / "a").mkdir(parents=True)
+    Image.new("L", (7000, 1)).save(root / "wide" / "a" / "0.png")
     (root / "bomb" / "a").mkdir(parents=True)
     Image.new("1", (20_000, 20_000)).save(root / "bomb" / "a" / "0.png")
 
@@ -232,7 +235,7 @@ CASES = [
     ("a seed beyond 2**63 - 1 in random:SEED", "compress random:99999999999999999999 -o s.dcz"),
     ("--num-classes at its maximum (the model would not fit a .dcz)", "init --num-classes 1000000 -o big.pt"),
     ("predict --sparse of a .pt (dense weights)", "predict alexnet.pt images --sparse"),
-    ("predict on a 7000x1 PNG (resized: 256 x 1,792,000 pixels)", "predict random:0:10 wide.png"),
+    ("--data holding a 7000x1 PNG (resized: 256 x 1,792,000 pixels)", "eval random:0:10 --data wide"),
     ("predict with --classes reading an endless device", "predict random:0:10 images --classes /dev/zero"),
     ("predict with a glob that matches nothing", "predict random:0:10 nothing*.png"),
     ("predict with --classes naming too few classes", "predict random:0:10 images --classes empty_dir"),
