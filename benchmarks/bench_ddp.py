@@ -109,29 +109,17 @@ def main() -> None:
             # the stages without --data: what the trained runs must differ from (it trained) and keep (the masks)
             untrained = (tmp / f"{arch}.p0.pt", tmp / f"{arch}.q0.pt")
             cli(one, "prune", start, "--rates", "*=0.5", "-o", untrained[0])
-            cli(one, "quantize", untrained[0], "--bits", "4", "-o", untrained[1])
             outputs = {}
+            prune_args = ["--rates", "*=0.5", "--epochs", args.epochs, "--lr", "0.01", *train_args]
             for name, launcher, threads in (("1", one, 1), ("1t2", one, 2), ("2", two, 1)):
                 pruned, quantized = tmp / f"{arch}.p{name}.pt", tmp / f"{arch}.q{name}.pt"
-                cli(
-                    launcher,
-                    "prune",
-                    start,
-                    "--rates",
-                    "*=0.5",
-                    "--epochs",
-                    args.epochs,
-                    "--lr",
-                    "0.01",
-                    *train_args,
-                    "-o",
-                    pruned,
-                    threads=threads,
-                )
+                cli(launcher, "prune", start, *prune_args, "-o", pruned, threads=threads)
+                # every run quantizes the same pruned model (one process's): k-means on inputs that differ by
+                # rounding may assign a weight to the neighbouring centroid, which is not what is compared here
                 cli(
                     launcher,
                     "quantize",
-                    pruned,
+                    tmp / f"{arch}.p1.pt",
                     "--bits",
                     "4",
                     "--epochs",
@@ -144,10 +132,11 @@ def main() -> None:
                     threads=threads,
                 )
                 outputs[name] = (pruned, quantized)
+            cli(one, "quantize", tmp / f"{arch}.p1.pt", "--bits", "4", "-o", untrained[1])  # what centroid fine-tuning starts from
             resumed = tmp / f"{arch}.resumed.pt"
             how = killed_and_resumed(
                 two,
-                ["prune", start, "--rates", "*=0.5", "--epochs", args.epochs, "--lr", "0.01", *train_args, "--checkpoint-every", "3"],
+                ["prune", start, *prune_args, "--checkpoint-every", "3"],
                 resumed,
             )
             for stage, index in (("prune", 0), ("quantize", 1)):
