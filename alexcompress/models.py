@@ -197,6 +197,10 @@ def _unwrap(obj: object, label: str) -> "OrderedDict[str, torch.Tensor | np.ndar
         )
     if not obj:
         raise ModelError(f"{label}: holds an empty state dict")
+    from .container import MAX_TENSORS
+
+    if len(obj) > MAX_TENSORS:  # refused now, not after minutes of work on 100,000 tensors
+        raise ModelError(f"{label}: holds {len(obj):,} tensors, more than the {MAX_TENSORS:,} a .dcz holds")
     state: OrderedDict = OrderedDict()
     for key, value in obj.items():
         if not isinstance(key, str) or not is_array(value):

@@ -50,7 +50,10 @@ STORAGE_DTYPES = {
 }
 MAX_PICKLE_BYTES = 64 << 20  # a state dict's pickle is a few hundred bytes per tensor
 MAX_NESTING = 64  # a state dict nests ~5 deep; a checkpoint with optimizer state ~10
-MAX_RECORDS = 1 << 20
+#: 8 records per tensor of the largest model a .dcz holds (4,096 tensors): a training checkpoint keeps the
+#: model twice (current and best), the optimizer's state and the masks. More is refused at the zip directory,
+#: before 100,000 tiny records take seconds to unpickle
+MAX_RECORDS = 1 << 15
 ZIP_MAGIC = b"PK\x03\x04"
 
 
@@ -293,7 +296,9 @@ def _checked_pickle(archive: zipfile.ZipFile, label: str) -> "tuple[bytes, str]"
     """The archive's data.pkl, and its root folder, once the archive and the pickle's opcodes pass."""
     infos = archive.infolist()
     if len(infos) > MAX_RECORDS:
-        raise _Hostile(f"a zip archive of {len(infos)} records")
+        raise _Hostile(
+            f"a zip archive of {len(infos):,} records, more than {MAX_RECORDS:,} (a model a .dcz holds has at most 4,096 tensors)"
+        )
     pickles = [i for i in infos if i.filename.endswith("/data.pkl") and i.filename.count("/") == 1]
     if any(
         i.filename.endswith("/constants.pkl") and i.filename.count("/") == 1 for i in infos
@@ -415,7 +420,8 @@ def write_state_dict(state: "Mapping[str, np.ndarray]", handle: BinaryIO, versio
 
     `versions` are the module versions torch keeps as the state dict's `_metadata`. Streams to non-seekable
     outputs (pipes) too: sizes and CRCs are computed before anything is written.
-    Raises `Unwritable` for dtypes torch's storages do not cover or files past the zip32 limit.
+    Raises `Unwritable` for dtypes torch's storages do not cover or files past the zip32 limits (4 GiB,
+    65,535 records).
 
     >>> import io, numpy as np
     >>> buffer = io.BytesIO()
@@ -436,6 +442,8 @@ def write_state_dict(state: "Mapping[str, np.ndarray]", handle: BinaryIO, versio
     records += [("archive/version", b"3\n")]
     if sum(len(data) for _, data in records) + ALIGNMENT * len(records) * 2 > _ZIP_LIMIT:
         raise Unwritable("larger than 4 GiB")
+    if len(records) > 0xFFFF:  # a zip32 directory counts records in 16 bits
+        raise Unwritable(f"{len(records)} records")
     offset = 0
     central = bytearray()
     for name, data in records:

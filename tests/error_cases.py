@@ -54,6 +54,12 @@ def _make_files(root: Path) -> None:
     torch.save({"x": _Evil()}, root / "evil.pt")
     torch.save(torchvision.models.alexnet(num_classes=0).state_dict(), root / "zero.pt")
     torch.save({"w": torch.zeros(2)}, root / "legacy.pt", _use_new_zipfile_serialization=False)
+    torch.save(OrderedDict((f"t{i}.weight", torch.ones(2, 2)) for i in range(5000)), root / "many.pt")
+    _zip(
+        root,
+        "records.pt",
+        {f"archive/data/{i}": b"" for i in range(40_000)} | {"archive/data.pkl": b"\x80\x02}q\x00.", "archive/version": b"3\n"},
+    )
     torch.jit.save(torch.jit.script(torch.nn.Linear(2, 2)), root / "script.pt")
     torch.save(
         OrderedDict((k, v.to(torch.int8)) for k, v in torchvision.models.resnet18(num_classes=2).state_dict().items()), root / "int8.pt"
@@ -166,6 +172,8 @@ CASES = [
     ("a TorchScript archive instead of a state dict", "prune script.pt"),
     ("a legacy (torch < 1.6, pre-zip) .pt: never unpickled, by design", "prune legacy.pt"),
     ("a state dict of int8 weights", "prune int8.pt"),
+    ("a state dict of 5,000 tensors (a .dcz holds 4,096)", "info many.pt --arch none"),
+    ("a .pt of 40,000 zip records (refused at its directory)", "compress records.pt --arch none -o r.dcz"),
     ("a state dict of another architecture, --arch alexnet", "prune other.pt --arch alexnet"),
     ("an AlexNet state dict with a wrong shape, --arch alexnet", "prune wrong_shape.pt --arch alexnet"),
     ("sparsity outside [0, 1)", "prune alexnet.pt --sparsity 1.5"),

@@ -91,8 +91,13 @@ def test_the_writer_refuses_what_its_reader_would_refuse_and_leaves_nothing(tmp_
     with open(model, "wb") as handle:
         write_state_dict(many, handle)
     line = one_line(alexcompress("encode", model, "-o", tmp_path / "many.dcz"))
-    assert "cannot store this model in a .dcz: header: 5000 tensors exceed the limit of 4096" in line
+    assert "many.pt: holds 5,000 tensors, more than the 4,096 a .dcz holds" in line  # refused as read, before any work
     assert not (tmp_path / "many.dcz").exists() and not list(tmp_path.glob(".*.tmp"))
+    from alexcompress.dcz import encode
+    from alexcompress.errors import AlexCompressError
+
+    with pytest.raises(AlexCompressError, match="header: 5000 tensors exceed the limit of 4096"):  # the writer, called directly
+        encode(many, arch="none")
 
 
 def test_spec_valid_oddities_work_empty_tensors_and_bfloat16(tmp_path):
