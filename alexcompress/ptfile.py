@@ -285,6 +285,10 @@ def check_archive(source: "str | os.PathLike[str] | bytes", label: str = "file")
         raise ModelError(f"{label}: {exc}") from None
     except _Unsupported as exc:
         raise ModelError(f"{label}: not readable here ({exc})") from None
+    except ModelError:
+        raise
+    except Exception as exc:  # zipfile's own complaints on damage (a bad CRC-32, a truncated record)
+        raise ModelError(f"{label}: not a readable torch file, or truncated ({' '.join(str(exc).split())[:160]})") from None
 
 
 def _read_archive(archive: zipfile.ZipFile, label: str, buffer: Optional[bytearray] = None) -> Any:

@@ -73,3 +73,55 @@ def fuzz(one_input: Callable[[bytes], None], seeds: Callable[[], list[bytes]]) -
         write(corpus, seeds())
     atheris.Setup(sys.argv, one_input)
     atheris.Fuzz()
+
+
+def curves_seeds() -> list[bytes]:
+    """A curves file of each format version, as `sensitivity --save` writes them."""
+    from alexcompress.sensitivity import FORMATS, Curves, LayerCurve
+
+    layers = [
+        LayerCurve("conv.weight", "conv", 162, 162, {1.0: 0.9, 0.5: 0.85, 0.1: 0.4}, {8: 0.9, 4: 0.88, 2: 0.5}),
+        LayerCurve("fc.weight", "fc", 120, 120, {1.0: 0.9, 0.2: 0.7}, {8: 0.9, 3: 0.8}, {1.0: 0.0, 0.2: 0.1}, {8: 0.0, 3: 0.02}),
+    ]
+    text = Curves("none", 0.9, 100, layers, 64, 1.5).to_json()
+    return [text.encode(), text.replace(FORMATS[-1], FORMATS[0]).encode()]
+
+
+def checkpoint_seeds() -> list[bytes]:
+    """Checkpoints of both stages as training writes them (a small model, one step of state)."""
+    import torch
+
+    state = {k: torch.from_numpy(v) for k, v in small_state().items() if v.ndim}
+    common = {"format": "alexcompress-checkpoint", "epoch": 1, "batch": 2, "world": 1, "stale": 0, "model": state}
+    common |= {"optimizer": {"state": {}, "param_groups": [{"lr": 0.1, "params": [0, 1, 2]}]}, "rng": [torch.get_rng_state()]}
+    seeds = []
+    for stage, extra in (
+        ("retrain", {"round": 1, "masks": {"fc.weight": state["fc.weight"] != 0}}),
+        (
+            "centroids",
+            {"assignments": {"fc.weight": (torch.arange(3), torch.zeros(3, dtype=torch.long))}, "centroids": {"fc.weight": torch.ones(1)}},
+        ),
+    ):
+        buffer = io.BytesIO()
+        torch.save({**common, "stage": stage, **extra}, buffer)
+        seeds.append(buffer.getvalue())
+    return seeds
+
+
+def image_seeds() -> list[bytes]:
+    """Small images in the formats ImageFolder lists (PNG, JPEG, BMP, PPM, TIFF, WebP), grey and colour."""
+    from PIL import Image
+
+    seeds = []
+    for mode, size in (("RGB", (8, 6)), ("L", (5, 5)), ("P", (3, 9))):
+        image = Image.new(mode, size, 7)
+        for fmt in ("PNG", "JPEG", "BMP", "PPM", "TIFF", "WEBP"):
+            if fmt == "JPEG" and mode == "P":
+                continue
+            buffer = io.BytesIO()
+            try:
+                image.save(buffer, format=fmt)
+            except OSError:  # a mode the format cannot hold
+                continue
+            seeds.append(buffer.getvalue())
+    return seeds

@@ -96,14 +96,17 @@ def test_dcz_findings_end_in_the_readers_error(data):
 
 
 def test_the_harnesses_run_a_few_seconds_without_a_finding(tmp_path):
-    """A short coverage-guided run of each harness (atheris is in the test extra)."""
+    """A short coverage-guided run of each harness in fuzz/ (atheris is in the test extra): a new harness is
+    run the day it is added."""
     import subprocess
     import sys
     from pathlib import Path
 
     pytest.importorskip("atheris")
     root = Path(__file__).resolve().parents[1]
-    for harness in ("pt_reader.py", "dcz_reader.py"):
+    harnesses = sorted(p.name for p in (root / "fuzz").glob("*.py") if p.stem not in ("__init__", "seeds"))
+    assert {"pt_reader.py", "dcz_reader.py", "curves_reader.py", "checkpoint_reader.py", "image_loader.py"} <= set(harnesses)
+    for harness in harnesses:
         # A fixed seed and count: the same inputs on every run, so CI is deterministic. Started through a
         # shell that forks it: Linux carries ru_maxrss (libFuzzer's RSS reading) across exec, so a direct
         # child of this large test process would start "out of memory".
@@ -137,3 +140,28 @@ def test_a_reader_refuses_an_unknown_architecture_without_importing_torch():
     assert done.stdout.splitlines() == ["DczError header: unknown architecture 'nong' (written by alexcompress 0.2.0)", "False"], (
         done.stderr
     )
+
+
+def test_checkpoint_with_a_damaged_record_is_one_error(tmp_path):
+    """fuzz/checkpoint_reader.py, within its first 20 runs: a checkpoint whose data.pkl fails zipfile's CRC-32
+    escaped `ptfile.check_archive` as BadZipFile (a traceback on --resume)."""
+    import io
+    import struct
+    import zipfile
+
+    import torch
+
+    from alexcompress.train import load_checkpoint
+
+    buffer = io.BytesIO()
+    torch.save({"format": "alexcompress-checkpoint", "epoch": 1}, buffer)
+    data = bytearray(buffer.getvalue())
+    with zipfile.ZipFile(io.BytesIO(bytes(data))) as archive:
+        info = archive.getinfo(next(n for n in archive.namelist() if n.endswith("data.pkl")))
+    name_length, extra_length = struct.unpack_from("<HH", data, info.header_offset + 26)  # the local header's own lengths
+    start = info.header_offset + 30 + name_length + extra_length
+    data[start + 2] ^= 0xFF  # inside the pickle: its CRC-32 no longer matches
+    path = tmp_path / "c.ckpt"
+    path.write_bytes(bytes(data))
+    with pytest.raises(AlexCompressError, match="c.ckpt: not a readable torch file, or truncated"):
+        load_checkpoint(str(path))
