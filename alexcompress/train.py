@@ -387,8 +387,10 @@ def load_checkpoint(path: str) -> dict[str, Any]:
 
     from .ptfile import check_archive
 
-    if not Path(path).is_file():
+    if not Path(path).exists():
         raise AlexCompressError(f"{path}: no such file (a checkpoint to resume from)")
+    if not Path(path).is_file():
+        raise AlexCompressError(f"{path}: not a regular file (a checkpoint is one)")
     check_archive(path, path)
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
