@@ -21,8 +21,11 @@ from pathlib import Path
 PY = sys.executable
 
 
-def peak(args: list[str], cwd: Path) -> tuple[float, int, str]:
-    child = subprocess.Popen([PY, "-m", "alexcompress", *args], cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+def peak(args: list[str], cwd: Path, stdin: "str | None" = None) -> tuple[float, int, str]:
+    source = open(stdin, "rb") if stdin is not None else subprocess.DEVNULL
+    child = subprocess.Popen([PY, "-m", "alexcompress", *args], cwd=cwd, stdin=source, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    if stdin is not None:
+        source.close()
     _, status, usage = os.wait4(child.pid, 0)
     message = child.stderr.read().decode().strip().splitlines()
     child.stderr.close()
@@ -68,6 +71,8 @@ def make(root: Path) -> None:
     Image.new("1", (20_000, 20_000)).save(root / "bomb" / "a" / "0.png")
     (root / "plain" / "a").mkdir(parents=True)
     Image.new("RGB", (8, 8)).save(root / "plain" / "a" / "0.png")
+    Image.new("L", (7000, 1)).save(root / "wide.png")
+    (root / "deep.json").write_text("[" * 1_000_000 + "]" * 1_000_000)
 
 
 def main() -> None:
@@ -79,24 +84,45 @@ def main() -> None:
         subprocess.run([PY, __file__, "--make", str(root)], check=True)
         base, _, _ = peak(["--version"], root)
         cases = [
-            (".pt: pickle memo index 2**31", ["info", "memo.pt"], root / "memo.pt"),
-            (".pt: pickle nested 1,000,000 deep", ["info", "deep.pt"], root / "deep.pt"),
-            (".pt: 2 GiB of zeros deflated (zip bomb)", ["info", "zipbomb.pt"], root / "zipbomb.pt"),
-            (".pt: stride-0 view of 10**9 elements", ["info", "expanded.pt"], root / "expanded.pt"),
-            (".dcz: 'none' header declaring 2**28 elements", ["decode", "declared.dcz", "-o", "d.pt"], root / "declared.dcz"),
-            ("--data: a 400-megapixel PNG", ["eval", "random:0:10", "--data", "bomb", "--device", "cpu"], root / "bomb" / "a" / "0.png"),
+            (".pt: pickle memo index 2**31", ["info", "memo.pt"], root / "memo.pt", None),
+            (".pt: pickle nested 1,000,000 deep", ["info", "deep.pt"], root / "deep.pt", None),
+            (".pt: 2 GiB of zeros deflated (zip bomb)", ["info", "zipbomb.pt"], root / "zipbomb.pt", None),
+            (".pt: stride-0 view of 10**9 elements", ["info", "expanded.pt"], root / "expanded.pt", None),
+            (".dcz: 'none' header declaring 2**28 elements", ["decode", "declared.dcz", "-o", "d.pt"], root / "declared.dcz", None),
+            (
+                "--data: a 400-megapixel PNG",
+                ["eval", "random:0:10", "--data", "bomb", "--device", "cpu"],
+                root / "bomb" / "a" / "0.png",
+                None,
+            ),
             (
                 "(reference) --data: one 8x8 PNG",
                 ["eval", "random:0:10", "--data", "plain", "--device", "cpu"],
                 root / "plain" / "a" / "0.png",
+                None,
             ),
-            ("/dev/zero as input", ["info", "/dev/zero"], None),
+            ("/dev/zero as input", ["info", "/dev/zero"], None, None),
+            ("predict: a 7000x1 PNG (resized: 256 x 1,792,000)", ["predict", "random:0:10", "wide.png"], root / "wide.png", None),
+            ("predict: paths from an endless stdin", ["predict", "random:0:10", "-"], None, "/dev/zero"),
+            ("predict --classes /dev/zero", ["predict", "random:0:10", "plain/a/0.png", "--classes", "/dev/zero"], None, None),
+            (
+                "--resume from a zip-bomb checkpoint",
+                ["prune", "random:0:10", "--data", "plain", "--resume", "--checkpoint", "zipbomb.pt", "-o", "r.pt"],
+                root / "zipbomb.pt",
+                None,
+            ),
+            (
+                "--curves nested 1,000,000 deep",
+                ["compress", "random:0:10", "--target-ratio", "20", "--curves", "deep.json", "-o", "c.dcz"],
+                root / "deep.json",
+                None,
+            ),
         ]
         print(f"baseline (alexcompress --version): {base:.0f} MB peak RSS\n")
         print("| hostile input | file size | peak RSS above baseline | exit | message |")
         print("|---|---:|---:|---:|---|")
-        for label, args, path in cases:
-            rss, code, message = peak(args, root)
+        for label, args, path, stdin in cases:
+            rss, code, message = peak(args, root, stdin)
             size = f"{path.stat().st_size:,} B" if path is not None else "endless"
             print(f"| {label} | {size} | {rss - base:.0f} MB | {code} | `{message[:110]}` |", flush=True)
 
