@@ -224,7 +224,10 @@ CASES = [
         "--resume from a checkpoint with deflated records (zip bomb)",
         "prune alexnet.pt -o c.pt --data images --resume --checkpoint zipbomb.pt",
     ),
-    ("--resume from a checkpoint nested 100,000 deep (a segfault once)", "prune alexnet.pt -o c.pt --data images --resume --checkpoint deep.pt"),
+    (
+        "--resume from a checkpoint nested 100,000 deep (a segfault once)",
+        "prune alexnet.pt -o c.pt --data images --resume --checkpoint deep.pt",
+    ),
     ("--resume from a checkpoint holding a foreign global", "prune alexnet.pt -o c.pt --data images --resume --checkpoint evil.pt"),
     ("--resume from a checkpoint whose round is not an integer", "prune alexnet.pt -o c.pt --data images --resume --checkpoint round.ckpt"),
     ("--resume from a retraining checkpoint without masks", "prune alexnet.pt -o c.pt --data images --resume --checkpoint nomasks.ckpt"),
