@@ -87,14 +87,18 @@ MAX_ASPECT = 64
 
 def _check_tree(root: str) -> None:
     """ImageFolder follows symbolic links: a link back to a parent would make its walk endless. Walk the tree
-    the same way first, refusing any directory reached twice."""
+    the same way first, refusing any directory reached twice, and any tree past MAX_WALK_ENTRIES entries."""
+    from .fileio import count_entries
+
     seen: set[tuple[int, int]] = set()
-    for directory, subdirs, _ in os.walk(root, followlinks=True, onerror=None):
+    entries = 0
+    for directory, subdirs, files in os.walk(root, followlinks=True, onerror=None):
         info = os.stat(directory)
         key = (info.st_dev, info.st_ino)
         if key in seen:
             raise AlexCompressError(f"{root}: the directory tree loops through a symbolic link at {directory}")
         seen.add(key)
+        entries = count_entries(entries + len(subdirs) + len(files), root)
 
 
 def load_image(path: str) -> "Image.Image":

@@ -116,6 +116,16 @@ def read_input(path: str, what: str = "input") -> bytes:
 
 
 MAX_LIST_BYTES = 16 << 20  # a list of names (image paths, class names): a million lines of 16 bytes
+#: directory entries one walk (a --data tree, a folder or glob given to predict) may look at: ImageNet's
+#: training set is 1.3 M files; a walk past this has wandered into a file system
+MAX_WALK_ENTRIES = 10_000_000
+
+
+def count_entries(count: int, root: str) -> int:
+    """`count` entries seen so far in the walk of `root`, or an error once past MAX_WALK_ENTRIES."""
+    if count > MAX_WALK_ENTRIES:
+        raise AlexCompressError(f"{root}: the walk passed {MAX_WALK_ENTRIES:,} entries; name a narrower folder")
+    return count
 
 
 def read_lines(path: str, what: str, limit: int = MAX_LIST_BYTES) -> list[str]:

@@ -44,9 +44,13 @@ def expand_images(arguments: Iterable[str]) -> list[str]:
     found: list[str] = []
     for argument in arguments:
         if os.path.isdir(argument):
-            files = sorted(
-                os.path.join(top, name) for top, _, names in os.walk(argument) for name in names if name.lower().endswith(IMAGE_SUFFIXES)
-            )
+            from .fileio import count_entries
+
+            files, entries = [], 0
+            for top, dirs, names in os.walk(argument):  # links not followed: no loop; the count is capped
+                entries = count_entries(entries + len(dirs) + len(names), argument)
+                files += [os.path.join(top, name) for name in names if name.lower().endswith(IMAGE_SUFFIXES)]
+            files.sort()
             if not files:
                 raise AlexCompressError(f"{argument}: a folder with no image files ({', '.join(IMAGE_SUFFIXES)})")
             found += files
@@ -60,14 +64,11 @@ def expand_images(arguments: Iterable[str]) -> list[str]:
     return found
 
 
-MAX_WALK_ENTRIES = 1_000_000  # directory entries a glob may look at: a photo library, not a file system
-
-
 def glob_files(pattern: str) -> list[str]:
     """The files `pattern` matches, with `glob.glob(recursive=True)`'s rules (`**` spans folders, `*` and `?`
     stay within a name, hidden names need a pattern that starts with '.'), but bounded: each folder is read
     once however many links lead to it (a link back to a parent made glob's walk endless), and the walk stops
-    with an error past MAX_WALK_ENTRIES entries.
+    with an error past `fileio.MAX_WALK_ENTRIES` entries.
 
     >>> import tempfile, pathlib
     >>> root = pathlib.Path(tempfile.mkdtemp())
@@ -79,6 +80,8 @@ def glob_files(pattern: str) -> list[str]:
     ['s/a.png', 's/d/b.png']
     """
     import fnmatch
+
+    from .fileio import count_entries
 
     parts = pattern.split(os.sep)
     fixed = next(i for i, part in enumerate(parts) if GLOB_CHARS & set(part))
@@ -101,9 +104,7 @@ def glob_files(pattern: str) -> list[str]:
             dirs[:] = []  # reached again through a link: its files were looked at already
             continue
         seen.add((info.st_dev, info.st_ino))
-        entries += len(dirs) + len(files)
-        if entries > MAX_WALK_ENTRIES:
-            raise AlexCompressError(f"{pattern}: the pattern's walk passed {MAX_WALK_ENTRIES:,} entries; name a narrower folder")
+        entries = count_entries(entries + len(dirs) + len(files), pattern)
         relative = os.path.relpath(top, base or ".")
         prefix = () if relative == "." else tuple(relative.split(os.sep))
         if "**" not in rest and len(prefix) >= len(rest) - 1:

@@ -128,3 +128,22 @@ def test_class_names_and_expansion(tmp_path):
     with pytest.raises(AlexCompressError, match="nope.txt: no such file"):
         class_names(3, str(tmp_path / "nope.txt"))
     assert expand_images([str(tmp_path / "missing.png")]) == [str(tmp_path / "missing.png")]  # reported when predicted
+
+
+def test_every_walk_stops_at_the_entry_cap(tmp_path, monkeypatch):
+    """A --data tree, a folder and a glob given to predict: each walk counts the entries it looks at and stops
+    with one line past fileio.MAX_WALK_ENTRIES (lowered here to 5; 10 million in use)."""
+    import alexcompress.fileio as fileio
+    from alexcompress.data import Preprocessing, image_folder
+
+    for i in range(8):
+        (tmp_path / "tree" / "a").mkdir(parents=True, exist_ok=True)
+        (tmp_path / "tree" / "a" / f"{i}.png").write_bytes(b"")
+    monkeypatch.setattr(fileio, "MAX_WALK_ENTRIES", 5)
+    for walk in (
+        lambda: image_folder(str(tmp_path / "tree"), Preprocessing()),
+        lambda: expand_images([str(tmp_path / "tree")]),
+        lambda: expand_images([str(tmp_path / "tree" / "**" / "*.png")]),
+    ):
+        with pytest.raises(AlexCompressError, match="the walk passed 5 entries; name a narrower folder"):
+            walk()
