@@ -238,30 +238,33 @@ def test_eval_prune_retrain_quantize_finetune_through_the_cli(tmp_path):
 
 
 def test_training_input_errors(tmp_path):
+    # the option checks below come before the images are read; the outputs stay outside --data (refused inside)
     assert "no such directory" in one_error_line(run("eval", "random:0:2", "--data", tmp_path / "nope"))
     (tmp_path / "empty").mkdir()
     assert "not an ImageFolder tree" in one_error_line(run("eval", "random:0:2", "--data", tmp_path / "empty"))
     assert "no checkpoint to resume from" in one_error_line(
-        run("prune", "random:0:2", "-o", tmp_path / "x.pt", "--data", tmp_path, "--resume")
+        run("prune", "random:0:2", "-o", tmp_path / "x.pt", "--data", tmp_path / "empty", "--resume")
     )
     model = tmp_path / "m.pt"
     assert run("init", "--num-classes", "2", "-o", model, "-q").exit_code == 0
     before = model.read_bytes()
-    line = one_error_line(run("prune", model, "-o", tmp_path / "p.pt", "--data", tmp_path, "--checkpoint", model))
+    line = one_error_line(run("prune", model, "-o", tmp_path / "p.pt", "--data", tmp_path / "empty", "--checkpoint", model))
     assert line.endswith("m.pt: is the input; choose another --checkpoint") and model.read_bytes() == before
     (tmp_path / "p.pt.ckpt").write_bytes(b"an earlier run")
     assert "a checkpoint already exists: --resume continues it" in one_error_line(
-        run("prune", model, "-o", tmp_path / "p.pt", "--data", tmp_path)
+        run("prune", model, "-o", tmp_path / "p.pt", "--data", tmp_path / "empty")
     )
     assert (tmp_path / "p.pt.ckpt").read_bytes() == b"an earlier run"
-    assert "need validation data" in one_error_line(run("prune", model, "-o", tmp_path / "q.pt", "--data", tmp_path, "--patience", "2"))
+    assert "need validation data" in one_error_line(
+        run("prune", model, "-o", tmp_path / "q.pt", "--data", tmp_path / "empty", "--patience", "2")
+    )
     assert "not both" in one_error_line(
-        run("prune", model, "-o", tmp_path / "q.pt", "--data", tmp_path, "--val", tmp_path, "--val-fraction", "0.1")
+        run("prune", model, "-o", tmp_path / "q.pt", "--data", tmp_path / "empty", "--val", tmp_path / "empty", "--val-fraction", "0.1")
     )
     assert "momentum must be in [0, 1)" in one_error_line(
-        run("prune", model, "-o", tmp_path / "q.pt", "--data", tmp_path, "--momentum", "1.5")
+        run("prune", model, "-o", tmp_path / "q.pt", "--data", tmp_path / "empty", "--momentum", "1.5")
     )
-    assert run("prune", model, "-o", tmp_path / "q.pt", "--data", tmp_path, "--augment", "rotate").exit_code == 2
+    assert run("prune", model, "-o", tmp_path / "q.pt", "--data", tmp_path / "empty", "--augment", "rotate").exit_code == 2
     assert "--iterations needs --data" in one_error_line(run("prune", "random:0:2", "--iterations", "3", "-o", tmp_path / "y.pt"))
 
 
