@@ -260,6 +260,9 @@ def validate_state_dict(state: Mapping[str, "torch.Tensor | np.ndarray"], arch: 
     """Check keys, shapes and dtypes against `arch`; returns num_classes (0 for `none`)."""
     architecture = get_arch(arch)
     if arch == NONE:
+        if not layer_keys(architecture, state):  # an empty table and "0 / 0 weights" otherwise, and a file written
+            dtypes = sorted({str(getattr(v, "dtype", "?")).replace("torch.", "") for v in state.values()})
+            raise ModelError(f"{label}: no floating-point weight of 2 or more dimensions to compress (its tensors are {', '.join(dtypes)})")
         return 0
     try:
         num_classes = architecture.num_classes(state)

@@ -172,6 +172,7 @@ CASES = [
     ("a TorchScript archive instead of a state dict", "prune script.pt"),
     ("a legacy (torch < 1.6, pre-zip) .pt: never unpickled, by design", "prune legacy.pt"),
     ("a state dict of int8 weights", "prune int8.pt"),
+    ("a state dict of int8 weights, --arch none (nothing to compress)", "prune int8.pt --arch none -o i.pt"),
     ("a state dict of 5,000 tensors (a .dcz holds 4,096)", "info many.pt --arch none"),
     ("a .pt of 40,000 zip records (refused at its directory)", "compress records.pt --arch none -o r.dcz"),
     ("a state dict of another architecture, --arch alexnet", "prune other.pt --arch alexnet"),
