@@ -86,7 +86,7 @@ def test_report_never_writes_through_a_planted_link(tmp_path, small_dcz):
 
 
 def test_the_writer_refuses_what_its_reader_would_refuse_and_leaves_nothing(tmp_path):
-    many = OrderedDict((f"t{i}", np.zeros(2, np.float32)) for i in range(5000))  # the reader allows 4096 tensors
+    many = OrderedDict((f"t{i}", np.zeros((1, 2), np.float32)) for i in range(5000))  # the reader allows 4096 tensors
     model = tmp_path / "many.pt"
     with open(model, "wb") as handle:
         write_state_dict(many, handle)
@@ -96,7 +96,7 @@ def test_the_writer_refuses_what_its_reader_would_refuse_and_leaves_nothing(tmp_
     from alexcompress.dcz import encode
     from alexcompress.errors import AlexCompressError
 
-    with pytest.raises(AlexCompressError, match="header: 5000 tensors exceed the limit of 4096"):  # the writer, called directly
+    with pytest.raises(AlexCompressError, match=r"cannot store this model in a \.dcz: header: "):  # the writer, called directly
         encode(many, arch="none")
 
 
