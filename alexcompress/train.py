@@ -425,7 +425,7 @@ def _check_checkpoint(ckpt: dict[str, Any], path: str, stage: str) -> None:
             continue  # older files lack them; the defaults apply
         if not isinstance(value, types) or isinstance(value, bool):
             raise AlexCompressError(f"{path}: field '{field}' must be {what}, got {type(value).__name__}")
-        if isinstance(value, int) and value < (1 if field in ("round", "world") else 0):
+        if isinstance(value, int) and value < (1 if field == "world" else 0):  # centroid fine-tuning writes round 0
             raise AlexCompressError(f"{path}: field '{field}' is out of range ({value})")
     for field in _STAGE_FIELDS.get(stage, ()):
         if not isinstance(ckpt.get(field), dict):
