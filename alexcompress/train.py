@@ -415,7 +415,7 @@ _CHECKPOINT_FIELDS: dict[str, tuple[tuple[type, ...], str]] = {
 _STAGE_FIELDS = {"retrain": ("masks",), "centroids": ("assignments", "centroids")}
 
 
-def _check_checkpoint(ckpt: dict[str, Any], path: str, stage: str) -> None:
+def _check_checkpoint_fields(ckpt: dict[str, Any], path: str, stage: str) -> None:
     """Every field the resume reads, of the type and range it needs: one line naming the field otherwise."""
     import torch
 
@@ -693,7 +693,7 @@ def _resume_point(config: TrainConfig, stage: str, state: Any) -> Optional[dict[
         raise AlexCompressError(f"{config.checkpoint}: not an alexcompress checkpoint")
     if ckpt.get("stage") != stage:
         raise AlexCompressError(f"{config.checkpoint}: is a checkpoint of '{ckpt.get('stage')}', not of '{stage}'")
-    _check_checkpoint(ckpt, config.checkpoint, stage)
+    _check_checkpoint_fields(ckpt, config.checkpoint, stage)
     model = ckpt.get("model")
     if not isinstance(model, dict) or list(model) != list(state) or any(tuple(model[k].shape) != tuple(state[k].shape) for k in state):
         raise AlexCompressError(f"{config.checkpoint}: is a checkpoint of another model (its tensors differ from the input's)")

@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 with atheris.instrument_imports(include=["alexcompress"]):
     from alexcompress.errors import AlexCompressError
-    from alexcompress.train import _check_checkpoint, load_checkpoint
+    from alexcompress.train import _check_checkpoint_fields, load_checkpoint
 
 from fuzz.pt_reader import wrap  # noqa: E402
 
@@ -35,7 +35,7 @@ def one_input(data: bytes) -> None:
     try:
         ckpt = load_checkpoint(PATH)
         if isinstance(ckpt, dict):
-            _check_checkpoint(ckpt, PATH, "retrain")
+            _check_checkpoint_fields(ckpt, PATH, "retrain")
     except AlexCompressError:
         pass
 
