@@ -27,6 +27,7 @@ from rich.table import Table
 
 from . import __version__
 from .archs import MAX_NUM_CLASSES
+from .encodings import CODERS
 from .errors import AlexCompressError
 from .fileio import (
     STDIO,
@@ -187,6 +188,15 @@ IndexBitsOpt = Annotated[
         "--index-bits",
         help="Relative-index width per layer: 'auto' (smallest file; layers kept whole or mostly are then coded "
         "without an index) or 1-12 (paper: 4; every layer sparse, as readers before 0.4.0 need).",
+    ),
+]
+Coder = Enum("Coder", {name: name for name in CODERS}, type=str)  # type: ignore[misc]
+CoderOpt = Annotated[
+    Coder,
+    typer.Option(
+        "--coder",
+        help="Entropy coder of the weights, the smallest encoding kept per layer: auto (all), huffman (the paper's "
+        "static Huffman codes alone: files that readers before 0.6.0 decode), context (context-modelled rANS alone).",
     ),
 ]
 BatchOpt = Annotated[int, typer.Option("--batch-size", help="Images per batch.")]
@@ -1220,11 +1230,12 @@ def encode(
     model: ModelArg,
     output: OutputOpt = None,
     index_bits: IndexBitsOpt = "auto",
+    coder: CoderOpt = "auto",  # type: ignore[assignment]
     arch: ArchOpt = None,
     force: ForceOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
-    """Stage 3: Huffman-code a quantized model into a .dcz (lossless)."""
+    """Stage 3: entropy-code a quantized model into a .dcz (lossless)."""
     from .container import parse_header
     from .dcz import encode as encode_state
     from .report import print_info
@@ -1233,7 +1244,8 @@ def encode(
     console = _console(quiet)
     target = _plan_output(model, arch, output, ".dcz", force)
     source = read_model(model, arch)
-    data = encode_state(source.state, arch=source.arch, index_bits=width, options={"index_bits": index_bits})
+    name = Coder(coder).value
+    data = encode_state(source.state, arch=source.arch, index_bits=width, coder=name, options={"index_bits": index_bits, "coder": name})
     write_output(target, data)
     _announce(console, source)
     print_info(console, parse_header(data), target if target != STDIO else "<stdout>")
@@ -1299,6 +1311,7 @@ def compress(
     output: OutputOpt = None,
     seed: SeedOpt = 0,
     index_bits: IndexBitsOpt = "auto",
+    coder: CoderOpt = "auto",  # type: ignore[assignment]
     verify: Annotated[bool, typer.Option("--verify", help="Decode the written file and check it against the quantized model.")] = False,
     arch: ArchOpt = None,
     force: ForceOpt = False,
@@ -1323,7 +1336,9 @@ def compress(
         check_allocation(allocation, source.state, source.arch)
         print_allocation(console, allocation, source.arch)
         quant_spec = dataclasses.replace(quant_spec, layer_bits={**allocation.bits, **quant_spec.layer_bits})
-    result = compress_state(source.state, arch=source.arch, pruning=spec, quantization=quant_spec, index_bits=width, inplace=True)
+    result = compress_state(
+        source.state, arch=source.arch, pruning=spec, quantization=quant_spec, index_bits=width, coder=Coder(coder).value, inplace=True
+    )
     _announce(console, source)
     _print_pruning(console, result.pruning)
     _print_quantization(console, result.quantization, quant_spec.shared_codebook)
@@ -1357,6 +1372,7 @@ def report(
     ] = None,
     seed: SeedOpt = 0,
     index_bits: IndexBitsOpt = "auto",
+    coder: CoderOpt = "auto",  # type: ignore[assignment]
     arch: ArchOpt = None,
     force: ForceOpt = False,
     quiet: QuietOpt = False,
@@ -1387,7 +1403,9 @@ def report(
     else:
         source = read_model(model, arch)
         original = {k: v.copy() for k, v in source.state.items()}
-        data = compress_state(source.state, arch=source.arch, pruning=spec, quantization=quant_spec, index_bits=width, inplace=True).data
+        data = compress_state(
+            source.state, arch=source.arch, pruning=spec, quantization=quant_spec, index_bits=width, coder=Coder(coder).value, inplace=True
+        ).data
         _announce(console, source)
     paths = write_report(out, parse_header(data), data, original)
     for path in paths:

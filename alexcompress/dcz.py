@@ -33,10 +33,12 @@ def encode(
     *,
     arch: str | None = None,
     index_bits: int | None = None,
+    coder: str = "auto",
     options: Mapping[str, Any] | None = None,
 ) -> bytes:
     """A quantized state dict as a `.dcz` file image. `arch` None detects it; `index_bits=None` picks the
-    best gap width per layer.
+    best gap width per layer; `coder` names the coded encodings each layer may take, the smallest kept
+    (`encodings.CODERS`: "auto" all, "huffman" the paper's).
 
     >>> from alexcompress.models import random_model
     >>> from alexcompress.pruning import prune_global
@@ -55,7 +57,7 @@ def encode(
         if key in coded:
             if array.dtype != np.float32:
                 raise ModelError(f"{key} is {value.dtype}; encode expects float32 quantized weights")
-            tensors.append(encode_coded(key, array, index_bits=index_bits))
+            tensors.append(encode_coded(key, array, index_bits=index_bits, coder=coder))
         else:
             tensors.append(get_encoding(STORED).encode(key, array))
     num_classes = num_classes_of(state, found)

@@ -180,17 +180,19 @@ def compress(
     pruning: PruneSpec | None = None,
     quantization: QuantizeSpec | None = None,
     index_bits: int | None = None,
+    coder: str = "auto",
     inplace: bool = False,
 ) -> Compressed:
-    """All three stages: prune, quantize, entropy-code into a `.dcz` file image (`Compressed.data`)."""
+    """All three stages: prune, quantize, entropy-code into a `.dcz` file image (`Compressed.data`);
+    `coder` as in `dcz.encode`."""
     from .dcz import encode
 
     architecture = resolve_arch(state, arch)
     quantization = quantization or QuantizeSpec()
     pruned = prune(state, pruning, arch=architecture.name, inplace=inplace)
     quantized = quantization.apply(pruned.state, arch=architecture.name, inplace=True)
-    options = {"prune": pruned.method, **quantization.record(), "index_bits": "auto" if index_bits is None else index_bits}
-    data = encode(quantized.state, arch=architecture.name, index_bits=index_bits, options=options)
+    options = {"prune": pruned.method, **quantization.record(), "index_bits": "auto" if index_bits is None else index_bits, "coder": coder}
+    data = encode(quantized.state, arch=architecture.name, index_bits=index_bits, coder=coder, options=options)
     return Compressed(architecture.name, pruned, quantized, data)
 
 

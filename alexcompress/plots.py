@@ -156,7 +156,7 @@ def code_length_figure(out: Path, header: DczHeader, data: bytes) -> Path:
     for entry in sparse:
         s = streams_of(header, data, entry)
         for ax, lengths, symbols in ((left, s.code_lengths, s.codes), (right, s.gap_lengths, s.gaps)):
-            if not symbols.size:  # dense_huffman has no gap stream
+            if not symbols.size or not lengths.size:  # no gap stream (dense layouts), no code lengths (rANS)
                 continue
             per_symbol = lengths.astype(np.int64)[symbols]
             counts = np.bincount(per_symbol, minlength=huffman.MAX_CODE_LENGTH + 1)

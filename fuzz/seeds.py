@@ -26,13 +26,19 @@ def dcz_seeds() -> list[bytes]:
 
     seeds = []
     for seed, sparsity, bits in ((0, 0.5, 3), (1, 0.9, 2), (2, 0.0, 1)):
-        result = alexcompress.compress(
-            small_state(seed),
-            arch="none",
-            pruning=alexcompress.PruneSpec(sparsity=sparsity),
-            quantization=alexcompress.QuantizeSpec(bits=bits),
+        for coder in ("huffman", "context"):  # every coded encoding: sparse and dense, Huffman and rANS
+            result = alexcompress.compress(
+                small_state(seed),
+                arch="none",
+                pruning=alexcompress.PruneSpec(sparsity=sparsity),
+                quantization=alexcompress.QuantizeSpec(bits=bits),
+                coder=coder,
+            )
+            seeds.append(result.data)
+    for coder in ("huffman", "context"):  # a forced index width: the sparse layouts
+        seeds.append(
+            alexcompress.compress(small_state(1), arch="none", pruning=alexcompress.PruneSpec(sparsity=0.7), index_bits=2, coder=coder).data
         )
-        seeds.append(result.data)
     return seeds
 
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from alexcompress.container import MAGIC, PREAMBLE, parse_header, read_dcz, write_dcz
-from alexcompress.encodings import dense_huffman, raw, sparse_huffman
+from alexcompress.encodings import dense_ctx, dense_huffman, raw, sparse_ctx, sparse_huffman
 from alexcompress.errors import DczError
 
 encode_raw, encode_sparse, encode_dense = raw.ENCODING.encode, sparse_huffman.ENCODING.encode, dense_huffman.ENCODING.encode
@@ -30,7 +30,8 @@ HOSTILE_INTS = [0, 1, -1, 2, 255, 256, 4096, 2**20, 2**28, 2**31 - 1, 2**31, 2**
 
 
 def sample_file(seed: int = 0) -> bytes:
-    """A small valid file: two sparse tensors (one with long gaps), a dense-coded one and a raw one."""
+    """A small valid file: two sparse tensors (one with long gaps), a dense-coded one, each again context-coded,
+    and a raw one."""
     rng = np.random.default_rng(seed)
     a = np.where(rng.random((12, 20)) < 0.3, rng.choice(np.array([-0.5, -0.1, 0.2, 0.7], np.float32), (12, 20)), 0)
     b = np.zeros(3000, np.float32)
@@ -40,6 +41,11 @@ def sample_file(seed: int = 0) -> bytes:
         encode_sparse("b.weight", b, 2),
         encode_dense("c.weight", np.where(rng.random((6, 9)) < 0.8, rng.choice(np.array([-0.3, 0.1, 0.4], np.float32), (6, 9)), 0)),
         encode_raw("a.bias", rng.normal(size=5).astype(np.float32)),
+        sparse_ctx.ENCODING.encode("d.weight", a.astype(np.float32)),
+        sparse_ctx.ENCODING.encode("e.weight", b, 2),
+        dense_ctx.ENCODING.encode(
+            "f.weight", np.where(rng.random((6, 9)) < 0.8, rng.choice(np.array([-0.3, 0.1, 0.4], np.float32), (6, 9)), 0)
+        ),
     ]
     return write_dcz(tensors, arch="alexnet", num_classes=10, producer="fuzz", options={})
 

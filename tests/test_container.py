@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from alexcompress.container import MAGIC, PREAMBLE, parse_header, read_dcz, write_dcz
-from alexcompress.encodings import dense_huffman, encode_coded, raw, sparse_huffman
+from alexcompress.encodings import CODED_ENCODINGS, dense_ctx, dense_huffman, encode_coded, raw, sparse_ctx, sparse_huffman
 from alexcompress.errors import DczError
 
 encode_raw, encode_sparse, encode_dense = raw.ENCODING.encode, sparse_huffman.ENCODING.encode, dense_huffman.ENCODING.encode
@@ -63,26 +63,19 @@ def test_sparse_round_trip(shape, density, bits, index_bits, seed):
 )
 def test_dense_and_chosen_encodings_round_trip(shape, density, bits, seed):
     a = quantized_array(np.random.default_rng(seed), tuple(shape), density, bits)
-    _, dense = roundtrip([a], encoder=encode_dense)
+    sizes = {}
+    for name, encoding in CODED_ENCODINGS.items():
+        _, header = roundtrip([a], encoder=encoding.encode)
+        sizes[name] = header.tensors[0].nbytes
+        assert header.tensors[0].nnz == np.count_nonzero(a)
     _, chosen = roundtrip([a], encoder=encode_coded)
-    _, sparse = roundtrip([a])
-    if a.size <= 4096 or np.count_nonzero(a) >= 0.25 * a.size:  # both tried: the smaller payload is kept
-        assert chosen.tensors[0].nbytes == min(dense.tensors[0].nbytes, sparse.tensors[0].nbytes)
-    else:
-        assert chosen.tensors[0].encoding == "sparse_huffman"
-    assert dense.tensors[0].nnz == sparse.tensors[0].nnz == np.count_nonzero(a)
-
-
-def test_dense_encoding_wins_where_most_weights_are_kept():
-    rng = np.random.default_rng(4)
-    whole = quantized_array(rng, (64, 3, 11, 11), 1.0, 2)  # conv1 kept whole at 2 bits
-    sparse, dense = encode_sparse("w", whole), encode_dense("w", whole)
-    assert sum(map(len, sparse.payloads)) * 8 >= whole.size * (2 + 1)  # a 1-bit gap for every weight
-    assert sum(map(len, dense.payloads)) * 8 < whole.size * 2.01  # the 2-bit codes alone
-    assert encode_coded("w", whole).entry.encoding == "dense_huffman"
-    thin = quantized_array(rng, (300, 300), 0.09, 5)  # fc6 at the paper's 9%
-    assert encode_coded("w", thin).entry.encoding == "sparse_huffman"
-    assert encode_coded("w", whole, index_bits=4).entry.encoding == "sparse_huffman"  # a forced width is sparse
+    _, paper = roundtrip([a], encoder=lambda n, x: encode_coded(n, x, coder="huffman"))
+    if a.size > 4096 and np.count_nonzero(a) < 0.25 * a.size:  # dense layouts are not tried
+        sizes = {name: size for name, size in sizes.items() if not CODED_ENCODINGS[name].dense}
+        assert paper.tensors[0].encoding == "sparse_huffman"
+    assert chosen.tensors[0].nbytes == min(sizes.values())  # the smallest payload is kept
+    assert chosen.tensors[0].nbytes <= paper.tensors[0].nbytes  # never bigger than the paper's coder alone
+    assert paper.tensors[0].nbytes == min(sizes[n] for n in ("sparse_huffman", "dense_huffman") if n in sizes)
 
 
 def dense_file():
@@ -237,3 +230,52 @@ def test_a_file_written_by_version_0_1_still_decodes():
     assert hashlib.sha256(weights).hexdigest() == "ec30d27b67814b2205538e5c0602eb84ea28008269703751e57ed501d225ac2f"
     assert np.count_nonzero(tensors["conv.weight"]) == 40 and np.count_nonzero(tensors["fc.weight"]) == 9
     assert tensors["conv.bias"].tolist() == [0, 1, 2, 3, 4, 5] and tensors["n"].dtype == np.int64 and int(tensors["n"]) == 7
+
+
+def context_file(dense: bool) -> bytes:
+    rng = np.random.default_rng(6)
+    if dense:
+        tensor = dense_ctx.ENCODING.encode("w.weight", quantized_array(rng, (20, 30), 0.8, 3))
+    else:
+        tensor = sparse_ctx.ENCODING.encode("w.weight", quantized_array(rng, (40, 50), 0.2, 3), index_bits=3)
+    return write_dcz([tensor], arch="none", num_classes=0, producer="t", options={})
+
+
+def test_context_files_round_trip_and_summarise():
+    for dense in (False, True):
+        header, tensors = read_dcz(context_file(dense))
+        summary = CODED_ENCODINGS[header.tensors[0].encoding].summary(header.tensors[0])
+        assert summary.nnz == np.count_nonzero(tensors["w.weight"]) and summary.bytes_file == header.tensors[0].nbytes
+
+
+@pytest.mark.parametrize("dense", [False, True])
+@pytest.mark.parametrize(
+    "mutate, message",
+    [
+        (lambda t: t.update(value_classes=65), "value_classes"),
+        (lambda t: t.update(value_classes=0), "value_classes"),
+        (lambda t: t.update(chunk=0), "chunk"),
+        (lambda t: t.update(chunk=4097), "chunk"),
+        (lambda t: t.update(chunk=1), "length"),  # a lane per symbol: the section no longer holds their states
+        (lambda t: t.update(value_words=10**9), "value_words"),
+        (lambda t: t.update(value_words=t["value_words"] - 1), "length"),
+        (lambda t: t.update(codebook_size=t["codebook_size"] - 1), "codebook_size|length"),
+    ],
+)
+def test_hostile_context_fields_are_refused(dense, mutate, message):
+    with pytest.raises(DczError, match=message):
+        read_dcz(rebuild(context_file(dense), lambda h: mutate(h["tensors"][0])))
+
+
+@pytest.mark.parametrize(
+    "mutate, message",
+    [
+        (lambda t: t.update(gap_classes=9), "gap_classes"),  # 2**3 gap symbols
+        (lambda t: t.update(index_bits=13), "index_bits"),
+        (lambda t: t.update(gap_words=t["entries"] + 1), "gap_words"),
+        (lambda t: t.update(entries=t["entries"] + 1), "ends before its last symbol|corrupt"),
+    ],
+)
+def test_hostile_sparse_context_fields_are_refused(mutate, message):
+    with pytest.raises(DczError, match=message):
+        read_dcz(rebuild(context_file(False), lambda h: mutate(h["tensors"][0])))

@@ -23,9 +23,9 @@ def test_parts_add_up_to_the_file(quantized10):
             assert r.weight_bits_fixed == 0 and r.weight_bits_coded == 0 and r.bytes_fixed == 0
             continue
         assert r.weight_bits_fixed <= (5 if r.name.startswith("fc") else 8)
-        if r.index_bits:  # sparse_huffman
-            assert 1.0 <= r.index_bits_coded <= r.index_bits  # Huffman never loses to the fixed width
-        else:  # dense_huffman: no index stream, a code word per weight (zeros included)
+        if r.index_bits:  # a sparse layout
+            assert 0 < r.index_bits_coded <= r.index_bits  # never loses to the fixed width
+        else:  # a dense layout: no index stream, a symbol per weight (zeros included)
             assert r.index_bits_coded == 0 and r.entries == r.weights
-        assert 1.0 <= r.weight_bits_coded <= r.weight_bits_fixed + 1  # + 1: the filler or zero symbol
+        assert 0 < r.weight_bits_coded <= r.weight_bits_fixed + 1  # + 1: the filler or zero symbol
         assert 0 < r.kept < 1

@@ -2,8 +2,8 @@
 
 The container (`alexcompress.container`) frames the file and asks the encoding named in each tensor-table
 row to check its fields, decode it, and summarise its size. To add a coder: write a module with a class
-implementing `base.TensorEncoding` and add one line to `ENCODINGS` below (and, for a way of coding quantized
-weights, to `CODED`, and to the choice in `encode_coded`).
+implementing `base.TensorEncoding` (`base.CodedEncoding` for a way of coding quantized weights) and add one
+line to `ENCODINGS` below (and, for a coded one, its name to `CODERS`).
 """
 
 from __future__ import annotations
@@ -13,41 +13,67 @@ from typing import Any
 import numpy as np
 
 from ..errors import DczError
-from . import dense_huffman, raw, sparse_huffman
-from .base import DTYPES, EncodedTensor, LayerSummary, Section, SectionReader, TensorEncoding, TensorEntry
+from . import dense_ctx, dense_huffman, raw, sparse_ctx, sparse_huffman
+from .base import DTYPES, CodedEncoding, EncodedTensor, LayerSummary, Section, SectionReader, TensorEncoding, TensorEntry
 
 ENCODINGS: dict[str, TensorEncoding] = {
     raw.ENCODING.name: raw.ENCODING,
     sparse_huffman.ENCODING.name: sparse_huffman.ENCODING,
     dense_huffman.ENCODING.name: dense_huffman.ENCODING,
+    sparse_ctx.ENCODING.name: sparse_ctx.ENCODING,
+    dense_ctx.ENCODING.name: dense_ctx.ENCODING,
 }
 
 #: how tensors that are not coded are stored
 STORED = raw.ENCODING.name
-#: the encodings a coded tensor (conv and linear weights) may take; the first is the default, and every one
-#: yields `nonzeros()` (positions, codebook indices, codebook), which the sparse runtime builds from
-CODED = (sparse_huffman.ENCODING.name, dense_huffman.ENCODING.name)
-#: below this share of nonzeros a large tensor is not tried as `dense_huffman`: the two streams carry the
-#: same information, but Huffman codes the frequent zero symbol in no less than one bit, so dense loses well
-#: before this; small tensors (where the tables matter) are always tried
+#: the coders a user may choose (`--coder`), each the coded encodings the writer may pick from, smallest
+#: wins per tensor: `huffman` is the paper's (static Huffman codes), `context` the context-modelled rANS
+#: coder, `auto` every one
+CODERS: dict[str, tuple[str, ...]] = {
+    "auto": (sparse_huffman.ENCODING.name, dense_huffman.ENCODING.name, sparse_ctx.ENCODING.name, dense_ctx.ENCODING.name),
+    "huffman": (sparse_huffman.ENCODING.name, dense_huffman.ENCODING.name),
+    "context": (sparse_ctx.ENCODING.name, dense_ctx.ENCODING.name),
+}
+#: the encodings a coded tensor (conv and linear weights) may take; every one yields `nonzeros()`
+#: (positions, codebook indices, codebook), which the sparse runtime builds from
+CODED = CODERS["auto"]
+#: below this share of nonzeros a large tensor is not tried in a dense layout: the sparse one carries the
+#: same information, and a dense stream codes every zero; small tensors (where the tables matter) are
+#: always tried
 DENSE_FROM, SMALL = 0.25, 4096
 
 
-def encode_coded(name: str, array: np.ndarray, index_bits: int | None = None, **options: Any) -> EncodedTensor:
-    """A quantized weight in whichever coded encoding has the fewer section bytes. A forced `index_bits` forces
-    `sparse_huffman`; ties go to it too.
+def encode_coded(name: str, array: np.ndarray, index_bits: int | None = None, coder: str = "auto", **options: Any) -> EncodedTensor:
+    """A quantized weight in whichever of `coder`'s encodings has the fewest section bytes (ties go to the
+    earlier one). A forced `index_bits` leaves the sparse layouts only.
+
+    A repeating pattern is nearly free to a context model (each value predicts the next):
 
     >>> whole = np.tile(np.float32([-1, 1, 2, 3]), 64)
-    >>> encode_coded("w", whole).entry.encoding, encode_coded("w", whole, index_bits=4).entry.encoding
-    ('dense_huffman', 'sparse_huffman')
+    >>> [(e.entry.encoding, sum(map(len, e.payloads))) for e in (encode_coded("w", whole), encode_coded("w", whole, coder="huffman"))]
+    [('dense_ctx', 66), ('dense_huffman', 85)]
+    >>> encode_coded("w", whole, index_bits=4, coder="huffman").entry.encoding
+    'sparse_huffman'
     """
-    best = sparse_huffman.ENCODING.encode(name, array, index_bits=index_bits, **options)
-    nnz = best.entry.params["nnz"]
-    if index_bits is None and array.size and (nnz >= DENSE_FROM * array.size or array.size <= SMALL):
-        dense = dense_huffman.ENCODING.encode(name, array, **options)
-        if sum(map(len, dense.payloads)) < sum(map(len, best.payloads)):
-            best = dense
+    if coder not in CODERS:
+        raise DczError(f"unknown coder {coder!r}; choose one of {', '.join(CODERS)}")
+    prepared = sparse_huffman.prepare(name, array)
+    nnz = prepared.positions.size
+    dense_too = index_bits is None and array.size and (nnz >= DENSE_FROM * array.size or array.size <= SMALL)
+    best: EncodedTensor | None = None
+    for encoding_name in CODERS[coder]:
+        encoding = CODED_ENCODINGS[encoding_name]
+        if encoding.dense and not dense_too:
+            continue
+        extra = {} if encoding.dense else {"index_bits": index_bits}
+        candidate = encoding.encode(name, array, prepared=prepared, **extra, **options)
+        if best is None or sum(map(len, candidate.payloads)) < sum(map(len, best.payloads)):
+            best = candidate
+    assert best is not None
     return best
+
+
+CODED_ENCODINGS: dict[str, CodedEncoding] = {name: ENCODINGS[name] for name in CODED}  # type: ignore[misc]
 
 
 def get_encoding(name: str) -> TensorEncoding:
@@ -59,6 +85,8 @@ def get_encoding(name: str) -> TensorEncoding:
 
 __all__ = [
     "CODED",
+    "CODERS",
+    "CodedEncoding",
     "DTYPES",
     "ENCODINGS",
     "STORED",

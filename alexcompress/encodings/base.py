@@ -115,6 +115,21 @@ class TensorEncoding(Protocol):
         """Table-4 figures of a coded layer, or None for tensors stored as they are."""
 
 
+class CodedEncoding(TensorEncoding, Protocol):
+    """A way of storing a quantized weight: everything the writer, the sparse runtime, `info --verbose` and
+    `report` call. Register its name in `encodings.CODERS`."""
+
+    #: True where every element has a symbol (no index stream): the writer tries it only on dense-enough
+    #: tensors, never with a forced index width
+    dense: bool
+
+    def nonzeros(self, entry: TensorEntry, section: SectionReader) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(flattened positions, codebook index of each, codebook): the tensor without its zeros, validated."""
+
+    def streams(self, entry: TensorEntry, section: SectionReader) -> Any:
+        """The decoded streams (codebook, codes, gaps and, for Huffman codes, their code lengths)."""
+
+
 def field_int(row: Mapping[str, Any], key: str, low: int, high: int, where: str) -> int:
     """An integer header field within [low, high], checked with Python ints before anything is allocated."""
     if key not in row:

@@ -21,11 +21,12 @@ import numpy as np
 from .. import huffman
 from ..errors import DczError
 from .base import EncodedTensor, LayerSummary, SectionReader, TensorEntry, field_int, numel_of
-from .sparse_huffman import MAX_CODEBOOK, Streams, codebook_and_lengths, fixed_code_bits, quantized_codes, scatter
+from .sparse_huffman import MAX_CODEBOOK, Quantized, Streams, codebook_and_lengths, fixed_code_bits, prepare, scatter
 
 
 class DenseHuffman:
     name = "dense_huffman"
+    dense = True
     section_kinds = ("codebook", "code_lengths", "codes")
     section_roles = {"codebook": "codebook", "code_lengths": "tables", "codes": "codes"}
     fields = ("nnz", "codebook_size", "code_bits")
@@ -40,14 +41,13 @@ class DenseHuffman:
         fields = dict(nnz=nnz, codebook_size=k, code_bits=code_bits)
         return fields, {"codebook": 4 * k, "code_lengths": k + 1, "codes": (code_bits + 7) // 8}
 
-    def encode(self, name: str, array: np.ndarray, **options: Any) -> EncodedTensor:
+    def encode(self, name: str, array: np.ndarray, prepared: Quantized | None = None, **options: Any) -> EncodedTensor:
         """One quantized float32 tensor: codebook of its distinct nonzeros, a Huffman code word per element
         (symbol k for zero)."""
-        flat = np.ascontiguousarray(array, dtype=np.float32).reshape(-1)
-        positions = np.flatnonzero(flat)
-        codebook, codes = quantized_codes(name, flat[positions])
+        prepared = prepared or prepare(name, array)
+        positions, codebook, codes = prepared.positions, prepared.codebook, prepared.codes
         k = codebook.size
-        symbols = np.full(flat.size, k, dtype=np.int64)
+        symbols = np.full(prepared.size, k, dtype=np.int64)
         symbols[positions] = codes
         code_lengths = huffman.code_lengths(np.bincount(symbols, minlength=k + 1))
         code_bytes, code_bits = huffman.encode(symbols, code_lengths)

@@ -49,11 +49,36 @@ def quantized_codes(name: str, nonzero_values: np.ndarray) -> tuple[np.ndarray, 
     return codebook, np.searchsorted(codebook, nonzero_values)
 
 
-def codebook_and_lengths(section: SectionReader, where: str) -> tuple[np.ndarray, np.ndarray]:
-    """The `codebook` and `code_lengths` sections both coded encodings share, validated."""
+@dataclass(frozen=True)
+class Quantized:
+    """A quantized tensor as every coded encoding starts from: its nonzeros' flattened positions, the sorted
+    distinct nonzero values (the codebook) and each nonzero's index in it."""
+
+    size: int
+    positions: np.ndarray
+    codebook: np.ndarray
+    codes: np.ndarray
+
+
+def prepare(name: str, array: np.ndarray) -> Quantized:
+    """What every coded encoding needs from `array`, computed once (`encodings.encode_coded` shares it)."""
+    flat = np.ascontiguousarray(array, dtype=np.float32).reshape(-1)
+    positions = np.flatnonzero(flat)
+    codebook, codes = quantized_codes(name, flat[positions])
+    return Quantized(flat.size, positions, codebook, codes)
+
+
+def checked_codebook(section: SectionReader, where: str) -> np.ndarray:
+    """The `codebook` section every coded encoding has, validated."""
     codebook = np.frombuffer(section("codebook"), dtype="<f4")
     if codebook.size and (not np.isfinite(codebook).all() or (codebook == 0).any() or (np.diff(codebook) <= 0).any()):
         raise DczError(f"{where} section codebook: values must be finite, nonzero and strictly increasing")
+    return codebook
+
+
+def codebook_and_lengths(section: SectionReader, where: str) -> tuple[np.ndarray, np.ndarray]:
+    """The `codebook` and `code_lengths` sections both Huffman encodings share, validated."""
+    codebook = checked_codebook(section, where)
     code_lengths = np.frombuffer(section("code_lengths"), dtype=np.uint8)
     huffman.check_lengths(code_lengths, f"{where} section code_lengths")
     return codebook, code_lengths
@@ -91,6 +116,7 @@ def fixed_code_bits(codebook_size: int) -> int:
 
 class SparseHuffman:
     name = "sparse_huffman"
+    dense = False
     section_kinds = ("codebook", "code_lengths", "gap_lengths", "codes", "gaps")
     section_roles = {"codebook": "codebook", "code_lengths": "tables", "gap_lengths": "tables", "codes": "codes", "gaps": "gaps"}
     fields = ("nnz", "entries", "index_bits", "codebook_size", "code_bits", "gap_bits")
@@ -117,11 +143,12 @@ class SparseHuffman:
         }
         return fields, lengths
 
-    def encode(self, name: str, array: np.ndarray, index_bits: int | None = None, **options: Any) -> EncodedTensor:
+    def encode(
+        self, name: str, array: np.ndarray, index_bits: int | None = None, prepared: Quantized | None = None, **options: Any
+    ) -> EncodedTensor:
         """One quantized float32 tensor: codebook of its distinct nonzeros, Huffman-coded codes and gaps."""
-        flat = np.ascontiguousarray(array, dtype=np.float32).reshape(-1)
-        positions = np.flatnonzero(flat)
-        codebook, codes = quantized_codes(name, flat[positions])
+        prepared = prepared or prepare(name, array)
+        positions, codebook, codes = prepared.positions, prepared.codebook, prepared.codes
         k = codebook.size
         code_counts = np.bincount(codes, minlength=k)
         if index_bits is None:

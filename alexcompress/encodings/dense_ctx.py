@@ -1,0 +1,102 @@
+"""The `dense_ctx` encoding: `dense_huffman`'s symbols (one per element, zero a symbol of its own), coded with
+context-modelled rANS (`alexcompress.rans`): each symbol with the frequencies of the class of the previous
+element's symbol, so runs of zeros and of same-signed weights cost what they carry.
+
+Sections, in order: codebook (k float32, strictly increasing, nonzero), value_model (classes over k + 1
+symbols, the last for zero), values (an rANS stream). Fields: nnz, codebook_size, value_classes, chunk,
+value_words. Lossless.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from .. import rans
+from ..errors import DczError
+from .base import EncodedTensor, LayerSummary, SectionReader, TensorEntry, field_int, numel_of
+from .sparse_ctx import CHUNK, model_section, stream_length, value_candidates
+from .sparse_huffman import MAX_CODEBOOK, Quantized, Streams, checked_codebook, fixed_code_bits, prepare, scatter
+
+
+class DenseContext:
+    name = "dense_ctx"
+    dense = True
+    section_kinds = ("codebook", "value_model", "values")
+    section_roles = {"codebook": "codebook", "value_model": "tables", "values": "codes"}
+    fields = ("nnz", "codebook_size", "value_classes", "chunk", "value_words")
+
+    def check(self, row: Mapping[str, Any], dtype: str, shape: tuple[int, ...], where: str) -> tuple[dict[str, int], dict[str, int]]:
+        if dtype != "float32" or not shape:
+            raise DczError(f"{where}: dense_ctx tensors must be float32 with at least one dimension")
+        numel = numel_of(shape)
+        nnz = field_int(row, "nnz", 0, numel, where)
+        k = field_int(row, "codebook_size", 1 if nnz else 0, min(MAX_CODEBOOK, nnz), where)
+        value_classes = field_int(row, "value_classes", 1, min(k + 1, rans.MAX_CLASSES), where)
+        chunk = field_int(row, "chunk", 1, rans.MAX_CHUNK, where)
+        value_words = field_int(row, "value_words", 0, numel, where)
+        fields = dict(nnz=nnz, codebook_size=k, value_classes=value_classes, chunk=chunk, value_words=value_words)
+        lengths = {
+            "codebook": 4 * k,
+            "value_model": rans.Model.nbytes(value_classes, k + 1),
+            "values": stream_length(numel, chunk, value_words),
+        }
+        return fields, lengths
+
+    def encode(self, name: str, array: np.ndarray, prepared: Quantized | None = None, **options: Any) -> EncodedTensor:
+        """One quantized float32 tensor: its codebook and every element's symbol (k for zero), context-coded."""
+        prepared = prepared or prepare(name, array)
+        positions, codebook, size = prepared.positions, prepared.codebook, prepared.size
+        k = codebook.size
+        symbols = np.full(size, k, dtype=np.int64)
+        symbols[positions] = prepared.codes
+        joint = rans.transitions(symbols, k + 1, CHUNK)
+        model, _ = rans.choose(joint, value_candidates(codebook, joint.sum(axis=0), positions.size < size), size, CHUNK)
+        values = rans.encode(symbols, model, CHUNK)
+        words = (len(values) - 4 * rans.lanes(size, CHUNK)) // 2
+        params = dict(nnz=int(positions.size), codebook_size=int(k), value_classes=model.classes, chunk=CHUNK, value_words=words)
+        entry = TensorEntry(name, "float32", tuple(int(d) for d in array.shape), self.name, (), params)
+        return EncodedTensor(entry, [codebook.astype("<f4").tobytes(), model.to_bytes(), values])
+
+    def streams(self, entry: TensorEntry, section: SectionReader) -> Streams:
+        """The symbol stream decoded (every element's symbol; k is zero); no gap stream, no code lengths."""
+        where = f"tensor {entry.name}"
+        codebook = checked_codebook(section, where)
+        model = model_section(section, "value_model", entry.value_classes, entry.codebook_size + 1, where)
+        codes = rans.decode(section("values"), entry.numel, model, entry.chunk, f"{where} section values")
+        none = np.zeros(0, dtype=np.uint8)
+        return Streams(codebook, none, none, codes, none.astype(codes.dtype), extra_symbol="zero")
+
+    def nonzeros(self, entry: TensorEntry, section: SectionReader) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(flattened positions as int32, codebook index of each, codebook), validated."""
+        streams = self.streams(entry, section)
+        kept = streams.codes != entry.codebook_size
+        positions = np.flatnonzero(kept).astype(np.int32 if entry.numel < 1 << 31 else np.int64)
+        if positions.size != entry.nnz:
+            raise DczError(f"tensor {entry.name}: decoded {positions.size} nonzeros, header declares {entry.nnz}")
+        return positions, streams.codes[kept], streams.codebook
+
+    def decode(self, entry: TensorEntry, section: SectionReader) -> np.ndarray:
+        return scatter(entry, *self.nonzeros(entry, section))
+
+    def summary(self, entry: TensorEntry) -> LayerSummary:
+        wbits = fixed_code_bits(entry.codebook_size)
+        fixed = fixed_code_bits(entry.codebook_size + (entry.nnz < entry.numel))
+        return LayerSummary(
+            weights=entry.numel,
+            nnz=entry.nnz,
+            entries=entry.numel,
+            codebook_size=entry.codebook_size,
+            index_bits=0,
+            weight_bits_fixed=wbits,
+            weight_bits_coded=8 * entry.section("values").length / entry.numel if entry.numel else 0.0,
+            index_bits_coded=0.0,
+            bytes_fixed=math.ceil(entry.numel * fixed / 8) + 4 * entry.codebook_size,
+            bytes_file=entry.nbytes,
+        )
+
+
+ENCODING = DenseContext()

@@ -1,0 +1,210 @@
+"""The `sparse_ctx` encoding: `sparse_huffman`'s entries (nonzeros and filler entries, at relative gaps of
+`index_bits`), coded with context-modelled rANS (`alexcompress.rans`) instead of Huffman.
+
+Each stream's symbol is coded with the frequencies of the class of the stream's previous symbol: a trained
+layer's consecutive nonzeros tend to share their sign and magnitude, and a gap tends to follow a gap of its
+size. Frequencies are 14-bit integers, so a symbol costs its information, not a whole number of bits. The
+writer chooses the classes (from a few candidates: none, by sign, by sign and magnitude, every symbol) and
+the gap width that make the tensor smallest, and the container keeps this encoding only where it beats the
+Huffman ones.
+
+Sections, in order: codebook (k float32, strictly increasing, nonzero), value_model (classes over k + 1
+symbols, the last the filler), gap_model (classes over 2**index_bits gap symbols), values, gaps (rANS
+streams). Fields: nnz, entries, index_bits, codebook_size, value_classes, gap_classes, chunk, value_words,
+gap_words. Lossless.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from .. import rans
+from ..errors import DczError
+from ..sparse import MAX_INDEX_BITS, MIN_INDEX_BITS, positions_from_gaps, relative_gaps
+from .base import EncodedTensor, LayerSummary, SectionReader, TensorEntry, field_int, numel_of
+from .sparse_huffman import MAX_CODEBOOK, Quantized, Streams, checked_codebook, choose_index_bits, fixed_code_bits, prepare, scatter
+
+#: symbols per lane: a stream of n symbols is coded in ceil(n / CHUNK) lanes of CHUNK steps at most
+CHUNK = rans.MAX_CHUNK
+
+
+def value_candidates(codebook: np.ndarray, counts: np.ndarray, extra: bool) -> list[list[int]]:
+    """Class boundaries worth trying over a codebook's symbols (+ one extra symbol, the filler or zero, last):
+    none; by sign; by sign and 2, 4 or 8 magnitude classes a side (equal mass); every symbol its own class."""
+    k = codebook.size
+    first_positive = int(np.searchsorted(codebook, 0.0, side="right"))
+    sign = [first_positive] if 0 < first_positive < k else []
+    tail = [k] if extra and k else []
+    out: list[list[int]] = [[]]
+    for parts in (1, 2, 4, 8):
+        out.append(
+            rans.mass_boundaries(counts, 0, first_positive, parts) + sign + rans.mass_boundaries(counts, first_positive, k, parts) + tail
+        )
+    out.append(list(range(1, k + 1)))
+    return out
+
+
+def gap_candidates(counts: np.ndarray) -> list[list[int]]:
+    """Class boundaries worth trying over gap symbols: none, adjacent or not, 2 to 8 classes of equal mass."""
+    size = counts.size
+    out: list[list[int]] = [[], [1] if size > 1 else []]
+    for parts in (2, 4, 8):
+        out.append(rans.mass_boundaries(counts, 0, size, parts))
+    return out
+
+
+def model_section(section: SectionReader, kind: str, classes: int, alphabet: int, where: str) -> rans.Model:
+    return rans.Model.from_bytes(section(kind), classes, alphabet, f"{where} section {kind}")
+
+
+def stream_length(n: int, chunk: int, words: int) -> int:
+    return 4 * rans.lanes(n, chunk) + 2 * words
+
+
+class SparseContext:
+    name = "sparse_ctx"
+    dense = False
+    section_kinds = ("codebook", "value_model", "gap_model", "values", "gaps")
+    section_roles = {"codebook": "codebook", "value_model": "tables", "gap_model": "tables", "values": "codes", "gaps": "gaps"}
+    fields = ("nnz", "entries", "index_bits", "codebook_size", "value_classes", "gap_classes", "chunk", "value_words", "gap_words")
+
+    def check(self, row: Mapping[str, Any], dtype: str, shape: tuple[int, ...], where: str) -> tuple[dict[str, int], dict[str, int]]:
+        if dtype != "float32" or not shape:
+            raise DczError(f"{where}: sparse_ctx tensors must be float32 with at least one dimension")
+        numel = numel_of(shape)
+        nnz = field_int(row, "nnz", 0, numel, where)
+        index_bits = field_int(row, "index_bits", MIN_INDEX_BITS, MAX_INDEX_BITS, where)
+        k = field_int(row, "codebook_size", 1 if nnz else 0, min(MAX_CODEBOOK, nnz), where)
+        entries = field_int(row, "entries", nnz, nnz + (numel >> index_bits), where)
+        value_classes = field_int(row, "value_classes", 1, min(k + 1, rans.MAX_CLASSES), where)
+        gap_classes = field_int(row, "gap_classes", 1, min(1 << index_bits, rans.MAX_CLASSES), where)
+        chunk = field_int(row, "chunk", 1, rans.MAX_CHUNK, where)
+        value_words = field_int(row, "value_words", 0, entries, where)  # a symbol renormalises at most once
+        gap_words = field_int(row, "gap_words", 0, entries, where)
+        fields = dict(
+            nnz=nnz,
+            entries=entries,
+            index_bits=index_bits,
+            codebook_size=k,
+            value_classes=value_classes,
+            gap_classes=gap_classes,
+            chunk=chunk,
+            value_words=value_words,
+            gap_words=gap_words,
+        )
+        lengths = {
+            "codebook": 4 * k,
+            "value_model": rans.Model.nbytes(value_classes, k + 1),
+            "gap_model": rans.Model.nbytes(gap_classes, 1 << index_bits),
+            "values": stream_length(entries, chunk, value_words),
+            "gaps": stream_length(entries, chunk, gap_words),
+        }
+        return fields, lengths
+
+    def encode(
+        self, name: str, array: np.ndarray, index_bits: int | None = None, prepared: Quantized | None = None, **options: Any
+    ) -> EncodedTensor:
+        """One quantized float32 tensor: its codebook, and its entries' values and gaps, context-coded."""
+        prepared = prepared or prepare(name, array)
+        positions, codebook, codes = prepared.positions, prepared.codebook, prepared.codes
+        k = codebook.size
+        code_counts = np.bincount(codes, minlength=k)
+        if index_bits is not None and not MIN_INDEX_BITS <= index_bits <= MAX_INDEX_BITS:
+            raise DczError(f"index bits must be between {MIN_INDEX_BITS} and {MAX_INDEX_BITS}, got {index_bits}")
+        if index_bits is None:
+            start = choose_index_bits(positions, code_counts)  # Huffman's best width, and its neighbours
+            widths = [b for b in (start - 1, start, start + 1) if MIN_INDEX_BITS <= b <= MAX_INDEX_BITS]
+        else:
+            widths = [index_bits]
+        best = None
+        for width in widths:
+            plan = self._plan(codebook, codes, positions, width)
+            if best is None or plan[0] < best[0]:
+                best = plan
+        assert best is not None
+        _, width, symbols, gaps, value_model, gap_model = best
+        values = rans.encode(symbols, value_model, CHUNK)
+        gap_stream = rans.encode(gaps, gap_model, CHUNK)
+        lane_bytes = 4 * rans.lanes(symbols.size, CHUNK)
+        payloads = [codebook.astype("<f4").tobytes(), value_model.to_bytes(), gap_model.to_bytes(), values, gap_stream]
+        params = dict(
+            nnz=int(positions.size),
+            entries=int(symbols.size),
+            index_bits=width,
+            codebook_size=int(k),
+            value_classes=value_model.classes,
+            gap_classes=gap_model.classes,
+            chunk=CHUNK,
+            value_words=(len(values) - lane_bytes) // 2,
+            gap_words=(len(gap_stream) - lane_bytes) // 2,
+        )
+        entry = TensorEntry(name, "float32", tuple(int(d) for d in array.shape), self.name, (), params)
+        return EncodedTensor(entry, payloads)
+
+    def _plan(self, codebook: np.ndarray, codes: np.ndarray, positions: np.ndarray, width: int) -> tuple:
+        """(estimated bytes, width, value symbols, gap symbols, value model, gap model) at one gap width."""
+        k = codebook.size
+        streams = relative_gaps(positions, width)
+        symbols = np.full(streams.gaps.size, k, dtype=np.int64)  # symbol k is the filler
+        symbols[streams.real] = codes
+        value_joint = rans.transitions(symbols, k + 1, CHUNK)
+        value_model, value_size = rans.choose(
+            value_joint, value_candidates(codebook, value_joint.sum(axis=0), streams.real.size < symbols.size), symbols.size, CHUNK
+        )
+        gap_joint = rans.transitions(streams.gaps, 1 << width, CHUNK)
+        gap_model, gap_size = rans.choose(gap_joint, gap_candidates(gap_joint.sum(axis=0)), symbols.size, CHUNK)
+        return value_size + gap_size, width, symbols, streams.gaps, value_model, gap_model
+
+    def streams(self, entry: TensorEntry, section: SectionReader) -> Streams:
+        """Both streams decoded (no code-length tables: rANS codes have none)."""
+        where = f"tensor {entry.name}"
+        codebook = checked_codebook(section, where)
+        value_model = model_section(section, "value_model", entry.value_classes, entry.codebook_size + 1, where)
+        gap_model = model_section(section, "gap_model", entry.gap_classes, 1 << entry.index_bits, where)
+        codes = rans.decode(section("values"), entry.entries, value_model, entry.chunk, f"{where} section values")
+        gaps = rans.decode(section("gaps"), entry.entries, gap_model, entry.chunk, f"{where} section gaps")
+        none = np.zeros(0, dtype=np.uint8)
+        return Streams(codebook, none, none, codes, gaps)
+
+    def nonzeros(self, entry: TensorEntry, section: SectionReader) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(flattened positions as int32, codebook index of each, codebook), validated."""
+        where = f"tensor {entry.name}"
+        streams = self.streams(entry, section)
+        symbols = streams.codes
+        filler = symbols == entry.codebook_size
+        real = entry.entries - int(np.count_nonzero(filler))
+        if real != entry.nnz:
+            raise DczError(f"{where}: decoded {real} nonzeros, header declares {entry.nnz}")
+        if entry.entries and filler[-1]:
+            raise DczError(f"{where}: the entry stream ends with a filler")
+        last = int(np.sum(streams.gaps, dtype=np.int64)) + streams.gaps.size - 1
+        if last >= entry.numel:
+            raise DczError(f"{where}: a gap places a weight at position {last}, outside the tensor of {entry.numel}")
+        positions = positions_from_gaps(streams.gaps, filler, dtype=np.int32 if entry.numel < 1 << 31 else np.int64)
+        return positions, symbols[~filler], streams.codebook
+
+    def decode(self, entry: TensorEntry, section: SectionReader) -> np.ndarray:
+        return scatter(entry, *self.nonzeros(entry, section))
+
+    def summary(self, entry: TensorEntry) -> LayerSummary:
+        wbits = fixed_code_bits(entry.codebook_size)
+        per_entry = 8 / entry.entries if entry.entries else 0.0
+        return LayerSummary(
+            weights=entry.numel,
+            nnz=entry.nnz,
+            entries=entry.entries,
+            codebook_size=entry.codebook_size,
+            index_bits=entry.index_bits,
+            weight_bits_fixed=wbits,
+            weight_bits_coded=entry.section("values").length * per_entry,
+            index_bits_coded=entry.section("gaps").length * per_entry,
+            bytes_fixed=math.ceil(entry.entries * (wbits + entry.index_bits) / 8) + 4 * entry.codebook_size,
+            bytes_file=entry.nbytes,
+        )
+
+
+ENCODING = SparseContext()

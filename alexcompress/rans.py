@@ -1,0 +1,266 @@
+"""Context-modelled rANS over small integer alphabets, vectorised over lanes in numpy (no per-symbol loop).
+
+A stream of n symbols is cut into W = ceil(n / chunk) consecutive runs ("lanes") of `chunk` symbols (the
+last may be shorter). Each lane is an independent 32-bit rANS coder (Duda 2013; Giesen's byte-aligned form
+with 16-bit words) whose probabilities are 14-bit integer frequencies, so probabilities need not be powers
+of two. Every step codes one symbol of each lane at once: a step is a handful of numpy operations over W
+lanes, and a stream costs `chunk` steps however long it is.
+
+The model of a symbol is chosen by its *context*: the class of the previous symbol of its lane (the first
+symbol of a lane has class 0). Classes are contiguous ranges of the alphabet, given by their start symbols
+(`boundaries`). A previous-symbol context is a sequential dependency, yet decoding stays vectorised: all
+lanes advance together, and step t's contexts are step t - 1's symbols.
+
+Layout of a coded stream (`docs/FORMAT.md`, "rANS streams"): the W final encoder states (uint32, little-
+endian), then the 16-bit renormalisation words (uint16, little-endian) in the order the decoder reads them:
+step by step, and within a step in lane order. A decoder starts each lane at its state and must end every
+lane at exactly STATE_LOW having read every word; anything else is a corrupt stream.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .errors import DczError
+
+PRECISION = 14  # frequencies of one context sum to 2**PRECISION
+TOTAL = 1 << PRECISION
+STATE_LOW = 1 << 16  # lane states live in [STATE_LOW, 2**32)
+MAX_CHUNK = 4096  # steps per stream: what bounds a decoder's Python-level work
+MAX_CLASSES = 64  # context classes of one model: bounds a decoder's tables to 64 x 2**14 entries
+
+
+@dataclass(frozen=True)
+class Model:
+    """Per-class frequency tables over an alphabet, and the class of each symbol as a context.
+
+    `boundaries` are the first symbols of classes 1.., strictly increasing in [1, alphabet); `freqs` has
+    one row per class, each summing to TOTAL."""
+
+    boundaries: np.ndarray  # int64 (G - 1,)
+    freqs: np.ndarray  # int64 (G, A)
+
+    @property
+    def classes(self) -> int:
+        return self.freqs.shape[0]
+
+    @property
+    def alphabet(self) -> int:
+        return self.freqs.shape[1]
+
+    def class_of(self) -> np.ndarray:
+        """The context class of every symbol of the alphabet."""
+        return np.searchsorted(self.boundaries, np.arange(self.alphabet), side="right").astype(np.int64)
+
+    def to_bytes(self) -> bytes:
+        return self.boundaries.astype("<u2").tobytes() + self.freqs.astype("<u2").tobytes()
+
+    @staticmethod
+    def nbytes(classes: int, alphabet: int) -> int:
+        return 2 * (classes - 1) + 2 * classes * alphabet
+
+    @classmethod
+    def from_bytes(cls, data: "bytes | memoryview", classes: int, alphabet: int, what: str) -> "Model":
+        """A model read from a file, validated: what a decoder must check before trusting it."""
+        if len(data) != cls.nbytes(classes, alphabet):
+            raise DczError(f"{what}: {len(data)} bytes cannot hold a model of {classes} classes over {alphabet} symbols")
+        if not 1 <= classes <= MAX_CLASSES:
+            raise DczError(f"{what}: {classes} classes, outside [1, {MAX_CLASSES}]")
+        raw = np.frombuffer(data, dtype="<u2").astype(np.int64)
+        boundaries, freqs = raw[: classes - 1], raw[classes - 1 :].reshape(classes, alphabet)
+        if boundaries.size and (boundaries[0] < 1 or boundaries[-1] >= alphabet or (np.diff(boundaries) <= 0).any()):
+            raise DczError(f"{what}: class boundaries must be strictly increasing within [1, {alphabet})")
+        if (freqs.sum(axis=1) != TOTAL).any():
+            raise DczError(f"{what}: the frequencies of every class must sum to {TOTAL}")
+        return cls(boundaries, freqs)
+
+
+def quantize_counts(counts: np.ndarray) -> np.ndarray:
+    """Integer frequencies summing to TOTAL, every counted symbol at least 1, close to counts' proportions
+    (a row of no counts puts all its mass on symbol 0).
+
+    >>> quantize_counts(np.array([3, 1, 0, 0])).tolist()
+    [12288, 4096, 0, 0]
+    """
+    counts = np.asarray(counts, dtype=np.int64)
+    total = int(counts.sum())
+    freqs = np.zeros(counts.size, dtype=np.int64)
+    if total == 0:
+        freqs[0] = TOTAL
+        return freqs
+    used = counts > 0
+    if int(used.sum()) > TOTAL:
+        raise ValueError(f"{int(used.sum())} symbols cannot share {TOTAL} frequencies")
+    exact = counts * (TOTAL / total)
+    freqs[used] = np.maximum(1, np.floor(exact[used]).astype(np.int64))
+    short = TOTAL - int(freqs.sum())
+    if short > 0:  # the largest remainders gain one each (short < number of used symbols)
+        order = np.argsort(-(exact - freqs) * used, kind="stable")
+        freqs[order[:short]] += 1
+    while short < 0:  # the floors of 1 overshot: take from the symbols that lose least per unit
+        give = np.flatnonzero(freqs > 1)
+        cost = counts[give] / freqs[give]  # marginal bits ~ count / freq
+        take = give[np.argsort(cost, kind="stable")[:-short]]
+        freqs[take] -= 1
+        short += take.size
+    return freqs
+
+
+def transitions(symbols: np.ndarray, alphabet: int, chunk: int) -> np.ndarray:
+    """Counts of (previous symbol, symbol) within lanes, an alphabet x alphabet matrix; a lane's first symbol
+    counts as following symbol 0 (whose class is 0, the class a lane starts in)."""
+    symbols = np.asarray(symbols, dtype=np.int64)
+    previous = np.empty_like(symbols)
+    previous[1:] = symbols[:-1]
+    previous[::chunk] = 0
+    return np.bincount(previous * alphabet + symbols, minlength=alphabet * alphabet).reshape(alphabet, alphabet)
+
+
+def _grouped(joint: np.ndarray, boundaries: np.ndarray) -> np.ndarray:
+    alphabet = joint.shape[1]
+    klass = np.searchsorted(boundaries, np.arange(alphabet), side="right")
+    groups = np.zeros((boundaries.size + 1, alphabet), dtype=np.int64)
+    np.add.at(groups, klass, joint)
+    return groups
+
+
+def fit(joint: np.ndarray, boundaries: "np.ndarray | list[int]") -> tuple[Model, float]:
+    """The model for classes `boundaries` from a stream's transition counts, and the bits it codes the stream
+    in (without the model's own bytes)."""
+    boundaries = np.asarray(boundaries, dtype=np.int64)
+    groups = _grouped(joint, boundaries)
+    freqs = np.stack([quantize_counts(row) for row in groups])
+    used = groups > 0
+    bits = float((groups[used] * (PRECISION - np.log2(freqs[used]))).sum())
+    return Model(boundaries, freqs), bits
+
+
+def choose(joint: np.ndarray, candidates: "list[list[int]]", n: int, chunk: int) -> tuple[Model, int]:
+    """Of candidate class boundaries, the model giving the fewest bytes (stream estimate plus model); returns
+    it and that estimate."""
+    best: tuple[Model, int] | None = None
+    seen: set[tuple[int, ...]] = set()
+    for boundaries in candidates:
+        key = tuple(int(b) for b in boundaries)
+        if key in seen or len(key) >= MAX_CLASSES:
+            continue
+        seen.add(key)
+        model, bits = fit(joint, key)
+        size = estimated_bytes(bits, n, chunk) + Model.nbytes(model.classes, model.alphabet)
+        if best is None or size < best[1]:
+            best = (model, size)
+    assert best is not None
+    return best
+
+
+def estimated_bytes(bits: float, n: int, chunk: int) -> int:
+    """A coded stream's size from its information content: lane states plus whole 16-bit words."""
+    return 4 * lanes(n, chunk) + 2 * int(np.ceil(bits / 16))
+
+
+def mass_boundaries(counts: np.ndarray, start: int, stop: int, parts: int) -> list[int]:
+    """Up to `parts` - 1 boundaries inside symbols [start, stop) splitting their counts into parts of about
+    equal mass (the start of the range excluded).
+
+    >>> mass_boundaries(np.array([1, 1, 1, 1, 1, 1, 1, 1]), 0, 8, 4)
+    [2, 4, 6]
+    """
+    if parts <= 1 or stop - start < 2:
+        return []
+    segment = np.asarray(counts[start:stop], dtype=np.float64)
+    if parts >= stop - start:
+        return list(range(start + 1, stop))
+    total = segment.sum()
+    if total == 0:
+        return []
+    cuts = np.searchsorted(np.cumsum(segment), total * np.arange(1, parts) / parts, side="left") + 1 + start
+    return sorted({int(c) for c in cuts if start < c < stop})
+
+
+def lanes(n: int, chunk: int) -> int:
+    return -(-n // chunk) if n else 0
+
+
+def encode(symbols: np.ndarray, model: Model, chunk: int) -> bytes:
+    """The coded stream of `symbols` (each in [0, alphabet), with nonzero frequency in its context)."""
+    n = int(symbols.size)
+    if n == 0:
+        return b""
+    width = lanes(n, chunk)
+    steps = min(chunk, n)
+    sym = np.zeros(width * chunk, dtype=np.int64)
+    sym[:n] = symbols
+    grid = sym.reshape(width, chunk)[:, :steps]
+    klass = model.class_of()
+    ctx = np.zeros_like(grid)
+    ctx[:, 1:] = klass[grid[:, :-1]]
+    flat = ctx * model.alphabet + grid
+    freqs = model.freqs.reshape(-1)
+    cum = np.cumsum(model.freqs, axis=1) - model.freqs
+    f = np.ascontiguousarray(freqs[flat].T)  # steps x lanes: each step reads one contiguous row
+    c = np.ascontiguousarray(cum.reshape(-1)[flat].T)
+    if (f[:, : width - 1] == 0).any() or (f[: n - (width - 1) * chunk, -1] == 0).any():
+        raise ValueError("a symbol has no frequency in its context")
+    limit = f << (32 - PRECISION)
+    last = n - (width - 1) * chunk  # steps the last lane takes part in
+    x = np.full(width, STATE_LOW, dtype=np.int64)
+    out: list[np.ndarray] = []
+    for t in range(steps - 1, -1, -1):
+        active = width if t < last else width - 1
+        xs = x[:active]
+        emit = xs >= limit[t, :active]
+        out.append(xs[emit][::-1])
+        xs >>= emit << 4  # a lane that emitted its low 16 bits keeps the high ones
+        q, r = np.divmod(xs, f[t, :active])
+        xs[:] = (q << PRECISION) + r + c[t, :active]
+    words = np.concatenate(out)[::-1] & 0xFFFF
+    return x.astype("<u4").tobytes() + words.astype("<u2").tobytes()
+
+
+def decode(data: "bytes | memoryview", n: int, model: Model, chunk: int, what: str) -> np.ndarray:
+    """Exactly `n` symbols (int16) from a coded stream, or a DczError naming `what`. Allocates 2 bytes per
+    symbol plus the model's tables (at most MAX_CLASSES x TOTAL entries), whatever the stream holds."""
+    if n == 0:
+        if len(data):
+            raise DczError(f"{what}: {len(data)} bytes present for an empty stream")
+        return np.zeros(0, dtype=np.int16)
+    width = lanes(n, chunk)
+    if len(data) < 4 * width or (len(data) - 4 * width) % 2:
+        raise DczError(f"{what}: {len(data)} bytes cannot hold {width} lane states and 16-bit words")
+    x = np.frombuffer(data, dtype="<u4", count=width).astype(np.int64)
+    if (x < STATE_LOW).any():
+        raise DczError(f"{what}: a lane starts in a state below {STATE_LOW}")
+    words = np.frombuffer(data, dtype="<u2", offset=4 * width)
+    flat = model.freqs.reshape(-1)
+    # per table index (class << PRECISION | slot): the symbol, its frequency, slot - its cumulative frequency,
+    # and the next symbol's table base (its class << PRECISION)
+    symbol_of = np.repeat(np.tile(np.arange(model.alphabet, dtype=np.int16), model.classes), flat)
+    freq_of = np.repeat(flat, flat)
+    cum = (np.cumsum(model.freqs, axis=1) - model.freqs).reshape(-1)
+    delta_of = np.tile(np.arange(TOTAL, dtype=np.int64), model.classes) - np.repeat(cum, flat)
+    next_base = (model.class_of() << PRECISION)[symbol_of]
+    steps = min(chunk, n)
+    last = n - (width - 1) * chunk
+    index = np.empty((width, chunk), dtype=np.int32)  # each symbol's table index; symbols at the end
+    i = np.zeros(width, dtype=np.int64)  # table base of each lane's next symbol: class 0 first
+    read = 0
+    for t in range(steps):
+        active = width if t < last else width - 1
+        xs = x[:active]
+        i = i[:active] | (xs & (TOTAL - 1))
+        xs = freq_of[i] * (xs >> PRECISION) + delta_of[i]
+        need = xs < STATE_LOW
+        count = int(np.count_nonzero(need))
+        if count:
+            if read + count > words.size:
+                raise DczError(f"{what}: the stream ends before its last symbol")
+            xs[need] = (xs[need] << 16) | words[read : read + count]
+            read += count
+        x[:active] = xs
+        index[:active, t] = i
+        i = next_base[i]
+    if read != words.size or (x != STATE_LOW).any():
+        raise DczError(f"{what}: corrupt rANS stream (the lanes do not end where the encoder began)")
+    return symbol_of[index.reshape(-1)[:n]]
