@@ -55,26 +55,61 @@ class Model:
         return np.searchsorted(self.boundaries, np.arange(self.alphabet), side="right").astype(np.int64)
 
     def to_bytes(self) -> bytes:
-        return self.boundaries.astype("<u2").tobytes() + self.freqs.astype("<u2").tobytes()
+        return self.boundaries.astype("<u2").tobytes() + varints(self.freqs.reshape(-1))
 
     @staticmethod
-    def nbytes(classes: int, alphabet: int) -> int:
-        return 2 * (classes - 1) + 2 * classes * alphabet
+    def size_bounds(classes: int, alphabet: int) -> tuple[int, int]:
+        """The fewest and most bytes a model of this shape takes (a frequency is 1 to 3 bytes)."""
+        return 2 * (classes - 1) + classes * alphabet, 2 * (classes - 1) + 3 * classes * alphabet
 
     @classmethod
     def from_bytes(cls, data: "bytes | memoryview", classes: int, alphabet: int, what: str) -> "Model":
         """A model read from a file, validated: what a decoder must check before trusting it."""
-        if len(data) != cls.nbytes(classes, alphabet):
-            raise DczError(f"{what}: {len(data)} bytes cannot hold a model of {classes} classes over {alphabet} symbols")
         if not 1 <= classes <= MAX_CLASSES:
             raise DczError(f"{what}: {classes} classes, outside [1, {MAX_CLASSES}]")
-        raw = np.frombuffer(data, dtype="<u2").astype(np.int64)
-        boundaries, freqs = raw[: classes - 1], raw[classes - 1 :].reshape(classes, alphabet)
+        low, high = cls.size_bounds(classes, alphabet)
+        if not low <= len(data) <= high:
+            raise DczError(f"{what}: {len(data)} bytes cannot hold a model of {classes} classes over {alphabet} symbols")
+        boundaries = np.frombuffer(data, dtype="<u2", count=classes - 1).astype(np.int64)
+        freqs = read_varints(np.frombuffer(data, dtype=np.uint8, offset=2 * (classes - 1)), classes * alphabet, what)
+        freqs = freqs.reshape(classes, alphabet)
         if boundaries.size and (boundaries[0] < 1 or boundaries[-1] >= alphabet or (np.diff(boundaries) <= 0).any()):
             raise DczError(f"{what}: class boundaries must be strictly increasing within [1, {alphabet})")
         if (freqs.sum(axis=1) != TOTAL).any():
             raise DczError(f"{what}: the frequencies of every class must sum to {TOTAL}")
         return cls(boundaries, freqs)
+
+
+def varints(values: np.ndarray) -> bytes:
+    """Unsigned LEB128 of values below 2**21: 7 bits a byte, least significant first, high bit = more follows.
+
+    >>> varints(np.array([0, 127, 128, 16384])).hex()
+    '007f8001808001'
+    """
+    values = np.asarray(values, dtype=np.int64)
+    length = 1 + (values >= 1 << 7) + (values >= 1 << 14)
+    out = np.zeros((values.size, 3), dtype=np.uint8)
+    for k in range(3):
+        more = length > k + 1
+        out[:, k] = ((values >> (7 * k)) & 0x7F) | (more << 7)
+    return out[np.arange(3) < length[:, None]].tobytes()
+
+
+def read_varints(data: np.ndarray, count: int, what: str) -> np.ndarray:
+    """Exactly `count` values from `data` (`varints`' form, 1 to 3 bytes each, no superfluous zero byte), or
+    a DczError."""
+    ends = np.flatnonzero(data < 0x80)
+    if ends.size != count or (count and ends[-1] != data.size - 1) or (not count and data.size):
+        raise DczError(f"{what}: the table does not hold exactly {count} frequencies")
+    starts = np.concatenate(([0], ends[:-1] + 1))
+    length = ends - starts + 1
+    if (length > 3).any() or ((length > 1) & (data[ends] == 0)).any():
+        raise DczError(f"{what}: a frequency is not a 1- to 3-byte varint in its shortest form")
+    values = np.zeros(count, dtype=np.int64)
+    for k in range(3):
+        has = length > k
+        values[has] |= (data[starts[has] + k].astype(np.int64) & 0x7F) << (7 * k)
+    return values
 
 
 def quantize_counts(counts: np.ndarray) -> np.ndarray:
@@ -148,7 +183,7 @@ def choose(joint: np.ndarray, candidates: "list[list[int]]", n: int, chunk: int)
             continue
         seen.add(key)
         model, bits = fit(joint, key)
-        size = estimated_bytes(bits, n, chunk) + Model.nbytes(model.classes, model.alphabet)
+        size = estimated_bytes(bits, n, chunk) + len(model.to_bytes())
         if best is None or size < best[1]:
             best = (model, size)
     assert best is not None

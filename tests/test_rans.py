@@ -98,26 +98,42 @@ def test_flipped_words_never_decode_silently_to_the_same_length_wrong_stream_unn
     assert caught >= 0.95 * len(range(40, len(stream) - 1, 97))
 
 
+def model_bytes(boundaries: list[int], freqs: list[int]) -> bytes:
+    return np.array(boundaries, "<u2").tobytes() + rans.varints(np.array(freqs))
+
+
 @pytest.mark.parametrize(
-    "raw, classes, alphabet, message",
+    "data, classes, alphabet, message",
     [
-        ([rans.TOTAL - 1, 0], 1, 2, "sum to"),
-        ([0, rans.TOTAL, 0, rans.TOTAL, 0], 2, 2, "boundaries"),  # boundary 0: outside [1, 2)
-        ([2, rans.TOTAL, 0, rans.TOTAL, 0], 2, 2, "boundaries"),  # boundary 2: past the alphabet
-        ([2, 1, rans.TOTAL, 0, 0, rans.TOTAL, 0, 0, rans.TOTAL, 0, 0], 3, 3, "boundaries"),  # not increasing
-        ([rans.TOTAL, 0, 0], 1, 2, "cannot hold"),
+        (model_bytes([], [rans.TOTAL - 1, 0]), 1, 2, "sum to"),
+        (model_bytes([0], [rans.TOTAL, 0, rans.TOTAL, 0]), 2, 2, "boundaries"),  # boundary 0: outside [1, 2)
+        (model_bytes([2], [rans.TOTAL, 0, rans.TOTAL, 0]), 2, 2, "boundaries"),  # boundary 2: past the alphabet
+        (model_bytes([2, 1], [rans.TOTAL, 0, 0] * 3), 3, 3, "boundaries"),  # not increasing
+        (model_bytes([], [rans.TOTAL, 0, 0]), 1, 2, "exactly 2 frequencies"),
+        (model_bytes([], [rans.TOTAL, 0]) + b"\x00", 1, 2, "exactly 2 frequencies"),  # a byte too many
+        (b"\xff\xff\xff\x7f\x00", 1, 2, "varint"),  # a 4-byte varint
+        (b"\x80\x00\x80\x80\x01", 1, 2, "varint"),  # 0 written in two bytes
+        (b"\x80\x80", 1, 2, "exactly 2 frequencies"),  # cut off
     ],
 )
-def test_hostile_models_are_refused(raw, classes, alphabet, message):
+def test_hostile_models_are_refused(data, classes, alphabet, message):
     with pytest.raises(DczError, match=message):
-        rans.Model.from_bytes(np.array(raw, "<u2").tobytes(), classes, alphabet, "m")
+        rans.Model.from_bytes(data, classes, alphabet, "m")
 
 
 def test_a_valid_model_reads_back():
-    model = rans.Model.from_bytes(np.array([1, rans.TOTAL, 0, 1, rans.TOTAL - 1], "<u2").tobytes(), 2, 2, "m")
+    model = rans.Model.from_bytes(model_bytes([1], [rans.TOTAL, 0, 1, rans.TOTAL - 1]), 2, 2, "m")
     assert model.class_of().tolist() == [0, 1] and model.freqs.tolist() == [[rans.TOTAL, 0], [1, rans.TOTAL - 1]]
+    assert rans.Model.from_bytes(model.to_bytes(), 2, 2, "m").freqs.tolist() == model.freqs.tolist()
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.integers(0, 2**21 - 1), max_size=50))
+def test_varints_round_trip(values):
+    data = np.frombuffer(rans.varints(np.array(values, dtype=np.int64)), dtype=np.uint8)
+    assert rans.read_varints(data, len(values), "v").tolist() == values
 
 
 def test_too_many_classes_are_refused_before_any_table_is_built():
     with pytest.raises(DczError, match="classes"):
-        rans.Model.from_bytes(b"\x00" * rans.Model.nbytes(65, 65), 65, 65, "m")
+        rans.Model.from_bytes(b"\x00" * rans.Model.size_bounds(65, 65)[0], 65, 65, "m")

@@ -51,7 +51,7 @@ def encode_coded(name: str, array: np.ndarray, index_bits: int | None = None, co
 
     >>> whole = np.tile(np.float32([-1, 1, 2, 3]), 64)
     >>> [(e.entry.encoding, sum(map(len, e.payloads))) for e in (encode_coded("w", whole), encode_coded("w", whole, coder="huffman"))]
-    [('dense_ctx', 66), ('dense_huffman', 85)]
+    [('dense_ctx', 54), ('dense_huffman', 85)]
     >>> encode_coded("w", whole, index_bits=4, coder="huffman").entry.encoding
     'sparse_huffman'
     """

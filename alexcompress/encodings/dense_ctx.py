@@ -27,7 +27,7 @@ class DenseContext:
     dense = True
     section_kinds = ("codebook", "value_model", "values")
     section_roles = {"codebook": "codebook", "value_model": "tables", "values": "codes"}
-    fields = ("nnz", "codebook_size", "value_classes", "chunk", "value_words")
+    fields = ("nnz", "codebook_size", "value_classes", "chunk", "value_model_bytes", "value_words")
 
     def check(self, row: Mapping[str, Any], dtype: str, shape: tuple[int, ...], where: str) -> tuple[dict[str, int], dict[str, int]]:
         if dtype != "float32" or not shape:
@@ -36,12 +36,15 @@ class DenseContext:
         nnz = field_int(row, "nnz", 0, numel, where)
         k = field_int(row, "codebook_size", 1 if nnz else 0, min(MAX_CODEBOOK, nnz), where)
         value_classes = field_int(row, "value_classes", 1, min(k + 1, rans.MAX_CLASSES), where)
+        value_model_bytes = field_int(row, "value_model_bytes", *rans.Model.size_bounds(value_classes, k + 1), where)
         chunk = field_int(row, "chunk", 1, rans.MAX_CHUNK, where)
         value_words = field_int(row, "value_words", 0, numel, where)
-        fields = dict(nnz=nnz, codebook_size=k, value_classes=value_classes, chunk=chunk, value_words=value_words)
+        fields = dict(
+            nnz=nnz, codebook_size=k, value_classes=value_classes, chunk=chunk, value_model_bytes=value_model_bytes, value_words=value_words
+        )
         lengths = {
             "codebook": 4 * k,
-            "value_model": rans.Model.nbytes(value_classes, k + 1),
+            "value_model": value_model_bytes,
             "values": stream_length(numel, chunk, value_words),
         }
         return fields, lengths
@@ -57,9 +60,17 @@ class DenseContext:
         model, _ = rans.choose(joint, value_candidates(codebook, joint.sum(axis=0), positions.size < size), size, CHUNK)
         values = rans.encode(symbols, model, CHUNK)
         words = (len(values) - 4 * rans.lanes(size, CHUNK)) // 2
-        params = dict(nnz=int(positions.size), codebook_size=int(k), value_classes=model.classes, chunk=CHUNK, value_words=words)
+        table = model.to_bytes()
+        params = dict(
+            nnz=int(positions.size),
+            codebook_size=int(k),
+            value_classes=model.classes,
+            chunk=CHUNK,
+            value_model_bytes=len(table),
+            value_words=words,
+        )
         entry = TensorEntry(name, "float32", tuple(int(d) for d in array.shape), self.name, (), params)
-        return EncodedTensor(entry, [codebook.astype("<f4").tobytes(), model.to_bytes(), values])
+        return EncodedTensor(entry, [codebook.astype("<f4").tobytes(), table, values])
 
     def streams(self, entry: TensorEntry, section: SectionReader) -> Streams:
         """The symbol stream decoded (every element's symbol; k is zero); no gap stream, no code lengths."""

@@ -70,7 +70,19 @@ class SparseContext:
     dense = False
     section_kinds = ("codebook", "value_model", "gap_model", "values", "gaps")
     section_roles = {"codebook": "codebook", "value_model": "tables", "gap_model": "tables", "values": "codes", "gaps": "gaps"}
-    fields = ("nnz", "entries", "index_bits", "codebook_size", "value_classes", "gap_classes", "chunk", "value_words", "gap_words")
+    fields = (
+        "nnz",
+        "entries",
+        "index_bits",
+        "codebook_size",
+        "value_classes",
+        "gap_classes",
+        "chunk",
+        "value_model_bytes",
+        "value_words",
+        "gap_model_bytes",
+        "gap_words",
+    )
 
     def check(self, row: Mapping[str, Any], dtype: str, shape: tuple[int, ...], where: str) -> tuple[dict[str, int], dict[str, int]]:
         if dtype != "float32" or not shape:
@@ -81,7 +93,9 @@ class SparseContext:
         k = field_int(row, "codebook_size", 1 if nnz else 0, min(MAX_CODEBOOK, nnz), where)
         entries = field_int(row, "entries", nnz, nnz + (numel >> index_bits), where)
         value_classes = field_int(row, "value_classes", 1, min(k + 1, rans.MAX_CLASSES), where)
+        value_model_bytes = field_int(row, "value_model_bytes", *rans.Model.size_bounds(value_classes, k + 1), where)
         gap_classes = field_int(row, "gap_classes", 1, min(1 << index_bits, rans.MAX_CLASSES), where)
+        gap_model_bytes = field_int(row, "gap_model_bytes", *rans.Model.size_bounds(gap_classes, 1 << index_bits), where)
         chunk = field_int(row, "chunk", 1, rans.MAX_CHUNK, where)
         value_words = field_int(row, "value_words", 0, entries, where)  # a symbol renormalises at most once
         gap_words = field_int(row, "gap_words", 0, entries, where)
@@ -92,14 +106,16 @@ class SparseContext:
             codebook_size=k,
             value_classes=value_classes,
             gap_classes=gap_classes,
+            value_model_bytes=value_model_bytes,
+            gap_model_bytes=gap_model_bytes,
             chunk=chunk,
             value_words=value_words,
             gap_words=gap_words,
         )
         lengths = {
             "codebook": 4 * k,
-            "value_model": rans.Model.nbytes(value_classes, k + 1),
-            "gap_model": rans.Model.nbytes(gap_classes, 1 << index_bits),
+            "value_model": value_model_bytes,
+            "gap_model": gap_model_bytes,
             "values": stream_length(entries, chunk, value_words),
             "gaps": stream_length(entries, chunk, gap_words),
         }
@@ -130,7 +146,8 @@ class SparseContext:
         values = rans.encode(symbols, value_model, CHUNK)
         gap_stream = rans.encode(gaps, gap_model, CHUNK)
         lane_bytes = 4 * rans.lanes(symbols.size, CHUNK)
-        payloads = [codebook.astype("<f4").tobytes(), value_model.to_bytes(), gap_model.to_bytes(), values, gap_stream]
+        value_table, gap_table = value_model.to_bytes(), gap_model.to_bytes()
+        payloads = [codebook.astype("<f4").tobytes(), value_table, gap_table, values, gap_stream]
         params = dict(
             nnz=int(positions.size),
             entries=int(symbols.size),
@@ -138,6 +155,8 @@ class SparseContext:
             codebook_size=int(k),
             value_classes=value_model.classes,
             gap_classes=gap_model.classes,
+            value_model_bytes=len(value_table),
+            gap_model_bytes=len(gap_table),
             chunk=CHUNK,
             value_words=(len(values) - lane_bytes) // 2,
             gap_words=(len(gap_stream) - lane_bytes) // 2,
