@@ -1,5 +1,7 @@
 """The `sparse_ctx` encoding: `sparse_huffman`'s entries (nonzeros and filler entries, at relative gaps of
-`index_bits`), coded with context-modelled rANS (`alexcompress.rans`) instead of Huffman.
+`index_bits`), coded with context-modelled rANS (`alexcompress.rans`) instead of Huffman. The weight symbols
+come first and say which entries are fillers, so only the real entries' gaps are coded (a filler's gap is
+always 2**index_bits).
 
 Each stream's symbol is coded with the frequencies of the class of the stream's previous symbol: a trained
 layer's consecutive nonzeros tend to share their sign and magnitude, and a gap tends to follow a gap of its
@@ -98,7 +100,7 @@ class SparseContext:
         gap_model_bytes = field_int(row, "gap_model_bytes", *rans.Model.size_bounds(gap_classes, 1 << index_bits), where)
         chunk = field_int(row, "chunk", 1, rans.MAX_CHUNK, where)
         value_words = field_int(row, "value_words", 0, entries, where)  # a symbol renormalises at most once
-        gap_words = field_int(row, "gap_words", 0, entries, where)
+        gap_words = field_int(row, "gap_words", 0, nnz, where)
         fields = dict(
             nnz=nnz,
             entries=entries,
@@ -117,7 +119,7 @@ class SparseContext:
             "value_model": value_model_bytes,
             "gap_model": gap_model_bytes,
             "values": stream_length(entries, chunk, value_words),
-            "gaps": stream_length(entries, chunk, gap_words),
+            "gaps": stream_length(nnz, chunk, gap_words),
         }
         return fields, lengths
 
@@ -145,7 +147,7 @@ class SparseContext:
         _, width, symbols, gaps, value_model, gap_model = best
         values = rans.encode(symbols, value_model, CHUNK)
         gap_stream = rans.encode(gaps, gap_model, CHUNK)
-        lane_bytes = 4 * rans.lanes(symbols.size, CHUNK)
+        lane_bytes, gap_lane_bytes = 4 * rans.lanes(symbols.size, CHUNK), 4 * rans.lanes(gaps.size, CHUNK)
         value_table, gap_table = value_model.to_bytes(), gap_model.to_bytes()
         payloads = [codebook.astype("<f4").tobytes(), value_table, gap_table, values, gap_stream]
         params = dict(
@@ -159,7 +161,7 @@ class SparseContext:
             gap_model_bytes=len(gap_table),
             chunk=CHUNK,
             value_words=(len(values) - lane_bytes) // 2,
-            gap_words=(len(gap_stream) - lane_bytes) // 2,
+            gap_words=(len(gap_stream) - gap_lane_bytes) // 2,
         )
         entry = TensorEntry(name, "float32", tuple(int(d) for d in array.shape), self.name, (), params)
         return EncodedTensor(entry, payloads)
@@ -174,9 +176,10 @@ class SparseContext:
         value_model, value_size = rans.choose(
             value_joint, value_candidates(codebook, value_joint.sum(axis=0), streams.real.size < symbols.size), symbols.size, CHUNK
         )
-        gap_joint = rans.transitions(streams.gaps, 1 << width, CHUNK)
-        gap_model, gap_size = rans.choose(gap_joint, gap_candidates(gap_joint.sum(axis=0)), symbols.size, CHUNK)
-        return value_size + gap_size, width, symbols, streams.gaps, value_model, gap_model
+        gaps = streams.gaps[streams.real]  # a filler's gap is implied
+        gap_joint = rans.transitions(gaps, 1 << width, CHUNK)
+        gap_model, gap_size = rans.choose(gap_joint, gap_candidates(gap_joint.sum(axis=0)), gaps.size, CHUNK)
+        return value_size + gap_size, width, symbols, gaps, value_model, gap_model
 
     def streams(self, entry: TensorEntry, section: SectionReader) -> Streams:
         """Both streams decoded (no code-length tables: rANS codes have none)."""
@@ -185,19 +188,21 @@ class SparseContext:
         value_model = model_section(section, "value_model", entry.value_classes, entry.codebook_size + 1, where)
         gap_model = model_section(section, "gap_model", entry.gap_classes, 1 << entry.index_bits, where)
         codes = rans.decode(section("values"), entry.entries, value_model, entry.chunk, f"{where} section values")
-        gaps = rans.decode(section("gaps"), entry.entries, gap_model, entry.chunk, f"{where} section gaps")
+        filler = codes == entry.codebook_size
+        real = entry.entries - int(np.count_nonzero(filler))
+        if real != entry.nnz:
+            raise DczError(f"{where}: decoded {real} nonzeros, header declares {entry.nnz}")
+        gaps = np.full(entry.entries, (1 << entry.index_bits) - 1, dtype=np.int16)  # a filler spans 2**index_bits
+        gaps[~filler] = rans.decode(section("gaps"), entry.nnz, gap_model, entry.chunk, f"{where} section gaps")
         none = np.zeros(0, dtype=np.uint8)
         return Streams(codebook, none, none, codes, gaps)
 
     def nonzeros(self, entry: TensorEntry, section: SectionReader) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(flattened positions as int32, codebook index of each, codebook), validated."""
         where = f"tensor {entry.name}"
-        streams = self.streams(entry, section)
+        streams = self.streams(entry, section)  # checks the count of nonzeros
         symbols = streams.codes
         filler = symbols == entry.codebook_size
-        real = entry.entries - int(np.count_nonzero(filler))
-        if real != entry.nnz:
-            raise DczError(f"{where}: decoded {real} nonzeros, header declares {entry.nnz}")
         if entry.entries and filler[-1]:
             raise DczError(f"{where}: the entry stream ends with a filler")
         last = int(np.sum(streams.gaps, dtype=np.int64)) + streams.gaps.size - 1
