@@ -255,47 +255,72 @@ def encode(symbols: np.ndarray, model: Model, chunk: int) -> bytes:
 
 
 def decode(data: "bytes | memoryview", n: int, model: Model, chunk: int, what: str) -> np.ndarray:
-    """Exactly `n` symbols (int16) from a coded stream, or a DczError naming `what`. Allocates 2 bytes per
-    symbol plus the model's tables (at most MAX_CLASSES x TOTAL entries), whatever the stream holds."""
-    if n == 0:
-        if len(data):
+    """Exactly `n` symbols (int16) from a coded stream, or a DczError naming `what`."""
+    return decode_streams([(data, n, model, chunk, what)])[0]
+
+
+def decode_streams(streams: "list[tuple[bytes | memoryview, int, Model, int, str]]") -> list[np.ndarray]:
+    """Several coded streams (data, n, model, chunk, what) decoded side by side, their lanes advancing in the
+    same steps: the Python-level work is that of the longest lane, not of every stream. Allocates 4 bytes
+    per symbol plus the models' tables (at most MAX_CLASSES x TOTAL entries each), whatever the data hold."""
+    states, words, lengths, owner, tables = [], [], [], [], []
+    offset = 0
+    for s, (data, n, model, chunk, what) in enumerate(streams):
+        width = lanes(n, chunk)
+        if n == 0 and len(data):
             raise DczError(f"{what}: {len(data)} bytes present for an empty stream")
-        return np.zeros(0, dtype=np.int16)
-    width = lanes(n, chunk)
-    if len(data) < 4 * width or (len(data) - 4 * width) % 2:
-        raise DczError(f"{what}: {len(data)} bytes cannot hold {width} lane states and 16-bit words")
-    x = np.frombuffer(data, dtype="<u4", count=width).astype(np.int64)
-    if (x < STATE_LOW).any():
-        raise DczError(f"{what}: a lane starts in a state below {STATE_LOW}")
-    words = np.frombuffer(data, dtype="<u2", offset=4 * width)
-    flat = model.freqs.reshape(-1)
-    # per table index (class << PRECISION | slot): the symbol, its frequency, slot - its cumulative frequency,
-    # and the next symbol's table base (its class << PRECISION)
-    symbol_of = np.repeat(np.tile(np.arange(model.alphabet, dtype=np.int16), model.classes), flat)
-    freq_of = np.repeat(flat, flat)
-    cum = (np.cumsum(model.freqs, axis=1) - model.freqs).reshape(-1)
-    delta_of = np.tile(np.arange(TOTAL, dtype=np.int64), model.classes) - np.repeat(cum, flat)
-    next_base = (model.class_of() << PRECISION)[symbol_of]
-    steps = min(chunk, n)
-    last = n - (width - 1) * chunk
-    index = np.empty((width, chunk), dtype=np.int32)  # each symbol's table index; symbols at the end
-    i = np.zeros(width, dtype=np.int64)  # table base of each lane's next symbol: class 0 first
-    read = 0
+        if len(data) < 4 * width or (len(data) - 4 * width) % 2:
+            raise DczError(f"{what}: {len(data)} bytes cannot hold {width} lane states and 16-bit words")
+        x = np.frombuffer(data, dtype="<u4", count=width).astype(np.int64)
+        if (x < STATE_LOW).any():
+            raise DczError(f"{what}: a lane starts in a state below {STATE_LOW}")
+        states.append(x)
+        words.append(np.frombuffer(data, dtype="<u2", offset=4 * width))
+        lengths.append(np.minimum(chunk, n - chunk * np.arange(width)))
+        owner.append(np.full(width, s))
+        flat = model.freqs.reshape(-1)
+        # per table index (offset + class << PRECISION | slot): the symbol, its frequency, slot - its
+        # cumulative frequency, and the next symbol's table base (offset + its class << PRECISION)
+        symbol_of = np.repeat(np.tile(np.arange(model.alphabet, dtype=np.int16), model.classes), flat)
+        cum = (np.cumsum(model.freqs, axis=1) - model.freqs).reshape(-1)
+        delta_of = np.tile(np.arange(TOTAL, dtype=np.int64), model.classes) - np.repeat(cum, flat)
+        next_base = offset + (model.class_of() << PRECISION)[symbol_of]
+        tables.append((symbol_of, np.repeat(flat, flat), delta_of, next_base, offset))
+        offset += model.classes * TOTAL
+    symbol_of, freq_of, delta_of, next_base = (np.concatenate([t[k] for t in tables]) for k in range(4))
+    length = np.concatenate(lengths) if lengths else np.zeros(0, dtype=np.int64)
+    order = np.argsort(-length, kind="stable")  # lanes by length, longest first: the active ones a prefix
+    length, lane_owner = length[order], np.concatenate(owner)[order]
+    x = np.concatenate(states)[order]
+    i = np.array([tables[s][4] for s in lane_owner.tolist()], dtype=np.int64)  # each lane's class 0 first
+    steps = int(length[0]) if length.size else 0
+    active = np.searchsorted(-length, -np.arange(steps), side="left")  # lanes longer than step t
+    mine = [lane_owner == s for s in range(len(streams))]
+    read = [0] * len(streams)
+    record = np.empty((steps, length.size), dtype=np.int32)
     for t in range(steps):
-        active = width if t < last else width - 1
-        xs = x[:active]
-        i = i[:active] | (xs & (TOTAL - 1))
+        a = int(active[t])
+        xs = x[:a]
+        i = i[:a] | (xs & (TOTAL - 1))
         xs = freq_of[i] * (xs >> PRECISION) + delta_of[i]
         need = xs < STATE_LOW
-        count = int(np.count_nonzero(need))
-        if count:
-            if read + count > words.size:
-                raise DczError(f"{what}: the stream ends before its last symbol")
-            xs[need] = (xs[need] << 16) | words[read : read + count]
-            read += count
-        x[:active] = xs
-        index[:active, t] = i
+        if need.any():
+            for s, lanes_of in enumerate(mine):
+                wanted = need & lanes_of[:a] if len(mine) > 1 else need
+                count = int(np.count_nonzero(wanted))
+                if count:
+                    if read[s] + count > words[s].size:
+                        raise DczError(f"{streams[s][4]}: the stream ends before its last symbol")
+                    xs[wanted] = (xs[wanted] << 16) | words[s][read[s] : read[s] + count]
+                    read[s] += count
+        x[:a] = xs
+        record[t, :a] = i
         i = next_base[i]
-    if read != words.size or (x != STATE_LOW).any():
-        raise DczError(f"{what}: corrupt rANS stream (the lanes do not end where the encoder began)")
-    return symbol_of[index.reshape(-1)[:n]]
+    out = []
+    for s, (_, n, _, chunk, what) in enumerate(streams):
+        if read[s] != words[s].size or (x[mine[s]] != STATE_LOW).any():
+            raise DczError(f"{what}: corrupt rANS stream (the lanes do not end where the encoder began)")
+        columns = np.flatnonzero(mine[s])  # its lanes, in lane order (the sort was stable)
+        by_lane = record[: min(chunk, n), columns].T  # past a short last lane's end: never read (cut at n)
+        out.append(symbol_of[by_lane.reshape(-1)[:n]])
+    return out

@@ -73,8 +73,10 @@ def test_dense_and_chosen_encodings_round_trip(shape, density, bits, seed):
     if a.size > 4096 and np.count_nonzero(a) < 0.25 * a.size:  # dense layouts are not tried
         sizes = {name: size for name, size in sizes.items() if not CODED_ENCODINGS[name].dense}
         assert paper.tensors[0].encoding == "sparse_huffman"
-    assert chosen.tensors[0].nbytes == min(sizes.values())  # the smallest payload is kept
-    assert chosen.tensors[0].nbytes <= paper.tensors[0].nbytes  # never bigger than the paper's coder alone
+    # the smallest by the coders' size estimates (rANS's are within a few bytes a lane), never bigger than
+    # the paper's coder alone, whose sizes are exact
+    assert chosen.tensors[0].nbytes <= min(sizes.values()) * 1.01 + 8
+    assert chosen.tensors[0].nbytes <= paper.tensors[0].nbytes
     assert paper.tensors[0].nbytes == min(sizes[n] for n in ("sparse_huffman", "dense_huffman") if n in sizes)
 
 

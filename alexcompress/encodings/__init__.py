@@ -44,8 +44,10 @@ DENSE_FROM, SMALL = 0.25, 4096
 
 
 def encode_coded(name: str, array: np.ndarray, index_bits: int | None = None, coder: str = "auto", **options: Any) -> EncodedTensor:
-    """A quantized weight in whichever of `coder`'s encodings has the fewest section bytes (ties go to the
-    earlier one). A forced `index_bits` leaves the sparse layouts only.
+    """A quantized weight in whichever of `coder`'s encodings has the fewest section bytes. Each encoding
+    first plans (Huffman sizes are exact, rANS sizes estimated); they are written in order of size until the
+    next cannot beat the smallest written, so no file is larger than the Huffman encodings alone make it. A
+    forced `index_bits` leaves the sparse layouts only.
 
     A repeating pattern is nearly free to a context model (each value predicts the next):
 
@@ -60,15 +62,21 @@ def encode_coded(name: str, array: np.ndarray, index_bits: int | None = None, co
     prepared = sparse_huffman.prepare(name, array)
     nnz = prepared.positions.size
     dense_too = index_bits is None and array.size and (nnz >= DENSE_FROM * array.size or array.size <= SMALL)
-    best: EncodedTensor | None = None
+    plans = []
     for encoding_name in CODERS[coder]:
         encoding = CODED_ENCODINGS[encoding_name]
         if encoding.dense and not dense_too:
             continue
-        extra = {} if encoding.dense else {"index_bits": index_bits}
-        candidate = encoding.encode(name, array, prepared=prepared, **extra, **options)
-        if best is None or sum(map(len, candidate.payloads)) < sum(map(len, best.payloads)):
-            best = candidate
+        plans.append(encoding.plan(name, array.shape, prepared, None if encoding.dense else index_bits))
+    best: EncodedTensor | None = None
+    best_size = 0
+    for plan in sorted(plans, key=lambda p: p.size):  # stable: ties keep CODERS' order
+        if best is not None and plan.size >= best_size:
+            break
+        candidate = plan.write()
+        size = sum(map(len, candidate.payloads))
+        if best is None or size < best_size:
+            best, best_size = candidate, size
     assert best is not None
     return best
 

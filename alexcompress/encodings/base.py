@@ -73,6 +73,15 @@ class EncodedTensor:
 
 
 @dataclass(frozen=True)
+class Plan:
+    """How an encoding would store one tensor: its section bytes (exact for Huffman codes, the model's
+    estimate for rANS) and the work that writes it, so the writer encodes only what can win."""
+
+    size: int
+    write: Callable[[], EncodedTensor]
+
+
+@dataclass(frozen=True)
 class LayerSummary:
     """One coded layer as in the paper's Table 4 (everything from the header, nothing decoded)."""
 
@@ -122,6 +131,10 @@ class CodedEncoding(TensorEncoding, Protocol):
     #: True where every element has a symbol (no index stream): the writer tries it only on dense-enough
     #: tensors, never with a forced index width
     dense: bool
+
+    def plan(self, name: str, shape: tuple[int, ...], prepared: Any, index_bits: int | None = None) -> Plan:
+        """The size this encoding would take for a quantized tensor (`sparse_huffman.prepare`'s form) and
+        the writer of it; `index_bits` only for the sparse layouts."""
 
     def nonzeros(self, entry: TensorEntry, section: SectionReader) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(flattened positions, codebook index of each, codebook): the tensor without its zeros, validated."""

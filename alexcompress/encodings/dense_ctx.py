@@ -17,7 +17,7 @@ import numpy as np
 
 from .. import rans
 from ..errors import DczError
-from .base import EncodedTensor, LayerSummary, SectionReader, TensorEntry, field_int, numel_of
+from .base import EncodedTensor, LayerSummary, Plan, SectionReader, TensorEntry, field_int, numel_of
 from .sparse_ctx import CHUNK, model_section, stream_length, value_candidates
 from .sparse_huffman import MAX_CODEBOOK, Quantized, Streams, checked_codebook, fixed_code_bits, prepare, scatter
 
@@ -51,26 +51,33 @@ class DenseContext:
 
     def encode(self, name: str, array: np.ndarray, prepared: Quantized | None = None, **options: Any) -> EncodedTensor:
         """One quantized float32 tensor: its codebook and every element's symbol (k for zero), context-coded."""
-        prepared = prepared or prepare(name, array)
+        return self.plan(name, array.shape, prepared or prepare(name, array)).write()
+
+    def plan(self, name: str, shape: tuple[int, ...], prepared: Quantized, index_bits: int | None = None) -> Plan:
+        """The model that makes the tensor smallest, and its estimated size."""
         positions, codebook, size = prepared.positions, prepared.codebook, prepared.size
         k = codebook.size
         symbols = np.full(size, k, dtype=np.int64)
         symbols[positions] = prepared.codes
         joint = rans.transitions(symbols, k + 1, CHUNK)
-        model, _ = rans.choose(joint, value_candidates(codebook, joint.sum(axis=0), positions.size < size), size, CHUNK)
-        values = rans.encode(symbols, model, CHUNK)
-        words = (len(values) - 4 * rans.lanes(size, CHUNK)) // 2
-        table = model.to_bytes()
-        params = dict(
-            nnz=int(positions.size),
-            codebook_size=int(k),
-            value_classes=model.classes,
-            chunk=CHUNK,
-            value_model_bytes=len(table),
-            value_words=words,
-        )
-        entry = TensorEntry(name, "float32", tuple(int(d) for d in array.shape), self.name, (), params)
-        return EncodedTensor(entry, [codebook.astype("<f4").tobytes(), table, values])
+        model, estimate = rans.choose(joint, value_candidates(codebook, joint.sum(axis=0), positions.size < size), size, CHUNK)
+
+        def write() -> EncodedTensor:
+            values = rans.encode(symbols, model, CHUNK)
+            words = (len(values) - 4 * rans.lanes(size, CHUNK)) // 2
+            table = model.to_bytes()
+            params = dict(
+                nnz=int(positions.size),
+                codebook_size=int(k),
+                value_classes=model.classes,
+                chunk=CHUNK,
+                value_model_bytes=len(table),
+                value_words=words,
+            )
+            entry = TensorEntry(name, "float32", tuple(int(d) for d in shape), self.name, (), params)
+            return EncodedTensor(entry, [codebook.astype("<f4").tobytes(), table, values])
+
+        return Plan(4 * k + estimate, write)
 
     def streams(self, entry: TensorEntry, section: SectionReader) -> Streams:
         """The symbol stream decoded (every element's symbol; k is zero); no gap stream, no code lengths."""

@@ -20,7 +20,7 @@ import numpy as np
 
 from .. import huffman
 from ..errors import DczError
-from .base import EncodedTensor, LayerSummary, SectionReader, TensorEntry, field_int, numel_of
+from .base import EncodedTensor, LayerSummary, Plan, SectionReader, TensorEntry, field_int, numel_of
 from .sparse_huffman import MAX_CODEBOOK, Quantized, Streams, codebook_and_lengths, fixed_code_bits, prepare, scatter
 
 
@@ -44,16 +44,25 @@ class DenseHuffman:
     def encode(self, name: str, array: np.ndarray, prepared: Quantized | None = None, **options: Any) -> EncodedTensor:
         """One quantized float32 tensor: codebook of its distinct nonzeros, a Huffman code word per element
         (symbol k for zero)."""
-        prepared = prepared or prepare(name, array)
+        return self.plan(name, array.shape, prepared or prepare(name, array)).write()
+
+    def plan(self, name: str, shape: tuple[int, ...], prepared: Quantized, index_bits: int | None = None) -> Plan:
+        """The exact size from the symbol histogram."""
         positions, codebook, codes = prepared.positions, prepared.codebook, prepared.codes
         k = codebook.size
-        symbols = np.full(prepared.size, k, dtype=np.int64)
-        symbols[positions] = codes
-        code_lengths = huffman.code_lengths(np.bincount(symbols, minlength=k + 1))
-        code_bytes, code_bits = huffman.encode(symbols, code_lengths)
-        params = dict(nnz=int(positions.size), codebook_size=int(k), code_bits=code_bits)
-        entry = TensorEntry(name, "float32", tuple(int(d) for d in array.shape), self.name, (), params)
-        return EncodedTensor(entry, [codebook.astype("<f4").tobytes(), code_lengths.tobytes(), code_bytes])
+        counts = np.append(np.bincount(codes, minlength=k), prepared.size - positions.size)
+        code_lengths = huffman.code_lengths(counts)
+        size = 4 * k + (k + 1) + (int((counts * code_lengths.astype(np.int64)).sum()) + 7) // 8
+
+        def write() -> EncodedTensor:
+            symbols = np.full(prepared.size, k, dtype=np.int64)
+            symbols[positions] = codes
+            code_bytes, code_bits = huffman.encode(symbols, code_lengths)
+            params = dict(nnz=int(positions.size), codebook_size=int(k), code_bits=code_bits)
+            entry = TensorEntry(name, "float32", tuple(int(d) for d in shape), self.name, (), params)
+            return EncodedTensor(entry, [codebook.astype("<f4").tobytes(), code_lengths.tobytes(), code_bytes])
+
+        return Plan(size, write)
 
     def streams(self, entry: TensorEntry, section: SectionReader) -> Streams:
         """The code stream decoded (every element's symbol; k is zero); no gap stream."""

@@ -27,7 +27,7 @@ import numpy as np
 from .. import rans
 from ..errors import DczError
 from ..sparse import MAX_INDEX_BITS, MIN_INDEX_BITS, positions_from_gaps, relative_gaps
-from .base import EncodedTensor, LayerSummary, SectionReader, TensorEntry, field_int, numel_of
+from .base import EncodedTensor, LayerSummary, Plan, SectionReader, TensorEntry, field_int, numel_of
 from .sparse_huffman import MAX_CODEBOOK, Quantized, Streams, checked_codebook, choose_index_bits, fixed_code_bits, prepare, scatter
 
 #: symbols per lane: a stream of n symbols is coded in ceil(n / CHUNK) lanes of CHUNK steps at most
@@ -127,44 +127,53 @@ class SparseContext:
         self, name: str, array: np.ndarray, index_bits: int | None = None, prepared: Quantized | None = None, **options: Any
     ) -> EncodedTensor:
         """One quantized float32 tensor: its codebook, and its entries' values and gaps, context-coded."""
-        prepared = prepared or prepare(name, array)
+        return self.plan(name, array.shape, prepared or prepare(name, array), index_bits).write()
+
+    def plan(self, name: str, shape: tuple[int, ...], prepared: Quantized, index_bits: int | None = None) -> Plan:
+        """The gap width and models that make the tensor smallest, by the models' estimate (their
+        information content; the stream comes within a few bytes a lane of it)."""
         positions, codebook, codes = prepared.positions, prepared.codebook, prepared.codes
         k = codebook.size
-        code_counts = np.bincount(codes, minlength=k)
         if index_bits is not None and not MIN_INDEX_BITS <= index_bits <= MAX_INDEX_BITS:
             raise DczError(f"index bits must be between {MIN_INDEX_BITS} and {MAX_INDEX_BITS}, got {index_bits}")
-        if index_bits is None:
-            start = choose_index_bits(positions, code_counts)  # Huffman's best width, and its neighbours
-            widths = [b for b in (start - 1, start, start + 1) if MIN_INDEX_BITS <= b <= MAX_INDEX_BITS]
+        if index_bits is None:  # from Huffman's best width down (fillers cost less here) while it shrinks
+            start = choose_index_bits(positions, np.bincount(codes, minlength=k))
+            best = self._plan(codebook, codes, positions, start)
+            for step in (-1, 1):
+                width = start + step
+                while MIN_INDEX_BITS <= width <= MAX_INDEX_BITS:
+                    candidate = self._plan(codebook, codes, positions, width)
+                    if candidate[0] >= best[0]:
+                        break
+                    best, width = candidate, width + step
+                if best[1] != start:  # it moved this way: the other cannot improve on it (one minimum)
+                    break
         else:
-            widths = [index_bits]
-        best = None
-        for width in widths:
-            plan = self._plan(codebook, codes, positions, width)
-            if best is None or plan[0] < best[0]:
-                best = plan
-        assert best is not None
-        _, width, symbols, gaps, value_model, gap_model = best
-        values = rans.encode(symbols, value_model, CHUNK)
-        gap_stream = rans.encode(gaps, gap_model, CHUNK)
-        lane_bytes, gap_lane_bytes = 4 * rans.lanes(symbols.size, CHUNK), 4 * rans.lanes(gaps.size, CHUNK)
-        value_table, gap_table = value_model.to_bytes(), gap_model.to_bytes()
-        payloads = [codebook.astype("<f4").tobytes(), value_table, gap_table, values, gap_stream]
-        params = dict(
-            nnz=int(positions.size),
-            entries=int(symbols.size),
-            index_bits=width,
-            codebook_size=int(k),
-            value_classes=value_model.classes,
-            gap_classes=gap_model.classes,
-            value_model_bytes=len(value_table),
-            gap_model_bytes=len(gap_table),
-            chunk=CHUNK,
-            value_words=(len(values) - lane_bytes) // 2,
-            gap_words=(len(gap_stream) - gap_lane_bytes) // 2,
-        )
-        entry = TensorEntry(name, "float32", tuple(int(d) for d in array.shape), self.name, (), params)
-        return EncodedTensor(entry, payloads)
+            best = self._plan(codebook, codes, positions, index_bits)
+        estimate, width, symbols, gaps, value_model, gap_model = best
+
+        def write() -> EncodedTensor:
+            values = rans.encode(symbols, value_model, CHUNK)
+            gap_stream = rans.encode(gaps, gap_model, CHUNK)
+            lane_bytes, gap_lane_bytes = 4 * rans.lanes(symbols.size, CHUNK), 4 * rans.lanes(gaps.size, CHUNK)
+            value_table, gap_table = value_model.to_bytes(), gap_model.to_bytes()
+            payloads = [codebook.astype("<f4").tobytes(), value_table, gap_table, values, gap_stream]
+            params = dict(
+                nnz=int(positions.size),
+                entries=int(symbols.size),
+                index_bits=width,
+                codebook_size=int(k),
+                value_classes=value_model.classes,
+                gap_classes=gap_model.classes,
+                value_model_bytes=len(value_table),
+                gap_model_bytes=len(gap_table),
+                chunk=CHUNK,
+                value_words=(len(values) - lane_bytes) // 2,
+                gap_words=(len(gap_stream) - gap_lane_bytes) // 2,
+            )
+            return EncodedTensor(TensorEntry(name, "float32", tuple(int(d) for d in shape), self.name, (), params), payloads)
+
+        return Plan(4 * k + estimate, write)
 
     def _plan(self, codebook: np.ndarray, codes: np.ndarray, positions: np.ndarray, width: int) -> tuple:
         """(estimated bytes, width, value symbols, gap symbols, value model, gap model) at one gap width."""
@@ -187,13 +196,18 @@ class SparseContext:
         codebook = checked_codebook(section, where)
         value_model = model_section(section, "value_model", entry.value_classes, entry.codebook_size + 1, where)
         gap_model = model_section(section, "gap_model", entry.gap_classes, 1 << entry.index_bits, where)
-        codes = rans.decode(section("values"), entry.entries, value_model, entry.chunk, f"{where} section values")
+        codes, real_gaps = rans.decode_streams(
+            [
+                (section("values"), entry.entries, value_model, entry.chunk, f"{where} section values"),
+                (section("gaps"), entry.nnz, gap_model, entry.chunk, f"{where} section gaps"),
+            ]
+        )
         filler = codes == entry.codebook_size
         real = entry.entries - int(np.count_nonzero(filler))
         if real != entry.nnz:
             raise DczError(f"{where}: decoded {real} nonzeros, header declares {entry.nnz}")
         gaps = np.full(entry.entries, (1 << entry.index_bits) - 1, dtype=np.int16)  # a filler spans 2**index_bits
-        gaps[~filler] = rans.decode(section("gaps"), entry.nnz, gap_model, entry.chunk, f"{where} section gaps")
+        gaps[~filler] = real_gaps
         none = np.zeros(0, dtype=np.uint8)
         return Streams(codebook, none, none, codes, gaps)
 

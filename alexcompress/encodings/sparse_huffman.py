@@ -18,7 +18,7 @@ import numpy as np
 from .. import huffman
 from ..errors import DczError
 from ..sparse import MAX_INDEX_BITS, MIN_INDEX_BITS, gap_histogram, positions_from_gaps, relative_gaps, stream_histograms
-from .base import EncodedTensor, LayerSummary, SectionReader, TensorEntry, field_int, numel_of
+from .base import EncodedTensor, LayerSummary, Plan, SectionReader, TensorEntry, field_int, numel_of
 
 MAX_CODEBOOK = 256
 
@@ -147,7 +147,10 @@ class SparseHuffman:
         self, name: str, array: np.ndarray, index_bits: int | None = None, prepared: Quantized | None = None, **options: Any
     ) -> EncodedTensor:
         """One quantized float32 tensor: codebook of its distinct nonzeros, Huffman-coded codes and gaps."""
-        prepared = prepared or prepare(name, array)
+        return self.plan(name, array.shape, prepared or prepare(name, array), index_bits).write()
+
+    def plan(self, name: str, shape: tuple[int, ...], prepared: Quantized, index_bits: int | None = None) -> Plan:
+        """The exact size from the streams' histograms (Huffman code lengths depend on nothing else)."""
         positions, codebook, codes = prepared.positions, prepared.codebook, prepared.codes
         k = codebook.size
         code_counts = np.bincount(codes, minlength=k)
@@ -155,24 +158,31 @@ class SparseHuffman:
             index_bits = choose_index_bits(positions, code_counts)
         if not MIN_INDEX_BITS <= index_bits <= MAX_INDEX_BITS:
             raise DczError(f"index bits must be between {MIN_INDEX_BITS} and {MAX_INDEX_BITS}, got {index_bits}")
-        streams = relative_gaps(positions, index_bits)
-        symbols = np.full(streams.gaps.size, k, dtype=np.int64)  # symbol k is the filler
-        symbols[streams.real] = codes
-        code_lengths = huffman.code_lengths(np.bincount(symbols, minlength=k + 1))
-        gap_lengths = huffman.code_lengths(np.bincount(streams.gaps, minlength=1 << index_bits))
-        code_bytes, code_bits = huffman.encode(symbols, code_lengths)
-        gap_bytes, gap_bits = huffman.encode(streams.gaps, gap_lengths)
-        payloads = [codebook.astype("<f4").tobytes(), code_lengths.tobytes(), gap_lengths.tobytes(), code_bytes, gap_bytes]
-        params = dict(
-            nnz=int(positions.size),
-            entries=int(symbols.size),
-            index_bits=index_bits,
-            codebook_size=int(k),
-            code_bits=code_bits,
-            gap_bits=gap_bits,
-        )
-        entry = TensorEntry(name, "float32", tuple(int(d) for d in array.shape), self.name, (), params)
-        return EncodedTensor(entry, payloads)
+        gap_hist, n_fillers = stream_histograms(*gap_histogram(positions), index_bits)
+        code_hist = np.append(code_counts, n_fillers)
+        code_lengths, gap_lengths = huffman.code_lengths(code_hist), huffman.code_lengths(gap_hist)
+        code_bits = int((code_hist * code_lengths.astype(np.int64)).sum())
+        gap_bits = int((gap_hist * gap_lengths.astype(np.int64)).sum())
+        size = 4 * k + (k + 1) + (1 << index_bits) + (code_bits + 7) // 8 + (gap_bits + 7) // 8
+
+        def write() -> EncodedTensor:
+            streams = relative_gaps(positions, index_bits)
+            symbols = np.full(streams.gaps.size, k, dtype=np.int64)  # symbol k is the filler
+            symbols[streams.real] = codes
+            code_bytes, code_bits = huffman.encode(symbols, code_lengths)
+            gap_bytes, gap_bits = huffman.encode(streams.gaps, gap_lengths)
+            payloads = [codebook.astype("<f4").tobytes(), code_lengths.tobytes(), gap_lengths.tobytes(), code_bytes, gap_bytes]
+            params = dict(
+                nnz=int(positions.size),
+                entries=int(symbols.size),
+                index_bits=index_bits,
+                codebook_size=int(k),
+                code_bits=code_bits,
+                gap_bits=gap_bits,
+            )
+            return EncodedTensor(TensorEntry(name, "float32", tuple(int(d) for d in shape), self.name, (), params), payloads)
+
+        return Plan(size, write)
 
     def tables(self, entry: TensorEntry, section: SectionReader) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The codebook and both code-length tables, validated."""
