@@ -239,18 +239,19 @@ def encode(symbols: np.ndarray, model: Model, chunk: int) -> bytes:
     if (f[:, : width - 1] == 0).any() or (f[: n - (width - 1) * chunk, -1] == 0).any():
         raise ValueError("a symbol has no frequency in its context")
     limit = f << (32 - PRECISION)
+    gain = TOTAL - f
     last = n - (width - 1) * chunk  # steps the last lane takes part in
     x = np.full(width, STATE_LOW, dtype=np.int64)
-    out: list[np.ndarray] = []
+    low = np.empty((steps, width), dtype=np.int64)  # each lane's state before each step
+    emitted = np.zeros((steps, width), dtype=bool)  # whether it emitted its low 16 bits there
     for t in range(steps - 1, -1, -1):
         active = width if t < last else width - 1
         xs = x[:active]
-        emit = xs >= limit[t, :active]
-        out.append(xs[emit][::-1])
-        xs >>= emit << 4  # a lane that emitted its low 16 bits keeps the high ones
-        q, r = np.divmod(xs, f[t, :active])
-        xs[:] = (q << PRECISION) + r + c[t, :active]
-    words = np.concatenate(out)[::-1] & 0xFFFF
+        emit = np.greater_equal(xs, limit[t, :active], out=emitted[t, :active])
+        low[t, :active] = xs
+        xs >>= emit.view(np.int8) << 4  # a lane that emitted its low 16 bits keeps the high ones
+        xs += xs // f[t, :active] * gain[t, :active] + c[t, :active]  # = (x // f) << 14 + x % f + cum
+    words = low[emitted] & 0xFFFF  # in the decoder's order: step by step, lane by lane
     return x.astype("<u4").tobytes() + words.astype("<u2").tobytes()
 
 

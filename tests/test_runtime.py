@@ -51,18 +51,23 @@ def test_alexnet_sparse_equals_dense(tmp_path, quantized10):
     np.testing.assert_array_equal(sparse.features[3].dense_weight().numpy(), quantized10["features.3.weight"].numpy())
 
 
-def test_layers_kept_whole_run_from_a_dense_layout(tmp_path):
-    """Unpruned layers are written in a dense layout (no index stream); the runtime builds them all the same."""
+@pytest.mark.parametrize(
+    "coder, sparse_kind, dense_kind", [("huffman", "sparse_huffman", "dense_huffman"), ("context", "sparse_ctx", "dense_ctx")]
+)
+def test_layers_kept_whole_run_from_a_dense_layout(tmp_path, coder, sparse_kind, dense_kind):
+    """Unpruned layers are written in a dense layout (no index stream), pruned ones sparse, by either coder;
+    the runtime builds them all from their nonzeros, never densifying the file's layers."""
     state = compress(
         random_model(num_classes=10, seed=2),
         pruning=PruneSpec(rates={"features.0.weight": 1.0, "classifier.*": 0.05}),
         quantization=QuantizeSpec(4, 3),
+        coder=coder,
     )
     path = tmp_path / "m.dcz"
     path.write_bytes(state.data)
     header = alexcompress.container.parse_header(state.data)
     kinds = {t.name: t.encoding for t in header.tensors}
-    assert kinds["features.0.weight"].startswith("dense_") and kinds["classifier.1.weight"].startswith("sparse_")
+    assert kinds["features.0.weight"] == dense_kind and kinds["classifier.1.weight"] == sparse_kind
     dense, sparse = alexcompress.load(path), alexcompress.load(path, sparse=True)
     assert isinstance(sparse.features[0], CodedConv) and not sparse.runtime_plan.dense
     np.testing.assert_array_equal(sparse.features[0].dense_weight().numpy(), dense.features[0].weight.detach().numpy())
