@@ -283,17 +283,17 @@ def decode_streams(streams: "list[tuple[bytes | memoryview, int, Model, int, str
         # per table index (offset + class << PRECISION | slot): the symbol, its frequency, slot - its
         # cumulative frequency, and the next symbol's table base (offset + its class << PRECISION)
         symbol_of = np.repeat(np.tile(np.arange(model.alphabet, dtype=np.int16), model.classes), flat)
-        cum = (np.cumsum(model.freqs, axis=1) - model.freqs).reshape(-1)
-        delta_of = np.tile(np.arange(TOTAL, dtype=np.int64), model.classes) - np.repeat(cum, flat)
-        next_base = offset + (model.class_of() << PRECISION)[symbol_of]
-        tables.append((symbol_of, np.repeat(flat, flat), delta_of, next_base, offset))
+        cum = (np.cumsum(model.freqs, axis=1) - model.freqs).reshape(-1).astype(np.int32)
+        delta_of = np.tile(np.arange(TOTAL, dtype=np.int32), model.classes) - np.repeat(cum, flat)
+        next_base = (offset + (model.class_of() << PRECISION)).astype(np.int32)[symbol_of]
+        tables.append((symbol_of, np.repeat(flat.astype(np.int32), flat), delta_of, next_base, offset))
         offset += model.classes * TOTAL
     symbol_of, freq_of, delta_of, next_base = (np.concatenate([t[k] for t in tables]) for k in range(4))
     length = np.concatenate(lengths) if lengths else np.zeros(0, dtype=np.int64)
     order = np.argsort(-length, kind="stable")  # lanes by length, longest first: the active ones a prefix
     length, lane_owner = length[order], np.concatenate(owner)[order]
     x = np.concatenate(states)[order]
-    i = np.array([tables[s][4] for s in lane_owner.tolist()], dtype=np.int64)  # each lane's class 0 first
+    i = np.array([tables[s][4] for s in lane_owner.tolist()], dtype=np.int32)  # each lane's class 0 first
     steps = int(length[0]) if length.size else 0
     active = np.searchsorted(-length, -np.arange(steps), side="left")  # lanes longer than step t
     mine = [lane_owner == s for s in range(len(streams))]

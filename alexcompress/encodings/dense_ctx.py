@@ -4,7 +4,7 @@ element's symbol, so runs of zeros and of same-signed weights cost what they car
 
 Sections, in order: codebook (k float32, strictly increasing, nonzero), value_model (classes over k + 1
 symbols, the last for zero), values (an rANS stream). Fields: nnz, codebook_size, value_classes, chunk,
-value_words. Lossless.
+value_model_bytes, value_words. Lossless.
 """
 
 from __future__ import annotations

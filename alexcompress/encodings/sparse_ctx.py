@@ -11,9 +11,9 @@ the gap width that make the tensor smallest, and the container keeps this encodi
 Huffman ones.
 
 Sections, in order: codebook (k float32, strictly increasing, nonzero), value_model (classes over k + 1
-symbols, the last the filler), gap_model (classes over 2**index_bits gap symbols), values, gaps (rANS
-streams). Fields: nnz, entries, index_bits, codebook_size, value_classes, gap_classes, chunk, value_words,
-gap_words. Lossless.
+symbols, the last the filler), gap_model (classes over 2**index_bits gap symbols), values (entries
+symbols), gaps (nnz symbols): rANS streams. Fields: nnz, entries, index_bits, codebook_size, value_classes,
+gap_classes, chunk, value_model_bytes, value_words, gap_model_bytes, gap_words. Lossless.
 """
 
 from __future__ import annotations
