@@ -9,7 +9,6 @@ value_model_bytes, value_words. Lossless.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -18,8 +17,9 @@ import numpy as np
 from .. import rans
 from ..errors import DczError
 from .base import EncodedTensor, LayerSummary, Plan, SectionReader, TensorEntry, field_int, numel_of
+from .dense_huffman import dense_summary, symbols_to_nonzeros
 from .sparse_ctx import CHUNK, model_section, stream_length, value_candidates
-from .sparse_huffman import MAX_CODEBOOK, Quantized, Streams, checked_codebook, fixed_code_bits, prepare, scatter
+from .sparse_huffman import MAX_CODEBOOK, Quantized, Streams, checked_codebook, prepare, scatter
 
 
 class DenseContext:
@@ -90,31 +90,13 @@ class DenseContext:
 
     def nonzeros(self, entry: TensorEntry, section: SectionReader) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(flattened positions as int32, codebook index of each, codebook), validated."""
-        streams = self.streams(entry, section)
-        kept = streams.codes != entry.codebook_size
-        positions = np.flatnonzero(kept).astype(np.int32 if entry.numel < 1 << 31 else np.int64)
-        if positions.size != entry.nnz:
-            raise DczError(f"tensor {entry.name}: decoded {positions.size} nonzeros, header declares {entry.nnz}")
-        return positions, streams.codes[kept], streams.codebook
+        return symbols_to_nonzeros(entry, self.streams(entry, section))
 
     def decode(self, entry: TensorEntry, section: SectionReader) -> np.ndarray:
         return scatter(entry, *self.nonzeros(entry, section))
 
     def summary(self, entry: TensorEntry) -> LayerSummary:
-        wbits = fixed_code_bits(entry.codebook_size)
-        fixed = fixed_code_bits(entry.codebook_size + (entry.nnz < entry.numel))
-        return LayerSummary(
-            weights=entry.numel,
-            nnz=entry.nnz,
-            entries=entry.numel,
-            codebook_size=entry.codebook_size,
-            index_bits=0,
-            weight_bits_fixed=wbits,
-            weight_bits_coded=8 * entry.section("values").length / entry.numel if entry.numel else 0.0,
-            index_bits_coded=0.0,
-            bytes_fixed=math.ceil(entry.numel * fixed / 8) + 4 * entry.codebook_size,
-            bytes_file=entry.nbytes,
-        )
+        return dense_summary(entry, 8 * entry.section("values").length)
 
 
 ENCODING = DenseContext()

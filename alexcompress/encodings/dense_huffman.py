@@ -74,31 +74,41 @@ class DenseHuffman:
 
     def nonzeros(self, entry: TensorEntry, section: SectionReader) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(flattened positions as int32, codebook index of each, codebook), validated."""
-        streams = self.streams(entry, section)
-        kept = streams.codes != entry.codebook_size
-        positions = np.flatnonzero(kept).astype(np.int32 if entry.numel < 1 << 31 else np.int64)
-        if positions.size != entry.nnz:
-            raise DczError(f"tensor {entry.name}: decoded {positions.size} nonzeros, header declares {entry.nnz}")
-        return positions, streams.codes[kept], streams.codebook
+        return symbols_to_nonzeros(entry, self.streams(entry, section))
 
     def decode(self, entry: TensorEntry, section: SectionReader) -> np.ndarray:
         return scatter(entry, *self.nonzeros(entry, section))
 
     def summary(self, entry: TensorEntry) -> LayerSummary:
-        wbits = fixed_code_bits(entry.codebook_size)  # the quantizer's width; at fixed width a zero symbol adds one
-        fixed = fixed_code_bits(entry.codebook_size + (entry.nnz < entry.numel))
-        return LayerSummary(
-            weights=entry.numel,
-            nnz=entry.nnz,
-            entries=entry.numel,
-            codebook_size=entry.codebook_size,
-            index_bits=0,
-            weight_bits_fixed=wbits,
-            weight_bits_coded=entry.code_bits / entry.numel if entry.numel else 0.0,
-            index_bits_coded=0.0,
-            bytes_fixed=math.ceil(entry.numel * fixed / 8) + 4 * entry.codebook_size,
-            bytes_file=entry.nbytes,
-        )
+        return dense_summary(entry, entry.code_bits)
+
+
+def symbols_to_nonzeros(entry: TensorEntry, streams: Streams) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A dense layout's decoded symbols (one per element, k for zero) as (positions, codebook index of each,
+    codebook), the count of nonzeros checked."""
+    kept = streams.codes != entry.codebook_size
+    positions = np.flatnonzero(kept).astype(np.int32 if entry.numel < 1 << 31 else np.int64)
+    if positions.size != entry.nnz:
+        raise DczError(f"tensor {entry.name}: decoded {positions.size} nonzeros, header declares {entry.nnz}")
+    return positions, streams.codes[kept], streams.codebook
+
+
+def dense_summary(entry: TensorEntry, code_bits: float) -> LayerSummary:
+    """Table 4's figures of a dense layout whose stream takes `code_bits` bits."""
+    wbits = fixed_code_bits(entry.codebook_size)  # the quantizer's width; at fixed width a zero symbol adds one
+    fixed = fixed_code_bits(entry.codebook_size + (entry.nnz < entry.numel))
+    return LayerSummary(
+        weights=entry.numel,
+        nnz=entry.nnz,
+        entries=entry.numel,
+        codebook_size=entry.codebook_size,
+        index_bits=0,
+        weight_bits_fixed=wbits,
+        weight_bits_coded=code_bits / entry.numel if entry.numel else 0.0,
+        index_bits_coded=0.0,
+        bytes_fixed=math.ceil(entry.numel * fixed / 8) + 4 * entry.codebook_size,
+        bytes_file=entry.nbytes,
+    )
 
 
 ENCODING = DenseHuffman()

@@ -18,7 +18,6 @@ gap_classes, chunk, value_model_bytes, value_words, gap_model_bytes, gap_words. 
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -26,9 +25,19 @@ import numpy as np
 
 from .. import rans
 from ..errors import DczError
-from ..sparse import MAX_INDEX_BITS, MIN_INDEX_BITS, positions_from_gaps, relative_gaps
+from ..sparse import MAX_INDEX_BITS, MIN_INDEX_BITS, relative_gaps
 from .base import EncodedTensor, LayerSummary, Plan, SectionReader, TensorEntry, field_int, numel_of
-from .sparse_huffman import MAX_CODEBOOK, Quantized, Streams, checked_codebook, choose_index_bits, fixed_code_bits, prepare, scatter
+from .sparse_huffman import (
+    MAX_CODEBOOK,
+    Quantized,
+    Streams,
+    checked_codebook,
+    choose_index_bits,
+    entries_to_nonzeros,
+    prepare,
+    scatter,
+    sparse_summary,
+)
 
 #: symbols per lane: a stream of n symbols is coded in ceil(n / CHUNK) lanes of CHUNK steps at most
 CHUNK = rans.MAX_CHUNK
@@ -213,36 +222,13 @@ class SparseContext:
 
     def nonzeros(self, entry: TensorEntry, section: SectionReader) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(flattened positions as int32, codebook index of each, codebook), validated."""
-        where = f"tensor {entry.name}"
-        streams = self.streams(entry, section)  # checks the count of nonzeros
-        symbols = streams.codes
-        filler = symbols == entry.codebook_size
-        if entry.entries and filler[-1]:
-            raise DczError(f"{where}: the entry stream ends with a filler")
-        last = int(np.sum(streams.gaps, dtype=np.int64)) + streams.gaps.size - 1
-        if last >= entry.numel:
-            raise DczError(f"{where}: a gap places a weight at position {last}, outside the tensor of {entry.numel}")
-        positions = positions_from_gaps(streams.gaps, filler, dtype=np.int32 if entry.numel < 1 << 31 else np.int64)
-        return positions, symbols[~filler], streams.codebook
+        return entries_to_nonzeros(entry, self.streams(entry, section))
 
     def decode(self, entry: TensorEntry, section: SectionReader) -> np.ndarray:
         return scatter(entry, *self.nonzeros(entry, section))
 
     def summary(self, entry: TensorEntry) -> LayerSummary:
-        wbits = fixed_code_bits(entry.codebook_size)
-        per_entry = 8 / entry.entries if entry.entries else 0.0
-        return LayerSummary(
-            weights=entry.numel,
-            nnz=entry.nnz,
-            entries=entry.entries,
-            codebook_size=entry.codebook_size,
-            index_bits=entry.index_bits,
-            weight_bits_fixed=wbits,
-            weight_bits_coded=entry.section("values").length * per_entry,
-            index_bits_coded=entry.section("gaps").length * per_entry,
-            bytes_fixed=math.ceil(entry.entries * (wbits + entry.index_bits) / 8) + 4 * entry.codebook_size,
-            bytes_file=entry.nbytes,
-        )
+        return sparse_summary(entry, 8 * entry.section("values").length, 8 * entry.section("gaps").length)
 
 
 ENCODING = SparseContext()

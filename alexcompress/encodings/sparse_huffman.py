@@ -203,40 +203,50 @@ class SparseHuffman:
     def nonzeros(self, entry: TensorEntry, section: SectionReader) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(flattened positions as int32, codebook index of each, codebook): the tensor without its zeros,
         validated - what both the dense decoder and the sparse runtime build from."""
-        where = f"tensor {entry.name}"
-        streams = self.streams(entry, section)
-        symbols = streams.codes
-        filler = symbols == entry.codebook_size
-        real = entry.entries - int(np.count_nonzero(filler))
-        if real != entry.nnz:
-            raise DczError(f"{where}: decoded {real} nonzeros, header declares {entry.nnz}")
-        if entry.entries and filler[-1]:
-            raise DczError(f"{where}: the entry stream ends with a filler")
-        last = int(np.sum(streams.gaps, dtype=np.int64)) + streams.gaps.size - 1  # the last entry's position
-        if last >= entry.numel:
-            raise DczError(f"{where}: a gap places a weight at position {last}, outside the tensor of {entry.numel}")
-        # checked above: every partial sum is below numel, which the container keeps under 2**31
-        positions = positions_from_gaps(streams.gaps, filler, dtype=np.int32 if entry.numel < 1 << 31 else np.int64)
-        return positions, symbols[~filler], streams.codebook
+        return entries_to_nonzeros(entry, self.streams(entry, section))
 
     def decode(self, entry: TensorEntry, section: SectionReader) -> np.ndarray:
         return scatter(entry, *self.nonzeros(entry, section))
 
     def summary(self, entry: TensorEntry) -> LayerSummary:
-        wbits = fixed_code_bits(entry.codebook_size)
-        per_entry = 1 / entry.entries if entry.entries else 0.0
-        return LayerSummary(
-            weights=entry.numel,
-            nnz=entry.nnz,
-            entries=entry.entries,
-            codebook_size=entry.codebook_size,
-            index_bits=entry.index_bits,
-            weight_bits_fixed=wbits,
-            weight_bits_coded=entry.code_bits * per_entry,
-            index_bits_coded=entry.gap_bits * per_entry,
-            bytes_fixed=math.ceil(entry.entries * (wbits + entry.index_bits) / 8) + 4 * entry.codebook_size,
-            bytes_file=entry.nbytes,
-        )
+        return sparse_summary(entry, entry.code_bits, entry.gap_bits)
+
+
+def entries_to_nonzeros(entry: TensorEntry, streams: Streams) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A sparse layout's decoded entries (weight symbols with fillers, gap symbols) as (positions, codebook
+    index of each, codebook), every rule of the layout checked."""
+    where = f"tensor {entry.name}"
+    symbols = streams.codes
+    filler = symbols == entry.codebook_size
+    real = entry.entries - int(np.count_nonzero(filler))
+    if real != entry.nnz:
+        raise DczError(f"{where}: decoded {real} nonzeros, header declares {entry.nnz}")
+    if entry.entries and filler[-1]:
+        raise DczError(f"{where}: the entry stream ends with a filler")
+    last = int(np.sum(streams.gaps, dtype=np.int64)) + streams.gaps.size - 1  # the last entry's position
+    if last >= entry.numel:
+        raise DczError(f"{where}: a gap places a weight at position {last}, outside the tensor of {entry.numel}")
+    # checked above: every partial sum is below numel, which the container keeps under 2**31
+    positions = positions_from_gaps(streams.gaps, filler, dtype=np.int32 if entry.numel < 1 << 31 else np.int64)
+    return positions, symbols[~filler], streams.codebook
+
+
+def sparse_summary(entry: TensorEntry, code_bits: float, gap_bits: float) -> LayerSummary:
+    """Table 4's figures of a sparse layout whose two streams take these many bits."""
+    wbits = fixed_code_bits(entry.codebook_size)
+    per_entry = 1 / entry.entries if entry.entries else 0.0
+    return LayerSummary(
+        weights=entry.numel,
+        nnz=entry.nnz,
+        entries=entry.entries,
+        codebook_size=entry.codebook_size,
+        index_bits=entry.index_bits,
+        weight_bits_fixed=wbits,
+        weight_bits_coded=code_bits * per_entry,
+        index_bits_coded=gap_bits * per_entry,
+        bytes_fixed=math.ceil(entry.entries * (wbits + entry.index_bits) / 8) + 4 * entry.codebook_size,
+        bytes_file=entry.nbytes,
+    )
 
 
 ENCODING = SparseHuffman()
