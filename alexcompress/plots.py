@@ -101,7 +101,7 @@ def bytes_figure(out: Path, header: DczHeader) -> Path:
     sparse = _coded(header)
     names = {t.name: display_name(header.arch, t.name) for t in sparse}
     labels = [names[t.name] for t in sparse] + ["raw tensors", "header"]
-    kinds = {"codes": "weight codes", "gaps": "index gaps", "codebook": "codebooks", "tables": "code-length tables"}
+    kinds = {"codes": "weight codes", "gaps": "index gaps", "codebook": "codebooks", "tables": "code tables"}
     stacks = {label: np.zeros(len(labels)) for label in kinds.values()}
     stacks["raw (biases, buffers)"] = np.zeros(len(labels))
     stacks["preamble + header"] = np.zeros(len(labels))

@@ -172,10 +172,10 @@ def bytes_table(header: DczHeader) -> Table:
     table.add_column("bytes", justify="right")
     table.add_column("share", justify="right")
     for label, value in (
-        ("weight codes (Huffman)", parts.codes),
-        ("index gaps (Huffman)", parts.gaps),
+        ("weight codes (entropy-coded)", parts.codes),
+        ("index gaps (entropy-coded)", parts.gaps),
         ("codebooks (float32)", parts.codebooks),
-        ("code-length tables", parts.code_tables),
+        ("code tables (Huffman lengths, rANS models)", parts.code_tables),
         ("raw tensors (biases, ...)", parts.raw),
         ("preamble + header", parts.header),
     ):
