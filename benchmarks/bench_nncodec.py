@@ -16,8 +16,10 @@ Per coded layer, both coders get the same symbols: NNCodec's levels are centroid
 quantization of its own, the best of several `cabac_unary_length` and row-skip settings per layer; every
 stream is decoded and checked. Ours: the layer's sections in the `.dcz` that `encode` writes (default coder,
 and `--coder huffman` for the paper's), codebook excluded on both sides (both store the same k floats).
-Positions: our gap sections (gaps and their tables; none for a layer stored dense); NNCodec's, the same
-layer coded with every nonzero level set to 1 (its significance map). Values = total - positions.
+Positions: our gap sections (gaps and their tables; none for a layer stored dense) and what the filler
+entries cost in the weight-symbol stream (their ideal code lengths: fillers carry position, not value);
+NNCodec's, the same layer coded with every nonzero level set to 1 (its significance map). Values = total -
+positions.
 
 NNCodec 2.1.3 is built from PyPI into its own venv (`--nncodec-venv`, made on first use): only its C++
 DeepCABAC extension is used, so it is installed with `--no-deps` beside `numpy<2` (its pin); its other
@@ -81,7 +83,7 @@ def ours(dcz: Path) -> tuple[dict, float, float]:
         roles = CODED_ENCODINGS[entry.encoding].section_roles
         sizes = {s.kind: s.length for s in entry.sections}
         total = sum(v for k, v in sizes.items() if roles[k] != "codebook")
-        positions = sum(v for k, v in sizes.items() if k.startswith("gap"))
+        positions = sum(v for k, v in sizes.items() if k.startswith("gap")) + filler_bytes(header, data, entry)
         out[entry.name] = {"bytes": total, "positions_bytes": positions, "encoding": entry.encoding}
     times = []
     for _ in range(3):
@@ -89,6 +91,28 @@ def ours(dcz: Path) -> tuple[dict, float, float]:
         decode_arrays(data)
         times.append(time.perf_counter() - start)
     return out, float(np.median(times)), header.file_size
+
+
+def filler_bytes(header, data: bytes, entry) -> float:
+    """What a sparse layout's filler entries cost in its weight-symbol stream: position information, charged
+    to positions (their ideal code lengths under the file's own model or Huffman table)."""
+    from alexcompress import rans
+    from alexcompress.container import section_reader, streams_of
+
+    if entry.encoding not in ("sparse_ctx", "sparse_huffman"):
+        return 0.0
+    codes = np.asarray(streams_of(header, data, entry).codes, dtype=np.int64)
+    filler = codes == entry.codebook_size
+    if entry.encoding == "sparse_huffman":
+        lengths = np.frombuffer(section_reader(header, data, entry)("code_lengths"), dtype=np.uint8)
+        return float(lengths[entry.codebook_size]) * int(filler.sum()) / 8
+    section = section_reader(header, data, entry)
+    model = rans.Model.from_bytes(section("value_model"), entry.value_classes, entry.codebook_size + 1, "values")
+    previous = np.empty_like(codes)
+    previous[1:] = codes[:-1]
+    previous[:: entry.chunk] = 0
+    freq = model.freqs[model.class_of()[previous], codes]
+    return float((rans.PRECISION - np.log2(freq[filler])).sum()) / 8
 
 
 def encode_seconds(quantized: Path, coder: str) -> float:

@@ -74,7 +74,8 @@ def _make_files(root: Path) -> None:
     (root / "existing.pt").write_bytes(b"keep me")
     (root / "empty_dir").mkdir()
     runner = CliRunner()
-    runner.invoke(app, ["compress", "alexnet.pt", "-o", "good.dcz", "--sparsity", "0.9", "--bits", "5", "-q"])
+    runner.invoke(app, ["compress", "alexnet.pt", "-o", "good.dcz", "--sparsity", "0.9", "--bits", "5", "--coder", "huffman", "-q"])
+    runner.invoke(app, ["compress", "alexnet.pt", "-o", "rans.dcz", "--sparsity", "0.9", "--bits", "5", "--coder", "context", "-q"])
     good = (root / "good.dcz").read_bytes()
     flipped = bytearray(good)
     flipped[len(flipped) // 2] ^= 0x10
@@ -100,6 +101,7 @@ def _make_files(root: Path) -> None:
 
     for name, mutate in (("bomb.dcz", bomb), ("nnz.dcz", huge_nnz), ("gaps.dcz", corrupt_gaps), ("kraft.dcz", kraft)):
         (root / name).write_bytes(_resign(good, mutate))
+    (root / "rans_gaps.dcz").write_bytes(_resign((root / "rans.dcz").read_bytes(), corrupt_gaps))
     torch.save(random_model("alexnet", num_classes=10, seed=1), root / "unquantized.pt")
     from PIL import Image
 
@@ -201,6 +203,7 @@ CASES = [
     (".dcz header declaring more nonzeros than elements", "decode nnz.dcz -o nnz.pt"),
     (".dcz with a damaged gap stream (CRCs valid)", "decode gaps.dcz -o gaps.pt"),
     (".dcz with an over-full code table (CRCs valid)", "decode kraft.dcz -o kraft.pt"),
+    (".dcz with a damaged rANS gap stream (CRCs valid)", "decode rans_gaps.dcz -o rans_gaps.pt"),
     ("eval on a directory that does not exist", "eval random:0:10 --data nope"),
     ("eval on a directory with no class folders", "eval random:0:10 --data empty_dir"),
     ("--resume without a checkpoint", "prune alexnet.pt -o r.pt --data empty_dir --resume"),

@@ -18,6 +18,7 @@ gap_classes, chunk, value_model_bytes, value_words, gap_model_bytes, gap_words. 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -25,14 +26,13 @@ import numpy as np
 
 from .. import rans
 from ..errors import DczError
-from ..sparse import MAX_INDEX_BITS, MIN_INDEX_BITS, relative_gaps
+from ..sparse import MAX_INDEX_BITS, MIN_INDEX_BITS, gap_histogram, relative_gaps, stream_histograms
 from .base import EncodedTensor, LayerSummary, Plan, SectionReader, TensorEntry, field_int, numel_of
 from .sparse_huffman import (
     MAX_CODEBOOK,
     Quantized,
     Streams,
     checked_codebook,
-    choose_index_bits,
     entries_to_nonzeros,
     prepare,
     scatter,
@@ -66,6 +66,27 @@ def gap_candidates(counts: np.ndarray) -> list[list[int]]:
     for parts in (2, 4, 8):
         out.append(rans.mass_boundaries(counts, 0, size, parts))
     return out
+
+
+def entropy_width(positions: np.ndarray, code_counts: np.ndarray) -> int:
+    """The gap width at which this layout's two streams have the least memoryless entropy (fillers' gaps not
+    coded), from histograms alone: where the search for the best width starts."""
+    if positions.size == 0:
+        return MIN_INDEX_BITS
+    gap_values, gap_counts = gap_histogram(positions)
+    best, best_bits = MIN_INDEX_BITS, math.inf
+    for width in range(MIN_INDEX_BITS, MAX_INDEX_BITS + 1):
+        gap_hist, n_fillers = stream_histograms(gap_values, gap_counts, width)
+        gap_hist[-1] -= n_fillers  # a filler's gap is implied
+        bits = _entropy_bits(gap_hist) + _entropy_bits(np.append(code_counts, n_fillers)) + 10 * ((1 << width) + code_counts.size)
+        if bits < best_bits:
+            best, best_bits = width, bits
+    return best
+
+
+def _entropy_bits(histogram: np.ndarray) -> float:
+    used = histogram[histogram > 0].astype(np.float64)
+    return float((used * np.log2(used.sum() / used)).sum()) if used.size else 0.0
 
 
 def model_section(section: SectionReader, kind: str, classes: int, alphabet: int, where: str) -> rans.Model:
@@ -145,8 +166,8 @@ class SparseContext:
         k = codebook.size
         if index_bits is not None and not MIN_INDEX_BITS <= index_bits <= MAX_INDEX_BITS:
             raise DczError(f"index bits must be between {MIN_INDEX_BITS} and {MAX_INDEX_BITS}, got {index_bits}")
-        if index_bits is None:  # from Huffman's best width down (fillers cost less here) while it shrinks
-            start = choose_index_bits(positions, np.bincount(codes, minlength=k))
+        if index_bits is None:  # from the best width by memoryless entropy, each way while the size shrinks
+            start = entropy_width(positions, np.bincount(codes, minlength=k))
             best = self._plan(codebook, codes, positions, start)
             for step in (-1, 1):
                 width = start + step
