@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import struct
 import zlib
+from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -275,6 +276,28 @@ def decode_tensor(header: DczHeader, data: bytes | memoryview, entry: TensorEntr
     return get_encoding(entry.encoding).decode(entry, section_reader(header, data, entry))
 
 
+def decode_tensors(header: DczHeader, data: bytes | memoryview) -> "OrderedDict[str, np.ndarray]":
+    """Every tensor as a numpy array, in file order. Tensors whose encoding defers to rANS streams
+    (`Deferred`) are decoded together: all their streams advance in one vectorised loop."""
+    from . import rans
+
+    done: dict[str, np.ndarray] = {}
+    deferred = []
+    for entry in header.tensors:
+        coder = get_encoding(entry.encoding)
+        defer = getattr(coder, "defer", None)
+        if defer is None:
+            done[entry.name] = coder.decode(entry, section_reader(header, data, entry))
+        else:
+            deferred.append((entry.name, defer(entry, section_reader(header, data, entry))))
+    symbols = rans.decode_streams([spec for _, plan in deferred for spec in plan.streams])
+    first = 0
+    for name, plan in deferred:
+        done[name] = plan.finish(symbols[first : first + len(plan.streams)])
+        first += len(plan.streams)
+    return OrderedDict((entry.name, done[entry.name]) for entry in header.tensors)
+
+
 def streams_of(header: DczHeader, data: bytes | memoryview, entry: TensorEntry) -> Any:
     """The decoded streams of a coded tensor (codebook, codes, gaps, code lengths), or None for an
     encoding that has none (`raw`)."""
@@ -286,4 +309,4 @@ def streams_of(header: DczHeader, data: bytes | memoryview, entry: TensorEntry) 
 def read_dcz(data: bytes | memoryview) -> tuple[DczHeader, dict[str, np.ndarray]]:
     """Parse and fully decode a `.dcz` file image: (header, tensors by name, in file order)."""
     header = parse_header(data)
-    return header, {entry.name: decode_tensor(header, data, entry) for entry in header.tensors}
+    return header, dict(decode_tensors(header, data))

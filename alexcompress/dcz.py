@@ -17,7 +17,7 @@ import numpy as np
 
 from . import __version__
 from .archs import NONE, get_arch, layer_keys
-from .container import DczHeader, decode_tensor, parse_header, write_dcz
+from .container import DczHeader, decode_tensors, parse_header, write_dcz
 from .encodings import STORED, encode_coded, get_encoding
 from .errors import DczError, ModelError
 from .models import as_numpy, c_contiguous, match_arch, num_classes_of, torch_state
@@ -98,7 +98,7 @@ def checked_header(data: "bytes | memoryview") -> DczHeader:
 def decode_arrays(data: "bytes | memoryview") -> tuple["OrderedDict[str, np.ndarray]", str]:
     """A `.dcz` file image as (numpy state dict, architecture), without importing torch."""
     header = checked_header(data)
-    return OrderedDict((entry.name, decode_tensor(header, data, entry)) for entry in header.tensors), header.arch
+    return decode_tensors(header, data), header.arch
 
 
 def decode(data: "bytes | memoryview") -> tuple["OrderedDict[str, torch.Tensor]", str]:

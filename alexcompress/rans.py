@@ -29,6 +29,7 @@ PRECISION = 14  # frequencies of one context sum to 2**PRECISION
 TOTAL = 1 << PRECISION
 STATE_LOW = 1 << 16  # lane states live in [STATE_LOW, 2**32)
 MAX_CHUNK = 4096  # steps per stream: what bounds a decoder's Python-level work
+LANE_BYTES = 6  # a lane's u32 state and u16 word count
 MAX_CLASSES = 64  # context classes of one model: bounds a decoder's tables to 64 x 2**14 entries
 
 
@@ -192,7 +193,7 @@ def choose(joint: np.ndarray, candidates: "list[list[int]]", n: int, chunk: int)
 
 def estimated_bytes(bits: float, n: int, chunk: int) -> int:
     """A coded stream's size from its information content: lane states plus whole 16-bit words."""
-    return 4 * lanes(n, chunk) + 2 * int(np.ceil(bits / 16))
+    return LANE_BYTES * lanes(n, chunk) + 2 * int(np.ceil(bits / 16))
 
 
 def mass_boundaries(counts: np.ndarray, start: int, stop: int, parts: int) -> list[int]:
@@ -216,6 +217,16 @@ def mass_boundaries(counts: np.ndarray, start: int, stop: int, parts: int) -> li
 
 def lanes(n: int, chunk: int) -> int:
     return -(-n // chunk) if n else 0
+
+
+def stream_length(n: int, chunk: int, words: int) -> int:
+    """The bytes of a coded stream of n symbols holding `words` 16-bit words."""
+    return LANE_BYTES * lanes(n, chunk) + 2 * words
+
+
+def words_of(stream: bytes, n: int, chunk: int) -> int:
+    """How many 16-bit words a coded stream of n symbols holds."""
+    return (len(stream) - LANE_BYTES * lanes(n, chunk)) // 2
 
 
 def encode(symbols: np.ndarray, model: Model, chunk: int) -> bytes:
@@ -251,8 +262,9 @@ def encode(symbols: np.ndarray, model: Model, chunk: int) -> bytes:
         low[t, :active] = xs
         xs >>= emit.view(np.int8) << 4  # a lane that emitted its low 16 bits keeps the high ones
         xs += xs // f[t, :active] * gain[t, :active] + c[t, :active]  # = (x // f) << 14 + x % f + cum
-    words = low[emitted] & 0xFFFF  # in the decoder's order: step by step, lane by lane
-    return x.astype("<u4").tobytes() + words.astype("<u2").tobytes()
+    counts = emitted.sum(axis=0)  # words per lane
+    words = low.T[emitted.T] & 0xFFFF  # lane by lane, each in the order its decoder reads them
+    return x.astype("<u4").tobytes() + counts.astype("<u2").tobytes() + words.astype("<u2").tobytes()
 
 
 def decode(data: "bytes | memoryview", n: int, model: Model, chunk: int, what: str) -> np.ndarray:
@@ -262,23 +274,29 @@ def decode(data: "bytes | memoryview", n: int, model: Model, chunk: int, what: s
 
 def decode_streams(streams: "list[tuple[bytes | memoryview, int, Model, int, str]]") -> list[np.ndarray]:
     """Several coded streams (data, n, model, chunk, what) decoded side by side, their lanes advancing in the
-    same steps: the Python-level work is that of the longest lane, not of every stream. Allocates 4 bytes
-    per symbol plus the models' tables (at most MAX_CLASSES x TOTAL entries each), whatever the data hold."""
-    states, words, lengths, owner, tables = [], [], [], [], []
+    same steps: the Python-level work is that of the longest lane, however many streams. Each lane reads its
+    own words, so a step is the same few numpy operations for any number of lanes. Allocates 8 bytes per
+    symbol plus the models' tables (at most MAX_CLASSES x TOTAL entries each), whatever the data hold."""
+    states, counts, words, lengths, bases, owners, tables = [], [], [], [], [], [], []
     offset = 0
-    for s, (data, n, model, chunk, what) in enumerate(streams):
+    for number, (data, n, model, chunk, what) in enumerate(streams):
         width = lanes(n, chunk)
         if n == 0 and len(data):
             raise DczError(f"{what}: {len(data)} bytes present for an empty stream")
-        if len(data) < 4 * width or (len(data) - 4 * width) % 2:
-            raise DczError(f"{what}: {len(data)} bytes cannot hold {width} lane states and 16-bit words")
+        if len(data) < 6 * width or len(data) % 2:
+            raise DczError(f"{what}: {len(data)} bytes cannot hold {width} lane states, word counts and 16-bit words")
         x = np.frombuffer(data, dtype="<u4", count=width).astype(np.int64)
         if (x < STATE_LOW).any():
             raise DczError(f"{what}: a lane starts in a state below {STATE_LOW}")
+        count = np.frombuffer(data, dtype="<u2", count=width, offset=4 * width).astype(np.int64)
+        if int(count.sum()) != (len(data) - 6 * width) // 2:
+            raise DczError(f"{what}: the lanes' word counts do not add up to the words the stream holds")
         states.append(x)
-        words.append(np.frombuffer(data, dtype="<u2", offset=4 * width))
+        counts.append(count)
+        words.append(np.frombuffer(data, dtype="<u2", offset=6 * width))
         lengths.append(np.minimum(chunk, n - chunk * np.arange(width)))
-        owner.append(np.full(width, s))
+        bases.append(np.full(width, offset))
+        owners.append(np.full(width, number))
         flat = model.freqs.reshape(-1)
         # per table index (offset + class << PRECISION | slot): the symbol, its frequency, slot - its
         # cumulative frequency, and the next symbol's table base (offset + its class << PRECISION)
@@ -286,42 +304,46 @@ def decode_streams(streams: "list[tuple[bytes | memoryview, int, Model, int, str
         cum = (np.cumsum(model.freqs, axis=1) - model.freqs).reshape(-1).astype(np.int32)
         delta_of = np.tile(np.arange(TOTAL, dtype=np.int32), model.classes) - np.repeat(cum, flat)
         next_base = (offset + (model.class_of() << PRECISION)).astype(np.int32)[symbol_of]
-        tables.append((symbol_of, np.repeat(flat.astype(np.int32), flat), delta_of, next_base, offset))
+        tables.append((symbol_of, np.repeat(flat.astype(np.int32), flat), delta_of, next_base))
         offset += model.classes * TOTAL
+    if not streams:
+        return []
     symbol_of, freq_of, delta_of, next_base = (np.concatenate([t[k] for t in tables]) for k in range(4))
-    length = np.concatenate(lengths) if lengths else np.zeros(0, dtype=np.int64)
+    count = np.concatenate(counts)
+    end = np.cumsum(count)  # one past each lane's last word, in all the streams' words end to end
+    pointer = end - count
+    all_words = np.concatenate(words)
+    length = np.concatenate(lengths)
     order = np.argsort(-length, kind="stable")  # lanes by length, longest first: the active ones a prefix
-    length, lane_owner = length[order], np.concatenate(owner)[order]
-    x = np.concatenate(states)[order]
-    i = np.array([tables[s][4] for s in lane_owner.tolist()], dtype=np.int32)  # each lane's class 0 first
+    length, x, pointer, i = length[order], np.concatenate(states)[order], pointer[order], np.concatenate(bases)[order]
     steps = int(length[0]) if length.size else 0
     active = np.searchsorted(-length, -np.arange(steps), side="left")  # lanes longer than step t
-    mine = [lane_owner == s for s in range(len(streams))]
-    read = [0] * len(streams)
-    record = np.empty((steps, length.size), dtype=np.int32)
-    for t in range(steps):
-        a = int(active[t])
-        xs = x[:a]
-        i = i[:a] | (xs & (TOTAL - 1))
-        xs = freq_of[i] * (xs >> PRECISION) + delta_of[i]
-        need = xs < STATE_LOW
-        if need.any():
-            for s, lanes_of in enumerate(mine):
-                wanted = need & lanes_of[:a] if len(mine) > 1 else need
-                count = int(np.count_nonzero(wanted))
-                if count:
-                    if read[s] + count > words[s].size:
-                        raise DczError(f"{streams[s][4]}: the stream ends before its last symbol")
-                    xs[wanted] = (xs[wanted] << 16) | words[s][read[s] : read[s] + count]
-                    read[s] += count
-        x[:a] = xs
-        record[t, :a] = i
-        i = next_base[i]
-    out = []
-    for s, (_, n, _, chunk, what) in enumerate(streams):
-        if read[s] != words[s].size or (x[mine[s]] != STATE_LOW).any():
-            raise DczError(f"{what}: corrupt rANS stream (the lanes do not end where the encoder began)")
-        columns = np.flatnonzero(mine[s])  # its lanes, in lane order (the sort was stable)
+    record = np.empty((steps, length.size), dtype=np.int64)  # each symbol's table index
+    work = np.empty(length.size, dtype=np.int64)
+    for t, a in enumerate(active.tolist()):
+        xs, index, scratch = x[:a], record[t, :a], work[:a]
+        np.bitwise_and(xs, TOTAL - 1, out=index)
+        index |= i[:a]  # this step's table index: the lane's class base | its slot
+        np.right_shift(xs, PRECISION, out=scratch)
+        scratch *= freq_of[index]
+        np.add(scratch, delta_of[index], out=xs)
+        need = np.flatnonzero(xs < STATE_LOW)
+        if need.size:  # a lane past its own words reads a neighbour's (clipped at the end): caught below
+            at = pointer[need]
+            xs[need] = (xs[need] << 16) | all_words.take(at, mode="clip")
+            pointer[need] = at + 1
+        i = next_base[index]
+    bad = np.flatnonzero((x != STATE_LOW) | (pointer != end[order]))
+    if bad.size:
+        what = streams[int(np.concatenate(owners)[order][bad[0]])][4]
+        raise DczError(f"{what}: corrupt rANS stream (the lanes do not end where the encoder began)")
+    out, first = [], 0
+    rank = np.empty_like(order)
+    rank[order] = np.arange(order.size)  # where each lane went in the sort
+    for data, n, model, chunk, what in streams:
+        width = lanes(n, chunk)
+        columns = rank[first : first + width]
+        first += width
         by_lane = record[: min(chunk, n), columns].T  # past a short last lane's end: never read (cut at n)
         out.append(symbol_of[by_lane.reshape(-1)[:n]])
     return out

@@ -14,7 +14,7 @@ import numpy as np
 
 from ..errors import DczError
 from . import dense_ctx, dense_huffman, raw, sparse_ctx, sparse_huffman
-from .base import DTYPES, CodedEncoding, EncodedTensor, LayerSummary, Section, SectionReader, TensorEncoding, TensorEntry
+from .base import DTYPES, CodedEncoding, Deferred, EncodedTensor, LayerSummary, Section, SectionReader, TensorEncoding, TensorEntry
 
 ENCODINGS: dict[str, TensorEncoding] = {
     raw.ENCODING.name: raw.ENCODING,
@@ -53,7 +53,7 @@ def encode_coded(name: str, array: np.ndarray, index_bits: int | None = None, co
 
     >>> whole = np.tile(np.float32([-1, 1, 2, 3]), 64)
     >>> [(e.entry.encoding, sum(map(len, e.payloads))) for e in (encode_coded("w", whole), encode_coded("w", whole, coder="huffman"))]
-    [('dense_ctx', 54), ('dense_huffman', 85)]
+    [('dense_ctx', 56), ('dense_huffman', 85)]
     >>> encode_coded("w", whole, index_bits=4, coder="huffman").entry.encoding
     'sparse_huffman'
     """
@@ -95,6 +95,7 @@ __all__ = [
     "CODED",
     "CODERS",
     "CodedEncoding",
+    "Deferred",
     "DTYPES",
     "ENCODINGS",
     "STORED",

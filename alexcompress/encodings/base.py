@@ -82,6 +82,16 @@ class Plan:
 
 
 @dataclass(frozen=True)
+class Deferred:
+    """A tensor whose decoding waits for its rANS streams (`rans.decode_streams`' (bytes, symbols, model,
+    chunk, what) each), so that the container decodes every such stream of a file in one vectorised loop;
+    `finish` turns their symbols into the tensor."""
+
+    streams: list[tuple[Any, ...]]
+    finish: Callable[[list[np.ndarray]], np.ndarray]
+
+
+@dataclass(frozen=True)
 class LayerSummary:
     """One coded layer as in the paper's Table 4 (everything from the header, nothing decoded)."""
 

@@ -16,9 +16,9 @@ import numpy as np
 
 from .. import rans
 from ..errors import DczError
-from .base import EncodedTensor, LayerSummary, Plan, SectionReader, TensorEntry, field_int, numel_of
+from .base import Deferred, EncodedTensor, LayerSummary, Plan, SectionReader, TensorEntry, field_int, numel_of
 from .dense_huffman import dense_summary, symbols_to_nonzeros
-from .sparse_ctx import CHUNK, model_section, stream_length, value_candidates
+from .sparse_ctx import CHUNK, model_section, value_candidates
 from .sparse_huffman import MAX_CODEBOOK, Quantized, Streams, checked_codebook, prepare, scatter
 
 
@@ -45,7 +45,7 @@ class DenseContext:
         lengths = {
             "codebook": 4 * k,
             "value_model": value_model_bytes,
-            "values": stream_length(numel, chunk, value_words),
+            "values": rans.stream_length(numel, chunk, value_words),
         }
         return fields, lengths
 
@@ -64,7 +64,7 @@ class DenseContext:
 
         def write() -> EncodedTensor:
             values = rans.encode(symbols, model, CHUNK)
-            words = (len(values) - 4 * rans.lanes(size, CHUNK)) // 2
+            words = rans.words_of(values, size, CHUNK)
             table = model.to_bytes()
             params = dict(
                 nnz=int(positions.size),
@@ -79,12 +79,23 @@ class DenseContext:
 
         return Plan(4 * k + estimate, write)
 
+    def defer(self, entry: TensorEntry, section: SectionReader) -> Deferred:
+        """The tensor's stream, its table checked, and what makes the tensor of its symbols."""
+        codebook, spec = self._spec(entry, section)
+        return Deferred([spec], lambda decoded: scatter(entry, *symbols_to_nonzeros(entry, self._assemble(codebook, decoded[0]))))
+
     def streams(self, entry: TensorEntry, section: SectionReader) -> Streams:
         """The symbol stream decoded (every element's symbol; k is zero); no gap stream, no code lengths."""
+        codebook, spec = self._spec(entry, section)
+        return self._assemble(codebook, rans.decode_streams([spec])[0])
+
+    def _spec(self, entry: TensorEntry, section: SectionReader) -> tuple[np.ndarray, tuple[Any, ...]]:
         where = f"tensor {entry.name}"
         codebook = checked_codebook(section, where)
         model = model_section(section, "value_model", entry.value_classes, entry.codebook_size + 1, where)
-        codes = rans.decode(section("values"), entry.numel, model, entry.chunk, f"{where} section values")
+        return codebook, (section("values"), entry.numel, model, entry.chunk, f"{where} section values")
+
+    def _assemble(self, codebook: np.ndarray, codes: np.ndarray) -> Streams:
         none = np.zeros(0, dtype=np.uint8)
         return Streams(codebook, none, none, codes, none.astype(codes.dtype), extra_symbol="zero")
 

@@ -27,7 +27,7 @@ import numpy as np
 from .. import rans
 from ..errors import DczError
 from ..sparse import MAX_INDEX_BITS, MIN_INDEX_BITS, gap_histogram, relative_gaps, stream_histograms
-from .base import EncodedTensor, LayerSummary, Plan, SectionReader, TensorEntry, field_int, numel_of
+from .base import Deferred, EncodedTensor, LayerSummary, Plan, SectionReader, TensorEntry, field_int, numel_of
 from .sparse_huffman import (
     MAX_CODEBOOK,
     Quantized,
@@ -93,10 +93,6 @@ def model_section(section: SectionReader, kind: str, classes: int, alphabet: int
     return rans.Model.from_bytes(section(kind), classes, alphabet, f"{where} section {kind}")
 
 
-def stream_length(n: int, chunk: int, words: int) -> int:
-    return 4 * rans.lanes(n, chunk) + 2 * words
-
-
 class SparseContext:
     name = "sparse_ctx"
     dense = False
@@ -148,8 +144,8 @@ class SparseContext:
             "codebook": 4 * k,
             "value_model": value_model_bytes,
             "gap_model": gap_model_bytes,
-            "values": stream_length(entries, chunk, value_words),
-            "gaps": stream_length(nnz, chunk, gap_words),
+            "values": rans.stream_length(entries, chunk, value_words),
+            "gaps": rans.stream_length(nnz, chunk, gap_words),
         }
         return fields, lengths
 
@@ -185,7 +181,6 @@ class SparseContext:
         def write() -> EncodedTensor:
             values = rans.encode(symbols, value_model, CHUNK)
             gap_stream = rans.encode(gaps, gap_model, CHUNK)
-            lane_bytes, gap_lane_bytes = 4 * rans.lanes(symbols.size, CHUNK), 4 * rans.lanes(gaps.size, CHUNK)
             value_table, gap_table = value_model.to_bytes(), gap_model.to_bytes()
             payloads = [codebook.astype("<f4").tobytes(), value_table, gap_table, values, gap_stream]
             params = dict(
@@ -198,8 +193,8 @@ class SparseContext:
                 value_model_bytes=len(value_table),
                 gap_model_bytes=len(gap_table),
                 chunk=CHUNK,
-                value_words=(len(values) - lane_bytes) // 2,
-                gap_words=(len(gap_stream) - gap_lane_bytes) // 2,
+                value_words=rans.words_of(values, symbols.size, CHUNK),
+                gap_words=rans.words_of(gap_stream, gaps.size, CHUNK),
             )
             return EncodedTensor(TensorEntry(name, "float32", tuple(int(d) for d in shape), self.name, (), params), payloads)
 
@@ -220,22 +215,32 @@ class SparseContext:
         gap_model, gap_size = rans.choose(gap_joint, gap_candidates(gap_joint.sum(axis=0)), gaps.size, CHUNK)
         return value_size + gap_size, width, symbols, gaps, value_model, gap_model
 
+    def defer(self, entry: TensorEntry, section: SectionReader) -> Deferred:
+        """The tensor's two streams, its tables checked, and what makes the tensor of their symbols."""
+        codebook, specs = self._specs(entry, section)
+        return Deferred(specs, lambda decoded: scatter(entry, *entries_to_nonzeros(entry, self._assemble(entry, codebook, *decoded))))
+
     def streams(self, entry: TensorEntry, section: SectionReader) -> Streams:
         """Both streams decoded (no code-length tables: rANS codes have none)."""
+        codebook, specs = self._specs(entry, section)
+        return self._assemble(entry, codebook, *rans.decode_streams(specs))
+
+    def _specs(self, entry: TensorEntry, section: SectionReader) -> tuple[np.ndarray, list[tuple[Any, ...]]]:
         where = f"tensor {entry.name}"
         codebook = checked_codebook(section, where)
         value_model = model_section(section, "value_model", entry.value_classes, entry.codebook_size + 1, where)
         gap_model = model_section(section, "gap_model", entry.gap_classes, 1 << entry.index_bits, where)
-        codes, real_gaps = rans.decode_streams(
-            [
-                (section("values"), entry.entries, value_model, entry.chunk, f"{where} section values"),
-                (section("gaps"), entry.nnz, gap_model, entry.chunk, f"{where} section gaps"),
-            ]
-        )
+        return codebook, [
+            (section("values"), entry.entries, value_model, entry.chunk, f"{where} section values"),
+            (section("gaps"), entry.nnz, gap_model, entry.chunk, f"{where} section gaps"),
+        ]
+
+    def _assemble(self, entry: TensorEntry, codebook: np.ndarray, codes: np.ndarray, real_gaps: np.ndarray) -> Streams:
+        """The entries' streams as `sparse_huffman` has them: a filler's gap filled in."""
         filler = codes == entry.codebook_size
         real = entry.entries - int(np.count_nonzero(filler))
         if real != entry.nnz:
-            raise DczError(f"{where}: decoded {real} nonzeros, header declares {entry.nnz}")
+            raise DczError(f"tensor {entry.name}: decoded {real} nonzeros, header declares {entry.nnz}")
         gaps = np.full(entry.entries, (1 << entry.index_bits) - 1, dtype=np.int16)  # a filler spans 2**index_bits
         gaps[~filler] = real_gaps
         none = np.zeros(0, dtype=np.uint8)
