@@ -155,11 +155,8 @@ def transitions(symbols: np.ndarray, alphabet: int, chunk: int) -> np.ndarray:
 
 
 def _grouped(joint: np.ndarray, boundaries: np.ndarray) -> np.ndarray:
-    alphabet = joint.shape[1]
-    klass = np.searchsorted(boundaries, np.arange(alphabet), side="right")
-    groups = np.zeros((boundaries.size + 1, alphabet), dtype=np.int64)
-    np.add.at(groups, klass, joint)
-    return groups
+    """The transition counts of each class: the rows of its symbols summed (classes are contiguous)."""
+    return np.add.reduceat(joint, np.concatenate(([0], boundaries)).astype(np.intp), axis=0)
 
 
 def fit(joint: np.ndarray, boundaries: "np.ndarray | list[int]") -> tuple[Model, float]:
@@ -231,40 +228,64 @@ def words_of(stream: bytes, n: int, chunk: int) -> int:
 
 def encode(symbols: np.ndarray, model: Model, chunk: int) -> bytes:
     """The coded stream of `symbols` (each in [0, alphabet), with nonzero frequency in its context)."""
-    n = int(symbols.size)
-    if n == 0:
-        return b""
-    width = lanes(n, chunk)
-    steps = min(chunk, n)
-    sym = np.zeros(width * chunk, dtype=np.int64)
-    sym[:n] = symbols
-    grid = sym.reshape(width, chunk)[:, :steps]
-    klass = model.class_of()
-    ctx = np.zeros_like(grid)
-    ctx[:, 1:] = klass[grid[:, :-1]]
-    flat = ctx * model.alphabet + grid
-    freqs = model.freqs.reshape(-1)
-    cum = np.cumsum(model.freqs, axis=1) - model.freqs
-    f = np.ascontiguousarray(freqs[flat].T)  # steps x lanes: each step reads one contiguous row
-    c = np.ascontiguousarray(cum.reshape(-1)[flat].T)
-    if (f[:, : width - 1] == 0).any() or (f[: n - (width - 1) * chunk, -1] == 0).any():
-        raise ValueError("a symbol has no frequency in its context")
+    return encode_streams([(symbols, model, chunk)])[0]
+
+
+def encode_streams(streams: "list[tuple[np.ndarray, Model, int]]") -> list[bytes]:
+    """Several streams (symbols, model, chunk) coded side by side, all their lanes in the same steps."""
+    freq_grids, cum_grids, lengths = [], [], []
+    for symbols, model, chunk in streams:
+        n = int(symbols.size)
+        width, steps = lanes(n, chunk), min(chunk, n)
+        grid = np.zeros(width * chunk, dtype=np.int64)
+        grid[:n] = symbols
+        grid = grid.reshape(width, chunk)[:, :steps]
+        ctx = np.zeros_like(grid)
+        ctx[:, 1:] = model.class_of()[grid[:, :-1]]
+        flat = ctx * model.alphabet + grid
+        cum = np.cumsum(model.freqs, axis=1) - model.freqs
+        length = np.minimum(chunk, n - chunk * np.arange(width))
+        f = model.freqs.reshape(-1)[flat]
+        if (f[np.arange(steps) < length[:, None]] == 0).any():
+            raise ValueError("a symbol has no frequency in its context")
+        freq_grids.append(f)
+        cum_grids.append(cum.reshape(-1)[flat])
+        lengths.append(length)
+    length = np.concatenate(lengths) if lengths else np.zeros(0, dtype=np.int64)
+    total, steps = length.size, int(length.max()) if length.size else 0
+    order = np.argsort(-length, kind="stable")  # longest lanes first: the active ones a prefix
+    f = np.ones((steps, total), dtype=np.int64)  # steps x lanes: a step reads contiguous rows
+    c = np.zeros((steps, total), dtype=np.int64)
+    first = 0
+    for grid_f, grid_c in zip(freq_grids, cum_grids):
+        width, depth = grid_f.shape
+        f[:depth, first : first + width] = grid_f.T
+        c[:depth, first : first + width] = grid_c.T
+        first += width
+    f, c, length = f[:, order], c[:, order], length[order]
+    active = np.searchsorted(-length, -np.arange(steps), side="left")  # lanes longer than step t
     limit = f << (32 - PRECISION)
     gain = TOTAL - f
-    last = n - (width - 1) * chunk  # steps the last lane takes part in
-    x = np.full(width, STATE_LOW, dtype=np.int64)
-    low = np.empty((steps, width), dtype=np.int64)  # each lane's state before each step
-    emitted = np.zeros((steps, width), dtype=bool)  # whether it emitted its low 16 bits there
+    x = np.full(total, STATE_LOW, dtype=np.int64)
+    low = np.empty((steps, total), dtype=np.int64)  # each lane's state before each step
+    emitted = np.zeros((steps, total), dtype=bool)  # whether it emitted its low 16 bits there
     for t in range(steps - 1, -1, -1):
-        active = width if t < last else width - 1
-        xs = x[:active]
-        emit = np.greater_equal(xs, limit[t, :active], out=emitted[t, :active])
-        low[t, :active] = xs
+        a = int(active[t])
+        xs = x[:a]
+        emit = np.greater_equal(xs, limit[t, :a], out=emitted[t, :a])
+        low[t, :a] = xs
         xs >>= emit.view(np.int8) << 4  # a lane that emitted its low 16 bits keeps the high ones
-        xs += xs // f[t, :active] * gain[t, :active] + c[t, :active]  # = (x // f) << 14 + x % f + cum
-    counts = emitted.sum(axis=0)  # words per lane
-    words = low.T[emitted.T] & 0xFFFF  # lane by lane, each in the order its decoder reads them
-    return x.astype("<u4").tobytes() + counts.astype("<u2").tobytes() + words.astype("<u2").tobytes()
+        xs += xs // f[t, :a] * gain[t, :a] + c[t, :a]  # = (x // f) << 14 + x % f + cum
+    rank = np.empty_like(order)
+    rank[order] = np.arange(total)  # where each lane went in the sort
+    out, first = [], 0
+    for grid_f in freq_grids:
+        mine = rank[first : first + grid_f.shape[0]]  # its lanes, in lane order
+        first += grid_f.shape[0]
+        sent = emitted[:, mine]
+        words = low[:, mine].T[sent.T] & 0xFFFF  # lane by lane, each in the order its decoder reads them
+        out.append(x[mine].astype("<u4").tobytes() + sent.sum(axis=0).astype("<u2").tobytes() + words.astype("<u2").tobytes())
+    return out
 
 
 def decode(data: "bytes | memoryview", n: int, model: Model, chunk: int, what: str) -> np.ndarray:

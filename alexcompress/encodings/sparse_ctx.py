@@ -18,7 +18,6 @@ gap_classes, chunk, value_model_bytes, value_words, gap_model_bytes, gap_words. 
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -26,13 +25,14 @@ import numpy as np
 
 from .. import rans
 from ..errors import DczError
-from ..sparse import MAX_INDEX_BITS, MIN_INDEX_BITS, gap_histogram, relative_gaps, stream_histograms
+from ..sparse import MAX_INDEX_BITS, MIN_INDEX_BITS, relative_gaps
 from .base import Deferred, EncodedTensor, LayerSummary, Plan, SectionReader, TensorEntry, field_int, numel_of
 from .sparse_huffman import (
     MAX_CODEBOOK,
     Quantized,
     Streams,
     checked_codebook,
+    choose_index_bits,
     entries_to_nonzeros,
     prepare,
     scatter,
@@ -41,6 +41,8 @@ from .sparse_huffman import (
 
 #: symbols per lane: a stream of n symbols is coded in ceil(n / CHUNK) lanes of CHUNK steps at most
 CHUNK = rans.MAX_CHUNK
+#: the nonzeros on which the gap width is chosen (the first ones of a larger tensor)
+SAMPLE = 1 << 18
 
 
 def value_candidates(codebook: np.ndarray, counts: np.ndarray, extra: bool) -> list[list[int]]:
@@ -66,27 +68,6 @@ def gap_candidates(counts: np.ndarray) -> list[list[int]]:
     for parts in (2, 4, 8):
         out.append(rans.mass_boundaries(counts, 0, size, parts))
     return out
-
-
-def entropy_width(positions: np.ndarray, code_counts: np.ndarray) -> int:
-    """The gap width at which this layout's two streams have the least memoryless entropy (fillers' gaps not
-    coded), from histograms alone: where the search for the best width starts."""
-    if positions.size == 0:
-        return MIN_INDEX_BITS
-    gap_values, gap_counts = gap_histogram(positions)
-    best, best_bits = MIN_INDEX_BITS, math.inf
-    for width in range(MIN_INDEX_BITS, MAX_INDEX_BITS + 1):
-        gap_hist, n_fillers = stream_histograms(gap_values, gap_counts, width)
-        gap_hist[-1] -= n_fillers  # a filler's gap is implied
-        bits = _entropy_bits(gap_hist) + _entropy_bits(np.append(code_counts, n_fillers)) + 10 * ((1 << width) + code_counts.size)
-        if bits < best_bits:
-            best, best_bits = width, bits
-    return best
-
-
-def _entropy_bits(histogram: np.ndarray) -> float:
-    used = histogram[histogram > 0].astype(np.float64)
-    return float((used * np.log2(used.sum() / used)).sum()) if used.size else 0.0
 
 
 def model_section(section: SectionReader, kind: str, classes: int, alphabet: int, where: str) -> rans.Model:
@@ -162,25 +143,13 @@ class SparseContext:
         k = codebook.size
         if index_bits is not None and not MIN_INDEX_BITS <= index_bits <= MAX_INDEX_BITS:
             raise DczError(f"index bits must be between {MIN_INDEX_BITS} and {MAX_INDEX_BITS}, got {index_bits}")
-        if index_bits is None:  # from the best width by memoryless entropy, each way while the size shrinks
-            start = entropy_width(positions, np.bincount(codes, minlength=k))
-            best = self._plan(codebook, codes, positions, start)
-            for step in (-1, 1):
-                width = start + step
-                while MIN_INDEX_BITS <= width <= MAX_INDEX_BITS:
-                    candidate = self._plan(codebook, codes, positions, width)
-                    if candidate[0] >= best[0]:
-                        break
-                    best, width = candidate, width + step
-                if best[1] != start:  # it moved this way: the other cannot improve on it (one minimum)
-                    break
-        else:
-            best = self._plan(codebook, codes, positions, index_bits)
+        if index_bits is None:
+            index_bits = self._width(codebook, codes, positions)
+        best = self._plan(codebook, codes, positions, index_bits)
         estimate, width, symbols, gaps, value_model, gap_model = best
 
         def write() -> EncodedTensor:
-            values = rans.encode(symbols, value_model, CHUNK)
-            gap_stream = rans.encode(gaps, gap_model, CHUNK)
+            values, gap_stream = rans.encode_streams([(symbols, value_model, CHUNK), (gaps, gap_model, CHUNK)])
             value_table, gap_table = value_model.to_bytes(), gap_model.to_bytes()
             payloads = [codebook.astype("<f4").tobytes(), value_table, gap_table, values, gap_stream]
             params = dict(
@@ -199,6 +168,24 @@ class SparseContext:
             return EncodedTensor(TensorEntry(name, "float32", tuple(int(d) for d in shape), self.name, (), params), payloads)
 
         return Plan(4 * k + estimate, write)
+
+    def _width(self, codebook: np.ndarray, codes: np.ndarray, positions: np.ndarray) -> int:
+        """The gap width making the tensor smallest: from Huffman's best (fillers cost less here, so the
+        optimum lies at or below it) each way while the estimate shrinks, judged on the first SAMPLE
+        nonzeros of a large tensor (a prefix keeps the layout's structure)."""
+        codes, positions = codes[:SAMPLE], positions[:SAMPLE]
+        start = choose_index_bits(positions, np.bincount(codes, minlength=codebook.size))
+        best = self._plan(codebook, codes, positions, start)
+        for step in (-1, 1):
+            width = start + step
+            while MIN_INDEX_BITS <= width <= MAX_INDEX_BITS:
+                candidate = self._plan(codebook, codes, positions, width)
+                if candidate[0] >= best[0]:
+                    break
+                best, width = candidate, width + step
+            if best[1] != start:  # it moved this way: the other cannot improve on it (one minimum)
+                break
+        return best[1]
 
     def _plan(self, codebook: np.ndarray, codes: np.ndarray, positions: np.ndarray, width: int) -> tuple:
         """(estimated bytes, width, value symbols, gap symbols, value model, gap model) at one gap width."""
