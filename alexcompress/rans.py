@@ -12,9 +12,10 @@ symbol of a lane has class 0). Classes are contiguous ranges of the alphabet, gi
 lanes advance together, and step t's contexts are step t - 1's symbols.
 
 Layout of a coded stream (`docs/FORMAT.md`, "rANS streams"): the W final encoder states (uint32, little-
-endian), then the 16-bit renormalisation words (uint16, little-endian) in the order the decoder reads them:
-step by step, and within a step in lane order. A decoder starts each lane at its state and must end every
-lane at exactly STATE_LOW having read every word; anything else is a corrupt stream.
+endian), the W lanes' word counts (uint16), then each lane's 16-bit renormalisation words (uint16) in the
+order it reads them. A decoder starts each lane at its state and must end every lane at exactly STATE_LOW
+having read exactly its own words; anything else is a corrupt stream. Since every lane reads its own words,
+any number of streams - all those of a file - decode together in one loop of at most MAX_CHUNK steps.
 """
 
 from __future__ import annotations
