@@ -297,8 +297,8 @@ def decode(data: "bytes | memoryview", n: int, model: Model, chunk: int, what: s
 def decode_streams(streams: "list[tuple[bytes | memoryview, int, Model, int, str]]") -> list[np.ndarray]:
     """Several coded streams (data, n, model, chunk, what) decoded side by side, their lanes advancing in the
     same steps: the Python-level work is that of the longest lane, however many streams. Each lane reads its
-    own words, so a step is the same few numpy operations for any number of lanes. Allocates 8 bytes per
-    symbol plus the models' tables (at most MAX_CLASSES x TOTAL entries each), whatever the data hold."""
+    own words, so a step is the same few numpy operations for any number of lanes. Allocates 6 bytes per
+    symbol at most plus the models' tables (at most MAX_CLASSES x TOTAL entries each), whatever the data hold."""
     states, counts, words, lengths, bases, owners, tables = [], [], [], [], [], [], []
     offset = 0
     for number, (data, n, model, chunk, what) in enumerate(streams):
@@ -340,15 +340,17 @@ def decode_streams(streams: "list[tuple[bytes | memoryview, int, Model, int, str
     length, x, pointer, i = length[order], np.concatenate(states)[order], pointer[order], np.concatenate(bases)[order]
     steps = int(length[0]) if length.size else 0
     active = np.searchsorted(-length, -np.arange(steps), side="left")  # lanes longer than step t
-    record = np.empty((steps, length.size), dtype=np.int64)  # each symbol's table index
+    record = np.zeros((steps, length.size), dtype=np.int16)  # each step's symbols (alphabets < 2**15)
     work = np.empty(length.size, dtype=np.int64)
+    table = np.empty(length.size, dtype=np.int64)
     for t, a in enumerate(active.tolist()):
-        xs, index, scratch = x[:a], record[t, :a], work[:a]
+        xs, index, scratch = x[:a], table[:a], work[:a]
         np.bitwise_and(xs, TOTAL - 1, out=index)
         index |= i[:a]  # this step's table index: the lane's class base | its slot
         np.right_shift(xs, PRECISION, out=scratch)
         scratch *= freq_of[index]
         np.add(scratch, delta_of[index], out=xs)
+        record[t, :a] = symbol_of[index]
         need = np.flatnonzero(xs < STATE_LOW)
         if need.size:  # a lane past its own words reads a neighbour's (clipped at the end): caught below
             at = pointer[need]
@@ -366,6 +368,5 @@ def decode_streams(streams: "list[tuple[bytes | memoryview, int, Model, int, str
         width = lanes(n, chunk)
         columns = rank[first : first + width]
         first += width
-        by_lane = record[: min(chunk, n), columns].T  # past a short last lane's end: never read (cut at n)
-        out.append(symbol_of[by_lane.reshape(-1)[:n]])
+        out.append(record[: min(chunk, n), columns].T.reshape(-1)[:n])  # past a short last lane's end: cut
     return out

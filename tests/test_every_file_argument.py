@@ -41,6 +41,7 @@ NOT_FILES = {
     "force",
     "max_drop",
     "quantizer",
+    "coder",
     "index_bits",
     "verbose",
     "keep_checkpoint",
