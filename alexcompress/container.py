@@ -271,11 +271,6 @@ def section_reader(header: DczHeader, data: bytes | memoryview, entry: TensorEnt
     return lambda kind: section_bytes(header, data, entry.section(kind), where)
 
 
-def decode_tensor(header: DczHeader, data: bytes | memoryview, entry: TensorEntry) -> np.ndarray:
-    """One tensor as a numpy array of its dtype and shape (the container's only allocation of its size)."""
-    return get_encoding(entry.encoding).decode(entry, section_reader(header, data, entry))
-
-
 def decode_tensors(header: DczHeader, data: bytes | memoryview) -> "OrderedDict[str, np.ndarray]":
     """Every tensor as a numpy array, in file order. Tensors whose encoding defers to rANS streams
     (`Deferred`) are decoded together: all their streams advance in one vectorised loop."""

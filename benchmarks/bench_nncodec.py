@@ -67,9 +67,9 @@ def levels_of(weight: np.ndarray) -> np.ndarray:
     return np.where(matrix == 0, 0, np.where(matrix < 0, rank - zero, rank - zero + 1)).astype(np.int32)
 
 
-def ours(dcz: Path) -> tuple[dict, float, float]:
+def ours(dcz: Path) -> tuple[dict, float]:
     """Per coded layer (bytes of all sections but the codebook, of its gap sections, encoding), and the
-    median seconds of decoding the file, and of `encode`'s coding (library calls, the same in both runs)."""
+    median seconds of decoding the file (a library call, the same for both coders)."""
     from alexcompress.container import parse_header
     from alexcompress.dcz import decode_arrays
     from alexcompress.encodings import CODED_ENCODINGS
@@ -90,7 +90,7 @@ def ours(dcz: Path) -> tuple[dict, float, float]:
         start = time.perf_counter()
         decode_arrays(data)
         times.append(time.perf_counter() - start)
-    return out, float(np.median(times)), header.file_size
+    return out, float(np.median(times))
 
 
 def filler_bytes(header, data: bytes, entry) -> float:
@@ -145,8 +145,8 @@ def compare(label: str, quantized: Path, work: Path, python: Path, rows: list) -
     result = work / f"{quantized.stem}.nncodec.json"
     subprocess.run([str(python), str(ROOT / "benchmarks" / "nncodec_worker.py"), str(npz), str(result)], check=True, capture_output=True)
     theirs = json.loads(result.read_text())
-    mine, decode_s, size = ours(files["auto"])
-    paper, paper_decode_s, paper_size = ours(files["huffman"])
+    mine, decode_s = ours(files["auto"])
+    paper, paper_decode_s = ours(files["huffman"])
     print(f"\n### {label}: {ratio(files['auto']):.1f}x (`--coder huffman`: {ratio(files['huffman']):.1f}x)\n")
     print(
         "| layer | encoding | ours (B) | huffman (B) | NNCodec (B) | ours/NNCodec | positions | values | huffman/NNCodec | NNCodec setting |"

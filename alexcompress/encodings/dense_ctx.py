@@ -19,10 +19,10 @@ from ..errors import DczError
 from .base import Deferred, EncodedTensor, LayerSummary, Plan, SectionReader, TensorEntry, field_int, numel_of
 from .dense_huffman import dense_summary, symbols_to_nonzeros
 from .sparse_ctx import CHUNK, model_section, value_candidates
-from .sparse_huffman import MAX_CODEBOOK, Quantized, Streams, checked_codebook, prepare, scatter
+from .sparse_huffman import MAX_CODEBOOK, Coded, Quantized, Streams, checked_codebook, scatter
 
 
-class DenseContext:
+class DenseContext(Coded):
     name = "dense_ctx"
     dense = True
     section_kinds = ("codebook", "value_model", "values")
@@ -48,10 +48,6 @@ class DenseContext:
             "values": rans.stream_length(numel, chunk, value_words),
         }
         return fields, lengths
-
-    def encode(self, name: str, array: np.ndarray, prepared: Quantized | None = None, **options: Any) -> EncodedTensor:
-        """One quantized float32 tensor: its codebook and every element's symbol (k for zero), context-coded."""
-        return self.plan(name, array.shape, prepared or prepare(name, array)).write()
 
     def plan(self, name: str, shape: tuple[int, ...], prepared: Quantized, index_bits: int | None = None) -> Plan:
         """The model that makes the tensor smallest, and its estimated size."""
@@ -102,9 +98,6 @@ class DenseContext:
     def nonzeros(self, entry: TensorEntry, section: SectionReader) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(flattened positions as int32, codebook index of each, codebook), validated."""
         return symbols_to_nonzeros(entry, self.streams(entry, section))
-
-    def decode(self, entry: TensorEntry, section: SectionReader) -> np.ndarray:
-        return scatter(entry, *self.nonzeros(entry, section))
 
     def summary(self, entry: TensorEntry) -> LayerSummary:
         return dense_summary(entry, 8 * entry.section("values").length)

@@ -21,10 +21,10 @@ import numpy as np
 from .. import huffman
 from ..errors import DczError
 from .base import EncodedTensor, LayerSummary, Plan, SectionReader, TensorEntry, field_int, numel_of
-from .sparse_huffman import MAX_CODEBOOK, Quantized, Streams, codebook_and_lengths, fixed_code_bits, prepare, scatter
+from .sparse_huffman import MAX_CODEBOOK, Coded, Quantized, Streams, codebook_and_lengths, fixed_code_bits
 
 
-class DenseHuffman:
+class DenseHuffman(Coded):
     name = "dense_huffman"
     dense = True
     section_kinds = ("codebook", "code_lengths", "codes")
@@ -40,11 +40,6 @@ class DenseHuffman:
         code_bits = field_int(row, "code_bits", numel, numel * huffman.MAX_CODE_LENGTH, where)
         fields = dict(nnz=nnz, codebook_size=k, code_bits=code_bits)
         return fields, {"codebook": 4 * k, "code_lengths": k + 1, "codes": (code_bits + 7) // 8}
-
-    def encode(self, name: str, array: np.ndarray, prepared: Quantized | None = None, **options: Any) -> EncodedTensor:
-        """One quantized float32 tensor: codebook of its distinct nonzeros, a Huffman code word per element
-        (symbol k for zero)."""
-        return self.plan(name, array.shape, prepared or prepare(name, array)).write()
 
     def plan(self, name: str, shape: tuple[int, ...], prepared: Quantized, index_bits: int | None = None) -> Plan:
         """The exact size from the symbol histogram."""
@@ -75,9 +70,6 @@ class DenseHuffman:
     def nonzeros(self, entry: TensorEntry, section: SectionReader) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(flattened positions as int32, codebook index of each, codebook), validated."""
         return symbols_to_nonzeros(entry, self.streams(entry, section))
-
-    def decode(self, entry: TensorEntry, section: SectionReader) -> np.ndarray:
-        return scatter(entry, *self.nonzeros(entry, section))
 
     def summary(self, entry: TensorEntry) -> LayerSummary:
         return dense_summary(entry, entry.code_bits)

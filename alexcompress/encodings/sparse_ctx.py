@@ -29,12 +29,12 @@ from ..sparse import MAX_INDEX_BITS, MIN_INDEX_BITS, relative_gaps
 from .base import Deferred, EncodedTensor, LayerSummary, Plan, SectionReader, TensorEntry, field_int, numel_of
 from .sparse_huffman import (
     MAX_CODEBOOK,
+    Coded,
     Quantized,
     Streams,
     checked_codebook,
     choose_index_bits,
     entries_to_nonzeros,
-    prepare,
     scatter,
     sparse_summary,
 )
@@ -74,7 +74,7 @@ def model_section(section: SectionReader, kind: str, classes: int, alphabet: int
     return rans.Model.from_bytes(section(kind), classes, alphabet, f"{where} section {kind}")
 
 
-class SparseContext:
+class SparseContext(Coded):
     name = "sparse_ctx"
     dense = False
     section_kinds = ("codebook", "value_model", "gap_model", "values", "gaps")
@@ -129,12 +129,6 @@ class SparseContext:
             "gaps": rans.stream_length(nnz, chunk, gap_words),
         }
         return fields, lengths
-
-    def encode(
-        self, name: str, array: np.ndarray, index_bits: int | None = None, prepared: Quantized | None = None, **options: Any
-    ) -> EncodedTensor:
-        """One quantized float32 tensor: its codebook, and its entries' values and gaps, context-coded."""
-        return self.plan(name, array.shape, prepared or prepare(name, array), index_bits).write()
 
     def plan(self, name: str, shape: tuple[int, ...], prepared: Quantized, index_bits: int | None = None) -> Plan:
         """The gap width and models that make the tensor smallest, by the models' estimate (their
@@ -236,9 +230,6 @@ class SparseContext:
     def nonzeros(self, entry: TensorEntry, section: SectionReader) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(flattened positions as int32, codebook index of each, codebook), validated."""
         return entries_to_nonzeros(entry, self.streams(entry, section))
-
-    def decode(self, entry: TensorEntry, section: SectionReader) -> np.ndarray:
-        return scatter(entry, *self.nonzeros(entry, section))
 
     def summary(self, entry: TensorEntry) -> LayerSummary:
         return sparse_summary(entry, 8 * entry.section("values").length, 8 * entry.section("gaps").length)

@@ -114,7 +114,21 @@ def fixed_code_bits(codebook_size: int) -> int:
     return max(1, math.ceil(math.log2(codebook_size))) if codebook_size else 0
 
 
-class SparseHuffman:
+class Coded:
+    """What every coded encoding derives the same way: `encode` is its `plan` written, `decode` its
+    `nonzeros` scattered into the dense tensor."""
+
+    def encode(
+        self, name: str, array: np.ndarray, index_bits: int | None = None, prepared: Quantized | None = None, **options: Any
+    ) -> EncodedTensor:
+        """One quantized float32 tensor in this encoding (`index_bits` for the sparse layouts only)."""
+        return self.plan(name, array.shape, prepared or prepare(name, array), index_bits).write()  # type: ignore[attr-defined]
+
+    def decode(self, entry: TensorEntry, section: SectionReader) -> np.ndarray:
+        return scatter(entry, *self.nonzeros(entry, section))  # type: ignore[attr-defined]
+
+
+class SparseHuffman(Coded):
     name = "sparse_huffman"
     dense = False
     section_kinds = ("codebook", "code_lengths", "gap_lengths", "codes", "gaps")
@@ -142,12 +156,6 @@ class SparseHuffman:
             "gaps": (gap_bits + 7) // 8,
         }
         return fields, lengths
-
-    def encode(
-        self, name: str, array: np.ndarray, index_bits: int | None = None, prepared: Quantized | None = None, **options: Any
-    ) -> EncodedTensor:
-        """One quantized float32 tensor: codebook of its distinct nonzeros, Huffman-coded codes and gaps."""
-        return self.plan(name, array.shape, prepared or prepare(name, array), index_bits).write()
 
     def plan(self, name: str, shape: tuple[int, ...], prepared: Quantized, index_bits: int | None = None) -> Plan:
         """The exact size from the streams' histograms (Huffman code lengths depend on nothing else)."""
@@ -204,9 +212,6 @@ class SparseHuffman:
         """(flattened positions as int32, codebook index of each, codebook): the tensor without its zeros,
         validated - what both the dense decoder and the sparse runtime build from."""
         return entries_to_nonzeros(entry, self.streams(entry, section))
-
-    def decode(self, entry: TensorEntry, section: SectionReader) -> np.ndarray:
-        return scatter(entry, *self.nonzeros(entry, section))
 
     def summary(self, entry: TensorEntry) -> LayerSummary:
         return sparse_summary(entry, entry.code_bits, entry.gap_bits)
