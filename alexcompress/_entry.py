@@ -35,8 +35,8 @@ for _signum in STARTUP_SIGNALS:
 
 
 def main() -> None:
-    from .cli import main as run  # under the start-up handlers: nothing is written before a command runs
-    from .fileio import install_signal_handlers
+    from alexcompress.cli.app import main as run  # under the start-up handlers: nothing is written before a command runs
+    from alexcompress.fileio import install_signal_handlers
 
     install_signal_handlers()
     run()

@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO, Optional, Union
 
-from .errors import AlexCompressError
+from alexcompress.errors import AlexCompressError
 
 STDIO = "-"
 
@@ -150,7 +150,7 @@ def read_stream(handle: BinaryIO, label: str) -> bytes:
     """A model from a stream, read once: refused at its first bytes unless it starts like a `.dcz` or a zip
     `.pt`; a `.dcz` is read no further than its header declares (plus one byte to notice trailing data). A
     `.pt` comes back as a bytearray, so its tensors can be views into it rather than copies."""
-    from .container import MAGIC, read_dcz_stream
+    from alexcompress.codec.container import MAGIC, read_dcz_stream
 
     head = _read_upto(handle, len(MAGIC))
     if not head:

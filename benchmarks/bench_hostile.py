@@ -50,7 +50,7 @@ def make(root: Path) -> None:
     import torch
     from PIL import Image
 
-    from alexcompress.container import MAGIC, PREAMBLE
+    from alexcompress.codec.container import MAGIC, PREAMBLE
 
     _zip(root / "memo.pt", {"archive/data.pkl": b"\x80\x02}r\xff\xff\xff\x7f."})
     _zip(root / "deep.pt", {"archive/data.pkl": b"\x80\x02)" + b"\x85" * 1_000_000 + b"."})

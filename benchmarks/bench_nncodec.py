@@ -70,9 +70,9 @@ def levels_of(weight: np.ndarray) -> np.ndarray:
 def ours(dcz: Path) -> tuple[dict, float]:
     """Per coded layer (bytes of all sections but the codebook, of its gap sections, encoding), and the
     median seconds of decoding the file (a library call, the same for both coders)."""
-    from alexcompress.container import parse_header
-    from alexcompress.dcz import decode_arrays
-    from alexcompress.encodings import CODED_ENCODINGS
+    from alexcompress.codec.container import parse_header
+    from alexcompress.codec.encodings import CODED_ENCODINGS
+    from alexcompress.models.dcz import decode_arrays
 
     data = dcz.read_bytes()
     header = parse_header(data)
@@ -96,8 +96,8 @@ def ours(dcz: Path) -> tuple[dict, float]:
 def filler_bytes(header, data: bytes, entry) -> float:
     """What a sparse layout's filler entries cost in its weight-symbol stream: position information, charged
     to positions (their ideal code lengths under the file's own model or Huffman table)."""
-    from alexcompress import rans
-    from alexcompress.container import section_reader, streams_of
+    from alexcompress.codec import rans
+    from alexcompress.codec.container import section_reader, streams_of
 
     if entry.encoding not in ("sparse_ctx", "sparse_huffman"):
         return 0.0
@@ -116,8 +116,8 @@ def filler_bytes(header, data: bytes, entry) -> float:
 
 
 def encode_seconds(quantized: Path, coder: str) -> float:
-    from alexcompress.dcz import encode
-    from alexcompress.models import load_arrays
+    from alexcompress.models.dcz import encode
+    from alexcompress.models.state import load_arrays
 
     state, arch, _ = load_arrays(quantized.read_bytes(), name=str(quantized))
     times = []
@@ -131,8 +131,8 @@ def encode_seconds(quantized: Path, coder: str) -> float:
 def compare(label: str, quantized: Path, work: Path, python: Path, rows: list) -> None:
     """Codes `quantized` (a .pt through `encode`, both coders) and its levels through NNCodec; prints the
     per-layer table and adds the model's totals to `rows`."""
-    from alexcompress.archs import get_arch, layer_keys
-    from alexcompress.models import load_arrays
+    from alexcompress.models.archs import get_arch, layer_keys
+    from alexcompress.models.state import load_arrays
 
     files = {}
     for coder in ("auto", "huffman"):

@@ -28,18 +28,18 @@ PAPER_RATES = "conv1=0.84,conv2=0.38,conv3=0.35,conv4=0.37,conv5=0.37,fc6={fc6},
 
 CHILD = r"""
 import json, sys, time
-import numpy as np, torch, torchvision, alexcompress, alexcompress.runtime
+import numpy as np, torch, torchvision, alexcompress, alexcompress.runtime.sparse
 def kib():
     for line in open("/proc/self/status"):
         if line.startswith("VmRSS:"):
             return int(line.split()[1])
 mode, path, n_inputs, logits_out = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
-alexcompress.runtime._return_freed_memory()
+alexcompress.runtime.sparse._return_freed_memory()
 before = kib()
 start = time.perf_counter()
 model = alexcompress.load(path, sparse=(mode == "sparse"))
 load_s = time.perf_counter() - start
-alexcompress.runtime._return_freed_memory()  # both modes alike: what the model holds, not freed heap
+alexcompress.runtime.sparse._return_freed_memory()  # both modes alike: what the model holds, not freed heap
 resident = kib() - before
 def median_time(f, n, warm):
     for _ in range(warm):

@@ -64,10 +64,10 @@ def scaled_state(scale: float, seed: int = 0) -> dict:
 
 
 def scaling(runs: int) -> None:
-    from alexcompress.container import read_dcz, write_dcz
-    from alexcompress.encodings.sparse_huffman import ENCODING
-    from alexcompress.pruning import prune_global
-    from alexcompress.quantization import quantize
+    from alexcompress.codec.container import read_dcz, write_dcz
+    from alexcompress.codec.encodings.sparse_huffman import ENCODING
+    from alexcompress.compression.pruning import prune_global
+    from alexcompress.compression.quantization import quantize
 
     print("\nscaling (in-process, medians of", runs, "runs): layers at 1/8 .. 1x AlexNet's size, 90% pruned, 8/5 bits")
     print(f"{'scale':>6} {'weights':>12} {'compress s':>11} {'per M':>8} {'decode s':>9} {'per M':>8}")
@@ -123,7 +123,7 @@ def main() -> None:
                 [
                     PY,
                     "-c",
-                    f"import sys; from alexcompress.cli import app; sys.argv=['x','info',{str(out)!r}]\n"
+                    f"import sys; from alexcompress.cli.app import app; sys.argv=['x','info',{str(out)!r}]\n"
                     "try: app(prog_name='x')\nexcept SystemExit: pass\nprint('torch' in sys.modules, file=sys.stderr)",
                 ],
                 capture_output=True,

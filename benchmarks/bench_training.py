@@ -88,9 +88,9 @@ def train_base(train_dir: Path, out: Path, epochs: int, seed: int) -> None:
     """The uncompressed model: AlexNet(10) from scratch (Adam, 1e-4), on the exported folder as the CLI reads it."""
     import torch
 
-    from alexcompress.data import Preprocessing, image_folder
-    from alexcompress.models import build_model, random_model, save_state_dict
-    from alexcompress.train import TrainConfig
+    from alexcompress.models.state import build_model, random_model, save_state_dict
+    from alexcompress.train.data import Preprocessing, image_folder
+    from alexcompress.train.trainer import TrainConfig
     from tests.reference import train_from_scratch
 
     torch.set_num_threads(os.cpu_count() or 1)
@@ -116,8 +116,8 @@ def top1(model: Path, test_dir: Path) -> float:
 
 
 def ratio(dcz: Path) -> float:
-    from alexcompress.container import parse_header
-    from alexcompress.report import original_bytes
+    from alexcompress.cli.tables import original_bytes
+    from alexcompress.codec.container import parse_header
 
     return original_bytes(parse_header(dcz.read_bytes())) / dcz.stat().st_size
 
@@ -196,7 +196,7 @@ def _plain_epochs(model, dataset, epochs: int, batch_size: int) -> list[float]:
     import torch
     from torch.nn.functional import cross_entropy
 
-    from alexcompress.data import loader
+    from alexcompress.train.data import loader
 
     optimizer = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9)
     model.train()
@@ -219,11 +219,11 @@ def throughput(args: argparse.Namespace) -> None:
     against a plain training loop of the same model on the same batches."""
     import torch
 
-    from alexcompress.data import Preprocessing, image_folder
-    from alexcompress.models import build_model, compressible_keys, random_model, save_state_dict
-    from alexcompress.pruning import prune_by_rates
-    from alexcompress.quantization import quantize
-    from alexcompress.train import CentroidFinetuning, MaskedRetraining, SilentLog, TrainConfig, _train
+    from alexcompress.compression.pruning import prune_by_rates
+    from alexcompress.compression.quantization import quantize
+    from alexcompress.models.state import build_model, compressible_keys, random_model, save_state_dict
+    from alexcompress.train.data import Preprocessing, image_folder
+    from alexcompress.train.trainer import CentroidFinetuning, MaskedRetraining, SilentLog, TrainConfig, _train
 
     (train, _), epochs, batch = load_digits_split(args.seed), 2, 64
     with tempfile.TemporaryDirectory() as tmp:

@@ -36,7 +36,7 @@ def parameter_counts(limit: float) -> dict[str, int]:
         [
             PY,
             "-c",
-            "import torchvision\nfrom alexcompress.archs import _skeleton, torchvision_names\nimport math\n"
+            "import torchvision\nfrom alexcompress.models.archs import _skeleton, torchvision_names\nimport math\n"
             "for n in torchvision_names():\n"
             "    print(n, sum(math.prod(e.shape) for e in _skeleton(n, 1000).values()))",
         ],
@@ -49,8 +49,8 @@ def parameter_counts(limit: float) -> dict[str, int]:
 
 
 def main() -> None:
-    from alexcompress.container import parse_header
-    from alexcompress.report import original_bytes
+    from alexcompress.cli.tables import original_bytes
+    from alexcompress.codec.container import parse_header
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--max-params", type=float, default=150, help="millions")

@@ -16,8 +16,8 @@ import atheris
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 with atheris.instrument_imports(include=["alexcompress"]):
+    from alexcompress.compression.sensitivity import Curves
     from alexcompress.errors import AlexCompressError
-    from alexcompress.sensitivity import Curves
 
 
 def one_input(data: bytes) -> None:

@@ -18,8 +18,8 @@ import atheris
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 with atheris.instrument_imports(include=["alexcompress"]):
-    from alexcompress.dcz import decode_arrays
     from alexcompress.errors import AlexCompressError
+    from alexcompress.models.dcz import decode_arrays
 
 
 def resign(data: bytes) -> bytes:
@@ -28,7 +28,7 @@ def resign(data: bytes) -> bytes:
     import json
     import zlib
 
-    from alexcompress.container import PREAMBLE
+    from alexcompress.codec.container import PREAMBLE
 
     if len(data) < PREAMBLE.size:
         return data

@@ -22,8 +22,8 @@ with atheris.instrument_imports(include=["alexcompress", "PIL"]):
     from PIL import Image  # here, not lazily in load_image: the decoders are what is instrumented
 
     Image.init()  # every format plugin, inside the instrumented import
-    from alexcompress.data import MAX_ASPECT, MAX_IMAGE_PIXELS, load_image
     from alexcompress.errors import AlexCompressError
+    from alexcompress.train.data import MAX_ASPECT, MAX_IMAGE_PIXELS, load_image
 
 PATH = os.path.join(tempfile.mkdtemp(prefix="fuzz-image-"), "image")
 

@@ -18,7 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 with atheris.instrument_imports(include=["alexcompress"]):
     from alexcompress.errors import AlexCompressError
-    from alexcompress.ptfile import read_state_dict
+    from alexcompress.models.ptfile import read_state_dict
 
 
 def wrap(pickle_bytes: bytes) -> bytes:

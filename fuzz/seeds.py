@@ -43,7 +43,7 @@ def dcz_seeds() -> list[bytes]:
 
 
 def pt_seeds() -> list[bytes]:
-    from alexcompress.ptfile import write_state_dict
+    from alexcompress.models.ptfile import write_state_dict
 
     seeds = []
     for seed in range(2):
@@ -83,7 +83,7 @@ def fuzz(one_input: Callable[[bytes], None], seeds: Callable[[], list[bytes]]) -
 
 def curves_seeds() -> list[bytes]:
     """A curves file of each format version, as `sensitivity --save` writes them."""
-    from alexcompress.sensitivity import FORMATS, Curves, LayerCurve
+    from alexcompress.compression.sensitivity import FORMATS, Curves, LayerCurve
 
     layers = [
         LayerCurve("conv.weight", "conv", 162, 162, {1.0: 0.9, 0.5: 0.85, 0.1: 0.4}, {8: 0.9, 4: 0.88, 2: 0.5}),

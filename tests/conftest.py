@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from alexcompress.models import random_model, state_dict_bytes
-from alexcompress.pruning import prune_global
-from alexcompress.quantization import quantize
+from alexcompress.compression.pruning import prune_global
+from alexcompress.compression.quantization import quantize
+from alexcompress.models.state import random_model, state_dict_bytes
 
 
 @pytest.fixture(scope="session")

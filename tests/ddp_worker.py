@@ -17,10 +17,10 @@ from torch.utils.data import TensorDataset
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from alexcompress.distributed import current, session  # noqa: E402
-from alexcompress.pruning import prune_global  # noqa: E402
-from alexcompress.quantization import quantize  # noqa: E402
-from alexcompress.train import CentroidFinetuning, MaskedRetraining, TrainConfig, _train  # noqa: E402
+from alexcompress.compression.pruning import prune_global  # noqa: E402
+from alexcompress.compression.quantization import quantize  # noqa: E402
+from alexcompress.train.distributed import current, session  # noqa: E402
+from alexcompress.train.trainer import CentroidFinetuning, MaskedRetraining, TrainConfig, _train  # noqa: E402
 
 CODED = {"conv.weight", "fc.weight"}
 

@@ -21,9 +21,9 @@ import torch
 import torchvision
 from typer.testing import CliRunner
 
-from alexcompress.cli import app
-from alexcompress.container import MAGIC, PREAMBLE
-from alexcompress.models import random_model
+from alexcompress.cli.app import app
+from alexcompress.codec.container import MAGIC, PREAMBLE
+from alexcompress.models.state import random_model
 
 
 class _Evil:

@@ -20,8 +20,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from alexcompress.container import MAGIC, PREAMBLE, parse_header, read_dcz, write_dcz
-from alexcompress.encodings import dense_ctx, dense_huffman, raw, sparse_ctx, sparse_huffman
+from alexcompress.codec.container import MAGIC, PREAMBLE, parse_header, read_dcz, write_dcz
+from alexcompress.codec.encodings import dense_ctx, dense_huffman, raw, sparse_ctx, sparse_huffman
 from alexcompress.errors import DczError
 
 encode_raw, encode_sparse, encode_dense = raw.ENCODING.encode, sparse_huffman.ENCODING.encode, dense_huffman.ENCODING.encode

@@ -8,9 +8,9 @@ from typing import TYPE_CHECKING, Optional
 
 import numpy as np
 
-from alexcompress.data import resolve_device
-from alexcompress.quantization import initial_centroids
-from alexcompress.train import TrainConfig, TrainingLog, _Hooks, _train
+from alexcompress.compression.quantization import initial_centroids
+from alexcompress.train.data import resolve_device
+from alexcompress.train.trainer import TrainConfig, TrainingLog, _Hooks, _train
 
 if TYPE_CHECKING:
     import torch

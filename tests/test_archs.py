@@ -13,9 +13,9 @@ import torch
 import torchvision
 
 import alexcompress
-from alexcompress.archs import ALEXNET_LAYERS, PAPER_KEEP_RATES, detect, get_arch, key_signature, resolve_layers
 from alexcompress.errors import ModelError
-from alexcompress.models import random_model
+from alexcompress.models.archs import ALEXNET_LAYERS, PAPER_KEEP_RATES, detect, get_arch, key_signature, resolve_layers
+from alexcompress.models.state import random_model
 
 
 @pytest.mark.parametrize("arch", ["alexnet", "vgg16", "resnet18"])
@@ -28,8 +28,8 @@ def test_hand_written_shape_tables_match_torchvision(arch, num_classes):
 
 
 def test_shipped_key_index_matches_the_installed_torchvision():
-    """Detection's first filter is a shipped table; regenerate it with `python -m alexcompress.archs`."""
-    index = json.loads(resources.files("alexcompress").joinpath("torchvision_keys.json").read_text())["models"]
+    """Detection's first filter is a shipped table; regenerate it with `python -m alexcompress.models.archs`."""
+    index = json.loads(resources.files("alexcompress.models").joinpath("torchvision_keys.json").read_text())["models"]
     names = torchvision.models.list_models(module=torchvision.models)
     assert set(index) == set(names)
     for name in ("mobilenet_v3_small", "swin_t", "regnet_x_400mf", "googlenet"):  # a sample: building all takes 20 s
@@ -135,7 +135,7 @@ def test_a_users_own_module_round_trips_and_loads_into_the_module(tmp_path):
 def test_cli_compresses_a_users_state_dict_and_says_what_it_detected(tmp_path):
     from typer.testing import CliRunner
 
-    from alexcompress.cli import app
+    from alexcompress.cli.app import app
 
     torch.manual_seed(0)
     path = tmp_path / "tiny.pt"
@@ -159,7 +159,7 @@ def test_decoded_pt_keeps_module_versions_that_torchvision_needs(tmp_path):
     write them (torch-free), so plain torchvision loads what we write."""
     from typer.testing import CliRunner
 
-    from alexcompress.cli import app
+    from alexcompress.cli.app import app
 
     runner = CliRunner()
     pt, dcz, back = tmp_path / "m.pt", tmp_path / "m.dcz", tmp_path / "back.pt"

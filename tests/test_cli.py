@@ -11,7 +11,7 @@ import torch
 import torchvision
 from typer.testing import CliRunner
 
-from alexcompress.cli import app
+from alexcompress.cli.app import app
 
 runner = CliRunner()
 

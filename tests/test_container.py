@@ -11,8 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from alexcompress.container import MAGIC, PREAMBLE, parse_header, read_dcz, write_dcz
-from alexcompress.encodings import CODED_ENCODINGS, dense_ctx, dense_huffman, encode_coded, raw, sparse_ctx, sparse_huffman
+from alexcompress.codec.container import MAGIC, PREAMBLE, parse_header, read_dcz, write_dcz
+from alexcompress.codec.encodings import CODED_ENCODINGS, dense_ctx, dense_huffman, encode_coded, raw, sparse_ctx, sparse_huffman
 from alexcompress.errors import DczError
 
 encode_raw, encode_sparse, encode_dense = raw.ENCODING.encode, sparse_huffman.ENCODING.encode, dense_huffman.ENCODING.encode

@@ -8,9 +8,9 @@ import torch
 import torchvision
 
 import alexcompress
-from alexcompress.archs import PAPER_KEEP_RATES
-from alexcompress.container import parse_header
-from alexcompress.models import random_model
+from alexcompress.codec.container import parse_header
+from alexcompress.models.archs import PAPER_KEEP_RATES
+from alexcompress.models.state import random_model
 
 
 def test_public_api_is_declared():

@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from alexcompress.data import epoch_order
-from alexcompress.sensitivity import read_curves
-from alexcompress.train import CentroidFinetuning, MaskedRetraining, SilentLog, TrainConfig, _train
+from alexcompress.compression.sensitivity import read_curves
+from alexcompress.train.data import epoch_order
+from alexcompress.train.trainer import CentroidFinetuning, MaskedRetraining, SilentLog, TrainConfig, _train
 
 from .ddp_worker import CODED, KINDS, Net, data, start_state
 from .test_train import assert_trained, make_image_folder

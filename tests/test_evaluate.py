@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from alexcompress.evaluate import evaluate, log_probabilities
+from alexcompress.train.evaluate import evaluate, log_probabilities
 
 
 def _data(n=40, seed=0):

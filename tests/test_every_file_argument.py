@@ -19,7 +19,7 @@ import pytest
 import typer.main
 from typer.testing import CliRunner
 
-from alexcompress.cli import app
+from alexcompress.cli.app import app
 
 from .test_train import make_image_folder
 

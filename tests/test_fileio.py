@@ -19,7 +19,7 @@ from alexcompress.fileio import check_output, default_output, write_atomic
 SLOW_DISK = """
 import os, sys, time
 os.fsync = lambda fd: time.sleep(60)
-from alexcompress.cli import main
+from alexcompress.cli.app import main
 sys.argv = ["alexcompress"] + sys.argv[1:]
 main()
 """
@@ -42,7 +42,7 @@ class Slow:
         self.handle.flush()
 
 fileio._emit = lambda payload, handle: emit(payload, Slow(handle))
-from alexcompress.cli import main
+from alexcompress.cli.app import main
 sys.argv = ["alexcompress"] + sys.argv[1:]
 main()
 """

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from alexcompress.container import read_dcz
+from alexcompress.codec.container import read_dcz
 from tests.fuzz_dcz import run, sample_file
 
 

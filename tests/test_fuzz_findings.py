@@ -7,9 +7,9 @@ import base64
 
 import pytest
 
-from alexcompress.dcz import decode_arrays
 from alexcompress.errors import AlexCompressError, ModelError
-from alexcompress.ptfile import read_state_dict
+from alexcompress.models.dcz import decode_arrays
+from alexcompress.models.ptfile import read_state_dict
 
 PT_FINDINGS = [
     # crash-7cf3782c57f631468e40588600457ad2d44c2577: zipfile raised NotImplementedError ("zip file version 7.5") past our handler
@@ -132,7 +132,7 @@ def test_a_reader_refuses_an_unknown_architecture_without_importing_torch():
     code = (
         "import sys, base64\n"
         "from tests.test_fuzz_findings import DCZ_FINDINGS\n"
-        "from alexcompress.dcz import decode_arrays\n"
+        "from alexcompress.models.dcz import decode_arrays\n"
         "try:\n    decode_arrays(DCZ_FINDINGS[0])\nexcept Exception as exc:\n    print(type(exc).__name__, exc)\n"
         "print('torch' in sys.modules)"
     )
@@ -151,7 +151,7 @@ def test_checkpoint_with_a_damaged_record_is_one_error(tmp_path):
 
     import torch
 
-    from alexcompress.train import load_checkpoint
+    from alexcompress.train.trainer import load_checkpoint
 
     buffer = io.BytesIO()
     torch.save({"format": "alexcompress-checkpoint", "epoch": 1}, buffer)

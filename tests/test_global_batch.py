@@ -1,4 +1,4 @@
-"""The layers that make a data-parallel step one process's step (alexcompress/global_batch.py); their
+"""The layers that make a data-parallel step one process's step (alexcompress/train/global_batch.py); their
 behaviour across processes is tested under torchrun in test_distributed.py."""
 
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from alexcompress.global_batch import DropoutClock, KeyedDropout, for_training, random_layers_left
+from alexcompress.train.global_batch import DropoutClock, KeyedDropout, for_training, random_layers_left
 
 
 def test_dropout_masks_are_a_function_of_the_step_alone():

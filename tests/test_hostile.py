@@ -18,8 +18,8 @@ import pytest
 import torch
 
 from alexcompress.errors import ModelError
-from alexcompress.models import load_arrays
-from alexcompress.ptfile import prescan, read_state_dict, write_state_dict
+from alexcompress.models.ptfile import prescan, read_state_dict, write_state_dict
+from alexcompress.models.state import load_arrays
 
 CLI = [sys.executable, "-m", "alexcompress"]
 
@@ -93,8 +93,8 @@ def test_the_writer_refuses_what_its_reader_would_refuse_and_leaves_nothing(tmp_
     line = one_line(alexcompress("encode", model, "-o", tmp_path / "many.dcz"))
     assert "many.pt: holds 5,000 tensors, more than the 4,096 a .dcz holds" in line  # refused as read, before any work
     assert not (tmp_path / "many.dcz").exists() and not list(tmp_path.glob(".*.tmp"))
-    from alexcompress.dcz import encode
     from alexcompress.errors import AlexCompressError
+    from alexcompress.models.dcz import encode
 
     with pytest.raises(AlexCompressError, match=r"cannot store this model in a \.dcz: header: "):  # the writer, called directly
         encode(many, arch="none")
@@ -116,7 +116,7 @@ def _peak_mb(code: str) -> float:
     VmHWM, not ru_maxrss: Linux carries ru_maxrss across exec, so a child of this (large) test process
     would report the parent's peak and the check could never fail."""
     hwm = "int(next(l for l in open('/proc/self/status') if l.startswith('VmHWM')).split()[1])"
-    base = f"import numpy; import alexcompress.models; r0 = {hwm}\n"
+    base = f"import numpy; import alexcompress.models.state; r0 = {hwm}\n"
     done = subprocess.run(
         [sys.executable, "-c", base + code + f"\nprint(({hwm} - r0) / 1024)"], capture_output=True, text=True, timeout=120
     )
@@ -145,7 +145,7 @@ def test_hostile_pt_files_are_refused_within_a_small_memory_budget(tmp_path, nam
     path.write_bytes(HOSTILE[name])
     with pytest.raises(ModelError):
         load_arrays(str(path))
-    code = f"from alexcompress.models import load_arrays\ntry:\n    load_arrays({str(path)!r})\nexcept Exception as e:\n    pass"
+    code = f"from alexcompress.models.state import load_arrays\ntry:\n    load_arrays({str(path)!r})\nexcept Exception as e:\n    pass"
     assert _peak_mb(code) < 64 + 4 * path.stat().st_size / 1e6, name
 
 
@@ -176,7 +176,7 @@ STALL_AN_IMPORT = (
 
 
 @pytest.mark.parametrize("signame", ["SIGINT", "SIGTERM"])
-@pytest.mark.parametrize("module", ["alexcompress.cli", "alexcompress.fileio", "typer", "numpy", "torch"])
+@pytest.mark.parametrize("module", ["alexcompress.cli.app", "alexcompress.fileio", "typer", "numpy", "torch"])
 def test_a_signal_at_any_point_of_start_up_is_one_line(tmp_path, module, signame):
     """The signal lands while `module` is being imported: `python -m alexcompress` run with an import hook
     that stalls there and says so through a file, so the signal arrives at that point however loaded the

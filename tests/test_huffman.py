@@ -5,7 +5,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from alexcompress import huffman
+from alexcompress.codec import huffman
 from alexcompress.errors import DczError
 
 

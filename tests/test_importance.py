@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 import torch
 
+from alexcompress.compression.importance import estimate, grad2
+from alexcompress.compression.pruning import prune_global
+from alexcompress.compression.quantization import _information, ecsq_1d, kmeans_1d, quantize
 from alexcompress.errors import AlexCompressError
-from alexcompress.importance import estimate, grad2
-from alexcompress.models import random_model
-from alexcompress.pruning import prune_global
-from alexcompress.quantization import _information, ecsq_1d, kmeans_1d, quantize
+from alexcompress.models.state import random_model
 
 from .test_cli import one_error_line, run
 from .test_train import make_image_folder
@@ -87,7 +87,7 @@ def test_quantize_checks_the_importance_it_is_given():
 
 
 def test_a_spec_asking_for_importance_refuses_to_guess():
-    from alexcompress.pipeline import QuantizeSpec, compress
+    from alexcompress.compression.specs import QuantizeSpec, compress
 
     with pytest.raises(AlexCompressError, match="needs training images"):
         compress(random_model(num_classes=2, seed=0), quantization=QuantizeSpec(importance="grad2"))

@@ -11,7 +11,7 @@ import torch
 import torchvision
 
 from alexcompress.errors import ModelError
-from alexcompress.models import load_state_dict, pretrained, random_model, state_dict_bytes
+from alexcompress.models.state import load_state_dict, pretrained, random_model, state_dict_bytes
 
 
 def test_random_model_is_seeded_and_leaves_global_rng_alone():

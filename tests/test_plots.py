@@ -8,7 +8,7 @@ import numpy as np
 from PIL import Image
 from typer.testing import CliRunner
 
-from alexcompress.cli import app
+from alexcompress.cli.app import app
 
 runner = CliRunner()
 
@@ -44,7 +44,7 @@ def test_missing_matplotlib_is_one_clear_line(tmp_path, files, monkeypatch):
 
 
 def test_sensitivity_figure_draws_the_divergence_row_only_where_the_curves_carry_it(tmp_path):
-    from alexcompress.plots import sensitivity_figure
+    from alexcompress.cli.plots import sensitivity_figure
 
     from .test_sensitivity import _curves, _overfit_curves
 

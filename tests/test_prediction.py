@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from alexcompress.errors import AlexCompressError
-from alexcompress.prediction import class_names, expand_images
+from alexcompress.runtime.predict import class_names, expand_images
 
 from .test_cli import one_error_line, run
 from .test_train import make_image_folder
@@ -134,7 +134,7 @@ def test_every_walk_stops_at_the_entry_cap(tmp_path, monkeypatch):
     """A --data tree, a folder and a glob given to predict: each walk counts the entries it looks at and stops
     with one line past fileio.MAX_WALK_ENTRIES (lowered here to 5; 10 million in use)."""
     import alexcompress.fileio as fileio
-    from alexcompress.data import Preprocessing, image_folder
+    from alexcompress.train.data import Preprocessing, image_folder
 
     for i in range(8):
         (tmp_path / "tree" / "a").mkdir(parents=True, exist_ok=True)

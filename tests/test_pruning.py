@@ -6,10 +6,10 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from alexcompress.archs import PAPER_KEEP_RATES
-from alexcompress.cli import parse_assignments
+from alexcompress.cli.app import parse_assignments
+from alexcompress.compression.pruning import prune_by_rates, prune_by_std, prune_global, prune_paper
 from alexcompress.errors import AlexCompressError, ModelError
-from alexcompress.pruning import prune_by_rates, prune_by_std, prune_global, prune_paper
+from alexcompress.models.archs import PAPER_KEEP_RATES
 
 from .conftest import tiny_state
 

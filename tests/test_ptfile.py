@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from alexcompress.errors import ModelError
-from alexcompress.ptfile import read_state_dict
+from alexcompress.models.ptfile import read_state_dict
 
 
 def test_matches_torch_load_including_views_and_dtypes(tmp_path):
@@ -70,7 +70,7 @@ def test_unusual_files_are_refused_or_left_to_torch_but_never_unpickled(tmp_path
 def test_compress_of_a_pt_file_never_imports_torch(files, tmp_path):
     out = tmp_path / "m.dcz"
     script = (
-        "import sys\nfrom alexcompress.cli import app\n"
+        "import sys\nfrom alexcompress.cli.app import app\n"
         f"sys.argv = ['alexcompress', 'compress', {str(files['model'])!r}, '-o', {str(out)!r}, '-q', '--sparsity', '0.9', '--bits', '5']\n"
         "try:\n    app()\nexcept SystemExit as e:\n    assert e.code in (0, None), e.code\n"
         "print('torch' in sys.modules)\n"
@@ -93,7 +93,7 @@ DTYPES = ["float32", "float64", "float16", "int64", "int32", "int16", "int8", "u
 def test_written_pt_is_what_torch_load_reads(tmp_path_factory, shapes, dtypes, transpose):
     """The torch-free writer against torch.load(weights_only=True), mmap too: dtypes, 0-d and empty tensors,
     non-contiguous input."""
-    from alexcompress.ptfile import write_state_dict
+    from alexcompress.models.ptfile import write_state_dict
 
     rng = np.random.default_rng(0)
     state = OrderedDict()

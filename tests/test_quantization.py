@@ -6,9 +6,9 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from alexcompress.compression.pruning import prune_global
+from alexcompress.compression.quantization import centroids_to_float32, kmeans_1d, quantize
 from alexcompress.errors import AlexCompressError
-from alexcompress.pruning import prune_global
-from alexcompress.quantization import centroids_to_float32, kmeans_1d, quantize
 
 from .conftest import tiny_state
 from .reference import kmeans_sklearn

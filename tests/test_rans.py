@@ -5,7 +5,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from alexcompress import rans
+from alexcompress.codec import rans
 from alexcompress.errors import DczError
 
 

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import alexcompress
-from alexcompress.container import parse_header
-from alexcompress.report import breakdown, ladder, layer_rows, original_bytes
+from alexcompress.cli.tables import breakdown, ladder, layer_rows, original_bytes
+from alexcompress.codec.container import parse_header
 
 
 def test_parts_add_up_to_the_file(quantized10):

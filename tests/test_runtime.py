@@ -15,11 +15,11 @@ from hypothesis import strategies as st
 from torch import nn
 
 import alexcompress
-from alexcompress.dcz import encode
+from alexcompress.compression.specs import PruneSpec, QuantizeSpec, compress
 from alexcompress.errors import ModelError
-from alexcompress.models import random_model
-from alexcompress.pipeline import PruneSpec, QuantizeSpec, compress
-from alexcompress.runtime import CodedConv, SparseLinear, load_sparse
+from alexcompress.models.dcz import encode
+from alexcompress.models.state import random_model
+from alexcompress.runtime.sparse import CodedConv, SparseLinear, load_sparse
 
 
 def _close(dense: torch.Tensor, sparse: torch.Tensor) -> None:
@@ -65,7 +65,7 @@ def test_layers_kept_whole_run_from_a_dense_layout(tmp_path, coder, sparse_kind,
     )
     path = tmp_path / "m.dcz"
     path.write_bytes(state.data)
-    header = alexcompress.container.parse_header(state.data)
+    header = alexcompress.codec.container.parse_header(state.data)
     kinds = {t.name: t.encoding for t in header.tensors}
     assert kinds["features.0.weight"] == dense_kind and kinds["classifier.1.weight"] == sparse_kind
     dense, sparse = alexcompress.load(path), alexcompress.load(path, sparse=True)
@@ -126,7 +126,7 @@ def test_own_module_runs_what_it_can_sparsely(tmp_path):
 
 def test_refusals(tmp_path, quantized10):
     pt = tmp_path / "m.pt"
-    pt.write_bytes(alexcompress.models.state_dict_bytes(quantized10))
+    pt.write_bytes(alexcompress.models.state.state_dict_bytes(quantized10))
     with pytest.raises(ModelError, match=r"runs \.dcz files"):
         alexcompress.load(pt, sparse=True)
     path = _mixed(tmp_path)
@@ -165,7 +165,7 @@ def test_sparse_linear_matches_linear(out_features, in_features, density, batch,
 
 MEMORY_PROBE = textwrap.dedent(
     """
-    import sys, torch, torchvision, alexcompress, alexcompress.runtime
+    import sys, torch, torchvision, alexcompress, alexcompress.runtime.sparse
     def kib(field):
         for line in open("/proc/self/status"):
             if line.startswith(field):
@@ -206,9 +206,9 @@ class Tiny(nn.Module):
 def test_mutated_files_end_in_an_error_or_the_dense_model(tmp_path):
     """The runtime builds from the same validated streams as the decoder: a damaged file is a DczError or
     ModelError, and one that still loads runs exactly like its dense decode."""
-    from alexcompress.dcz import decode_arrays
     from alexcompress.errors import DczError
-    from alexcompress.models import load_into
+    from alexcompress.models.dcz import decode_arrays
+    from alexcompress.models.state import load_into
     from tests.fuzz_dcz import mutations
 
     torch.manual_seed(0)

@@ -9,10 +9,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from alexcompress import huffman
-from alexcompress.errors import AlexCompressError
-from alexcompress.quantization import _envelope, ecsq_1d, kmeans_1d, quantize
-from alexcompress.sensitivity import (
+from alexcompress.codec import huffman
+from alexcompress.compression.quantization import _envelope, ecsq_1d, kmeans_1d, quantize
+from alexcompress.compression.sensitivity import (
     Curves,
     LayerCurve,
     _keep_points,
@@ -23,6 +22,7 @@ from alexcompress.sensitivity import (
     coded_bytes,
     read_curves,
 )
+from alexcompress.errors import AlexCompressError
 
 from .test_cli import one_error_line, run
 from .test_train import make_image_folder
@@ -79,7 +79,7 @@ def test_ecsq_trades_distortion_for_rate_and_zero_weight_is_kmeans():
 
 
 def test_quantize_with_ecsq_encodes_smaller_and_round_trips():
-    from alexcompress.dcz import decode, encode
+    from alexcompress.models.dcz import decode, encode
 
     rng = np.random.default_rng(1)
     state = {"a.weight": rng.laplace(0, 0.02, (64, 300)).astype(np.float32), "a.bias": np.zeros(64, np.float32)}

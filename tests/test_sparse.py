@@ -4,7 +4,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from alexcompress.sparse import gap_histogram, positions_from_gaps, relative_gaps, stream_histograms
+from alexcompress.codec.sparse_index import gap_histogram, positions_from_gaps, relative_gaps, stream_histograms
 
 
 @st.composite

@@ -10,10 +10,10 @@ import torch
 from PIL import Image
 from torch.utils.data import TensorDataset
 
+from alexcompress.compression.pruning import prune_global
+from alexcompress.compression.quantization import quantize
 from alexcompress.errors import AlexCompressError
-from alexcompress.pruning import prune_global
-from alexcompress.quantization import quantize
-from alexcompress.train import (
+from alexcompress.train.trainer import (
     CentroidFinetuning,
     EpochSummary,
     MaskedRetraining,
@@ -95,7 +95,7 @@ def alexnet_small_data(n: int = 12) -> TensorDataset:
 
 
 def test_resume_continues_the_same_run(tmp_path):
-    from alexcompress.models import compressible_keys, random_model
+    from alexcompress.models.state import compressible_keys, random_model
 
     base = prune_global(random_model("alexnet", num_classes=2, seed=0), 0.5).state
     data = alexnet_small_data()
@@ -178,7 +178,7 @@ class Recorder(SilentLog):
 
 
 def test_checkpoint_is_removed_after_a_successful_run_unless_kept(tmp_path):
-    from alexcompress.models import random_model
+    from alexcompress.models.state import random_model
 
     base = prune_global(random_model("alexnet", num_classes=2, seed=0), 0.5).state
     for keep in (False, True):
@@ -227,7 +227,7 @@ def test_learning_rate_schedules():
 
 
 def test_augmentations_none_is_deterministic_and_flip_mirrors():
-    from alexcompress.data import AUGMENTATIONS, Preprocessing
+    from alexcompress.train.data import AUGMENTATIONS, Preprocessing
 
     assert set(AUGMENTATIONS) == {"none", "flip", "crop-flip"}
     pixels = np.zeros((16, 16, 3), np.uint8)
@@ -244,7 +244,7 @@ def test_augmentations_none_is_deterministic_and_flip_mirrors():
 def test_plain_log_lines_for_logs_and_pipes():
     import io
 
-    from alexcompress.progress import PlainLog
+    from alexcompress.cli.progress import PlainLog
 
     stream = io.StringIO()
     log = PlainLog(stream, every=2)
@@ -262,7 +262,7 @@ def test_plain_log_lines_for_logs_and_pipes():
 
 
 def test_validation_split_is_stratified_and_seeded(tmp_path):
-    from alexcompress.data import Preprocessing, split_folder
+    from alexcompress.train.data import Preprocessing, split_folder
 
     root = make_image_folder(tmp_path / "data", classes=3, per_class=8)
     prep = Preprocessing(image_size=32, resize=32)
@@ -289,7 +289,7 @@ def test_bf16_autocast_keeps_masks_exact_and_fp16_needs_cuda():
 
 
 def test_regrow_brings_pruned_weights_back_at_the_same_count():
-    from alexcompress.train import RegrowingRetraining
+    from alexcompress.train.trainer import RegrowingRetraining
 
     net = tiny_net()
     pruned = prune_global(OrderedDict(net.state_dict()), 0.7, arch="none").state
@@ -313,8 +313,8 @@ def test_regrow_brings_pruned_weights_back_at_the_same_count():
 
 
 def test_regrow_resumes_the_same_run_and_spans_pruning_rounds(tmp_path):
-    from alexcompress.models import compressible_keys, random_model
-    from alexcompress.pipeline import PruneSpec, prune_and_retrain
+    from alexcompress.compression.specs import PruneSpec, prune_and_retrain
+    from alexcompress.models.state import compressible_keys, random_model
 
     arch = "mobilenet_v3_small"  # a twentieth of AlexNet's weights: the same code paths, faster
     base = prune_global(random_model(arch, num_classes=2, seed=0), 0.5, arch=arch).state

@@ -10,10 +10,10 @@ import torch
 import torchvision
 
 import alexcompress
-from alexcompress.archs import get_arch
-from alexcompress.container import parse_header
-from alexcompress.encodings import CODED
-from alexcompress.models import random_model
+from alexcompress.codec.container import parse_header
+from alexcompress.codec.encodings import CODED
+from alexcompress.models.archs import get_arch
+from alexcompress.models.state import random_model
 
 
 def test_resnet18_round_trip_with_batchnorm_buffers(tmp_path):
@@ -69,7 +69,7 @@ def test_vgg16_container_round_trip_without_initialising_vgg(tmp_path):
 def test_cli_arch_option_and_paper_preset_guard(tmp_path):
     from typer.testing import CliRunner
 
-    from alexcompress.cli import app
+    from alexcompress.cli.app import app
 
     runner = CliRunner()
     out = tmp_path / "r.dcz"

@@ -1,0 +1,300 @@
+"""Size accounting from a real `.dcz` and the tables users see (the paper's Table 4, the seed's summary).
+
+Every figure comes from the header's section table, so the parts add up to the file's size on disk.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from alexcompress.codec.container import DczHeader, streams_of
+from alexcompress.codec.encodings import DTYPES, LayerSummary, get_encoding
+from alexcompress.errors import ModelError
+from alexcompress.models.archs import PAPER_KEEP_RATES, get_arch
+
+
+@dataclass(frozen=True)
+class LayerRow(LayerSummary):
+    """One coded layer, as in the paper's Table 4, with its display name."""
+
+    name: str = ""
+
+    @property
+    def kept(self) -> float:
+        return self.nnz / self.weights if self.weights else 0.0
+
+    @property
+    def size_fixed(self) -> float:
+        return self.bytes_fixed / (4 * self.weights) if self.weights else 0.0
+
+    @property
+    def size_file(self) -> float:
+        return self.bytes_file / (4 * self.weights) if self.weights else 0.0
+
+
+@dataclass(frozen=True)
+class Breakdown:
+    """The file's bytes by what they hold; `total` equals the file size."""
+
+    header: int
+    codes: int
+    gaps: int
+    codebooks: int
+    code_tables: int
+    raw: int
+
+    @property
+    def total(self) -> int:
+        return self.header + self.codes + self.gaps + self.codebooks + self.code_tables + self.raw
+
+
+def printable(text: str) -> str:
+    """`text` with control characters (newlines, escapes in file names) shown as escapes, never raw.
+
+    >>> printable("a\\nb\\x1b[31m.pt")
+    'a\\\\nb\\\\x1b[31m.pt'
+    """
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
+
+
+def display_name(arch: str, key: str) -> str:
+    """A layer's name for tables and plots: the architecture's alias (conv1..fc8) or the key; escaped, since
+    a file's tensor names are the file's, not ours (no control characters, no rich markup)."""
+    try:
+        name = get_arch(arch, discover=False).display_name(key)
+    except ModelError:  # a file written for an architecture this torchvision does not know
+        name = key[: -len(".weight")] if key.endswith(".weight") else key
+    return escape(printable(name))
+
+
+def layer_rows(header: DczHeader) -> list[LayerRow]:
+    rows = []
+    for t in header.tensors:
+        summary = get_encoding(t.encoding).summary(t)
+        if summary is not None:
+            rows.append(LayerRow(**vars(summary), name=display_name(header.arch, t.name)))
+    return rows
+
+
+def breakdown(header: DczHeader) -> Breakdown:
+    sums = {"codes": 0, "gaps": 0, "codebook": 0, "tables": 0, "raw": 0}
+    for tensor in header.tensors:
+        roles = get_encoding(tensor.encoding).section_roles
+        for section in tensor.sections:
+            sums[roles[section.kind]] += section.length
+    return Breakdown(header.header_bytes, sums["codes"], sums["gaps"], sums["codebook"], sums["tables"], sums["raw"])
+
+
+def original_bytes(header: DczHeader) -> int:
+    """The model's size as dense tensors of their own dtype (float32 for every weight)."""
+    return sum(t.numel * np.dtype(DTYPES[t.dtype]).itemsize for t in header.tensors)
+
+
+@dataclass(frozen=True)
+class Ladder:
+    """The seed's summary: sizes after each stage. Only `huffman` is a written file; the others are what
+    the same streams would take at fixed width, computed from the header."""
+
+    original: int
+    pruned: int  # float32 values + fixed-width relative indices (fillers included) + raw tensors
+    quantized: int  # fixed-width codes + fixed-width indices + codebooks + raw tensors
+    huffman: int  # the file on disk
+
+
+def ladder(header: DczHeader) -> Ladder:
+    rows = layer_rows(header)
+    parts = breakdown(header)
+    pruned = sum(math.ceil(r.entries * (32 + r.index_bits) / 8) for r in rows) + parts.raw
+    quantized = sum(r.bytes_fixed for r in rows) + parts.raw
+    return Ladder(original_bytes(header), pruned, quantized, header.file_size)
+
+
+def _mb(n: int) -> str:
+    return f"{n / 1e6:,.3f} MB"
+
+
+def _ratio(original: int, size: int) -> str:
+    return f"{original / size:.2f}x" if size else "-"
+
+
+def info_table(header: DczHeader, title: str) -> Table:
+    table = Table(title=title, title_justify="left")
+    for column in ("layer", "weights", "kept", "w-bits P+Q", "w-bits +H", "idx-bits P+Q", "idx-bits +H", "size P+Q", "size P+Q+H", "ratio"):
+        table.add_column(column, justify="left" if column == "layer" else "right")
+    rows = layer_rows(header)
+    for r in rows:
+        table.add_row(
+            r.name,
+            f"{r.weights:,}",
+            f"{r.kept:.1%}",
+            str(r.weight_bits_fixed),
+            f"{r.weight_bits_coded:.2f}",
+            str(r.index_bits),
+            f"{r.index_bits_coded:.2f}",
+            f"{r.size_fixed:.2%}",
+            f"{r.size_file:.2%}",
+            _ratio(4 * r.weights, r.bytes_file),
+        )
+    if rows:
+        weights = sum(r.weights for r in rows)
+        nnz = sum(r.nnz for r in rows)
+        entries = sum(r.entries for r in rows) or 1
+        fixed = sum(r.bytes_fixed for r in rows)
+        in_file = sum(r.bytes_file for r in rows)
+        table.add_row(
+            "total",
+            f"{weights:,}",
+            f"{nnz / max(weights, 1):.1%}",
+            f"{sum(r.weight_bits_fixed * r.entries for r in rows) / entries:.2f}",
+            f"{sum(r.weight_bits_coded * r.entries for r in rows) / entries:.2f}",
+            f"{sum(r.index_bits * r.entries for r in rows) / entries:.2f}",
+            f"{sum(r.index_bits_coded * r.entries for r in rows) / entries:.2f}",
+            f"{fixed / max(4 * weights, 1):.2%}",
+            f"{in_file / max(4 * weights, 1):.2%}",
+            _ratio(4 * weights, in_file),
+            style="bold",
+        )
+    return table
+
+
+def bytes_table(header: DczHeader) -> Table:
+    parts = breakdown(header)
+    table = Table(title="bytes on disk", title_justify="left")
+    table.add_column("part")
+    table.add_column("bytes", justify="right")
+    table.add_column("share", justify="right")
+    for label, value in (
+        ("weight codes (entropy-coded)", parts.codes),
+        ("index gaps (entropy-coded)", parts.gaps),
+        ("codebooks (float32)", parts.codebooks),
+        ("code tables (Huffman lengths, rANS models)", parts.code_tables),
+        ("raw tensors (biases, ...)", parts.raw),
+        ("preamble + header", parts.header),
+    ):
+        table.add_row(label, f"{value:,}", f"{value / parts.total:.2%}" if parts.total else "-")
+    table.add_row("file size", f"{parts.total:,}", "100.00%", style="bold")
+    original = original_bytes(header)
+    table.add_row("float32 original", f"{original:,}", _ratio(original, parts.total), style="bold")
+    return table
+
+
+def print_info(console: Console, header: DczHeader, label: str) -> None:
+    classes = f"{header.num_classes} classes" if header.num_classes else "no class count"
+    line = f"{label}: {header.arch}, {classes}, {len(header.tensors)} tensors, written by {header.producer}"
+    console.print(printable(line), markup=False)
+    console.print(info_table(header, "per layer (the paper's Table 4)"))
+    console.print(bytes_table(header))
+    if header.arch == "alexnet":
+        console.print(
+            "paper (Table 4, pretrained AlexNet): kept "
+            + ", ".join(f"{k} {v:.0%}" for k, v in PAPER_KEEP_RATES.items())
+            + "; 35x overall (2.88%)"
+        )
+
+
+def print_codes(console: Console, header: DczHeader, data: bytes, top: int = 5) -> None:
+    """The seed's view of every coded layer: the most frequent codes, their values and Huffman code words."""
+    for entry in header.tensors:
+        streams = streams_of(header, data, entry)
+        if streams is not None:
+            _print_layer_codes(console, entry, display_name(header.arch, entry.name), streams, top)
+
+
+def _print_layer_codes(console: Console, entry: Any, name: str, streams: Any, top: int) -> None:
+    from alexcompress.codec.huffman import canonical_codes
+
+    counts = np.bincount(streams.codes, minlength=entry.codebook_size + 1)
+    codes = canonical_codes(streams.code_lengths)
+    order = np.argsort(-counts, kind="stable")[:top]
+    extra = streams.extra_symbol
+    table = Table(title=f"{name}: top {top} of {entry.codebook_size} codes (+ {extra}), {entry.encoding}", title_justify="left")
+    for column in ("symbol", "value", "count", "share", "Huffman code"):
+        table.add_column(column, justify="right")
+    for symbol in order.tolist():
+        if counts[symbol] == 0:
+            continue
+        value = extra if symbol == entry.codebook_size else f"{streams.codebook[symbol]:+.6f}"
+        table.add_row(
+            str(symbol),
+            value,
+            f"{counts[symbol]:,}",
+            f"{counts[symbol] / max(streams.codes.size, 1):.1%}",
+            codes[symbol].to01() if symbol in codes else "",
+        )
+    console.print(table)
+
+
+def print_ladder(console: Console, header: DczHeader) -> None:
+    steps = ladder(header)
+    table = Table(title="compression summary", title_justify="left")
+    table.add_column("stage")
+    table.add_column("size", justify="right")
+    table.add_column("ratio", justify="right")
+    table.add_row("original (float32)", _mb(steps.original), "1.00x")
+    table.add_row("after pruning (float32 + fixed-width indices)", _mb(steps.pruned), _ratio(steps.original, steps.pruned))
+    table.add_row("after pruning + quantization (fixed width)", _mb(steps.quantized), _ratio(steps.original, steps.quantized))
+    table.add_row("after P + Q + Huffman: the file on disk", _mb(steps.huffman), _ratio(steps.original, steps.huffman), style="bold")
+    console.print(table)
+
+
+def print_state_dict(console: Console, state: Mapping[str, np.ndarray], arch: str, label: str) -> None:
+    """`info` on a `.pt`: per coded layer, weights, nonzeros and distinct values (is it pruned? quantized?)."""
+    from alexcompress.models.state import compressible_keys, num_classes_of
+
+    keys = compressible_keys(state, arch)
+    classes = num_classes_of(state, arch)
+    table = Table(title=f"{label}: {arch} state dict" + (f", {classes} classes" if classes else ""), title_justify="left")
+    for column in ("layer", "weights", "nonzeros", "kept", "distinct nonzero values"):
+        table.add_column(column, justify="left" if column == "layer" else "right")
+    for key in keys:
+        flat = np.asarray(state[key]).reshape(-1)
+        nonzero = flat[flat != 0]
+        table.add_row(
+            display_name(arch, key),
+            f"{flat.size:,}",
+            f"{nonzero.size:,}",
+            f"{nonzero.size / max(flat.size, 1):.2%}",
+            f"{np.unique(nonzero).size:,}",
+        )
+    console.print(table)
+    console.print(f"dense size: {sum(np.asarray(v).nbytes for v in state.values()):,} bytes")
+
+
+def print_allocation(console: Console, allocation: Any, arch: str) -> None:
+    """The keep rates and widths an automatic allocation chose, beside the paper's (AlexNet)."""
+    from alexcompress.compression.sensitivity import coded_bytes
+
+    paper = arch == "alexnet"
+    table = Table(title="Automatic allocation (from the sensitivity curves)", title_style="bold")
+    for column in ("layer", "weights", "keep", "bits", *(("paper keep", "paper bits") if paper else ()), "predicted bytes"):
+        table.add_column(column, justify="left" if column == "layer" else "right")
+    for key, keep in allocation.rates.items():
+        name, bits, weights = allocation.names[key], allocation.bits[key], allocation.weights[key]
+        extra = ()
+        if paper:
+            extra = (f"{PAPER_KEEP_RATES[name]:.0%}" if name in PAPER_KEEP_RATES else "-", "8" if name.startswith("conv") else "5")
+        table.add_row(
+            escape(printable(name)), f"{weights:,}", f"{100 * keep:.3g}%", str(bits), *extra, f"{coded_bytes(weights, keep, bits):,}"
+        )
+    console.print(table)
+    divergence = "" if allocation.predicted_kl is None else f", divergence {allocation.predicted_kl:.3f} nats (what it minimises)"
+    console.print(
+        f"predicted: {allocation.predicted_bytes:,} bytes, {allocation.predicted_ratio:.1f}x, top-1 drop {allocation.predicted_drop:.2f} pp"
+        f"{divergence}, before retraining (the layers' figures added)",
+        markup=False,
+    )
+    if allocation.measured is not None:
+        before, after, samples = allocation.measured
+        console.print(
+            f"measured: top-1 {after:.2%} with every layer pruned and quantized together, before retraining "
+            f"({before:.2%} as given: {0.0 - allocation.measured_drop:+.2f} pp; {samples:,} validation images)",
+            markup=False,
+        )

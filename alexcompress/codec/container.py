@@ -1,0 +1,307 @@
+"""The `.dcz` container (format version 1; docs/FORMAT.md is the specification): framing only.
+
+Layout: a 20-byte preamble (magic, version, flags, header length, header CRC-32), a JSON header holding the
+tensor table, then the sections, contiguous and exactly filling the file. What a tensor's sections hold is
+its encoding's business (`alexcompress.codec.encodings`): this module checks the layout, with Python integers and
+against the file size, before anything is allocated, and each section's CRC-32 before it is handed over.
+Needs only numpy and bitarray.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+import zlib
+from collections import OrderedDict
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from alexcompress import jsontext
+from alexcompress.codec.encodings import DTYPES, EncodedTensor, Section, TensorEntry, get_encoding
+from alexcompress.errors import DczError
+
+MAGIC = b"\x89DCZ\r\n\x1a\n"
+VERSION = 1
+PREAMBLE = struct.Struct("<8sHHII")  # magic, version, flags, header length, CRC-32 of the header
+MAX_HEADER_BYTES = 1 << 20
+MAX_HEADER_NESTING = 32  # a header nests 5 deep (tensors, a tensor, its sections, a section, options)
+MAX_TENSORS = 4096
+MAX_NAME_LENGTH = 256
+MAX_DIMS = 8
+MAX_TOTAL_ELEMENTS = 1 << 28  # 1 GiB of float32 once decoded: VGG-16 (138M weights) fits, a bomb does not
+MAX_NUM_CLASSES = 1_000_000
+
+
+@dataclass(frozen=True)
+class DczHeader:
+    arch: str
+    num_classes: int  # 0 for a state dict of no known architecture
+    producer: str
+    options: dict[str, Any]
+    tensors: tuple[TensorEntry, ...]
+    header_bytes: int  # preamble + JSON header
+    file_size: int
+
+    @property
+    def data_start(self) -> int:
+        return self.header_bytes
+
+
+# ------------------------------------------------------------------------------------------------ writer
+
+
+def write_dcz(tensors: list[EncodedTensor], *, arch: str, num_classes: int, producer: str, options: Mapping[str, Any]) -> bytes:
+    """Assemble encoded tensors into a complete `.dcz` file image."""
+    table = []
+    offset = 0
+    chunks: list[bytes] = []
+    total = 0
+    for tensor in tensors:
+        kinds = get_encoding(tensor.entry.encoding).section_kinds
+        total += tensor.entry.numel
+        sections = []
+        for kind, payload in zip(kinds, tensor.payloads, strict=True):
+            sections.append({"kind": kind, "offset": offset, "length": len(payload), "crc32": zlib.crc32(payload)})
+            offset += len(payload)
+            chunks.append(payload)
+        row: dict[str, Any] = {
+            "name": tensor.entry.name,
+            "dtype": tensor.entry.dtype,
+            "shape": list(tensor.entry.shape),
+            "encoding": tensor.entry.encoding,
+        }
+        for key in get_encoding(tensor.entry.encoding).fields:
+            row[key] = tensor.entry.params[key]
+        row["sections"] = sections
+        table.append(row)
+    header = {
+        "format": "dcz",
+        "arch": arch,
+        "num_classes": num_classes,
+        "producer": producer,
+        "options": dict(options),
+        "tensors": table,
+    }
+    header_bytes = json.dumps(header, separators=(",", ":"), sort_keys=True, allow_nan=False).encode("utf-8")
+    preamble = PREAMBLE.pack(MAGIC, VERSION, 0, len(header_bytes), zlib.crc32(header_bytes))
+    data = b"".join([preamble, header_bytes, *chunks])
+    try:
+        parse_header(data)  # the reader's limits are the writer's: never write a file that would be refused
+    except DczError as exc:
+        raise DczError(f"cannot store this model in a .dcz: {exc}") from None
+    return data
+
+
+# ------------------------------------------------------------------------------------------------ reader
+
+
+def is_dcz(prefix: bytes) -> bool:
+    return prefix[: len(MAGIC)] == MAGIC
+
+
+MAX_STREAM_BYTES = 8 << 30  # what the limits allow: 2**28 elements of at most 8 bytes, plus tables and header
+
+
+def read_dcz_stream(handle: Any, head: bytes) -> bytes:
+    """A `.dcz` from a pipe, FIFO or device, reading no further than the header declares (plus one byte, so
+    that trailing data is noticed). Malformed headers are returned short, for `parse_header` to word."""
+
+    def upto(size: int) -> bytes:
+        chunks = []
+        while size > 0:
+            chunk = handle.read(min(size, 1 << 24))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size -= len(chunk)
+        return b"".join(chunks)
+
+    data = head + upto(PREAMBLE.size - len(head))
+    if len(data) < PREAMBLE.size:
+        return data
+    header_length = PREAMBLE.unpack_from(data, 0)[3]
+    if header_length > MAX_HEADER_BYTES:
+        return data
+    data += upto(header_length)
+    try:
+        rows = jsontext.loads(bytes(data[PREAMBLE.size :]), MAX_HEADER_NESTING).get("tensors", [])
+        total = sum(int(section["length"]) for row in rows for section in row["sections"])
+    except (ValueError, TypeError, KeyError, AttributeError, RecursionError):
+        return data  # parse_header says what is wrong with it
+    if not 0 <= total <= MAX_STREAM_BYTES:
+        return data
+    return data + upto(total) + upto(1)
+
+
+def parse_header(data: bytes | memoryview, file_size: int | None = None) -> DczHeader:
+    """Validate the preamble, the header and the whole section layout; decode nothing yet.
+
+    `data` must hold at least the preamble and header; `file_size` defaults to len(data).
+    """
+    size = len(data) if file_size is None else file_size
+    if size < PREAMBLE.size or len(data) < PREAMBLE.size:
+        raise DczError(f"preamble: file of {size} bytes is too short to be a .dcz (truncated?)")
+    magic, version, flags, header_length, header_crc = PREAMBLE.unpack_from(data, 0)
+    if magic != MAGIC:
+        raise DczError("preamble: bad magic number, not a .dcz file")
+    if version != VERSION:
+        raise DczError(f"preamble: unsupported format version {version} (this reader knows version {VERSION})")
+    if flags != 0:
+        raise DczError(f"preamble: unknown flags 0x{flags:04x}")
+    if header_length > MAX_HEADER_BYTES:
+        raise DczError(f"header: declared length {header_length} exceeds the {MAX_HEADER_BYTES}-byte limit")
+    end = PREAMBLE.size + header_length
+    if end > size or end > len(data):
+        raise DczError(f"header: declared length {header_length} runs past the end of the file (truncated?)")
+    raw = bytes(data[PREAMBLE.size : end])
+    if zlib.crc32(raw) != header_crc:
+        raise DczError("header: CRC-32 mismatch (the file is damaged)")
+    try:
+        obj = jsontext.loads(raw, MAX_HEADER_NESTING)
+    except ValueError as exc:
+        raise DczError(f"header: {exc}") from None
+    return _validate_header(obj, end, size)
+
+
+def _get(obj: Mapping[str, Any], key: str, kind: type, where: str) -> Any:
+    if key not in obj:
+        raise DczError(f"{where}: missing field {key!r}")
+    value = obj[key]
+    if kind is int and (isinstance(value, bool) or not isinstance(value, int)):
+        raise DczError(f"{where}: field {key!r} must be an integer")
+    if not isinstance(value, kind):
+        raise DczError(f"{where}: field {key!r} must be of type {kind.__name__}")
+    return value
+
+
+def _int_in(obj: Mapping[str, Any], key: str, low: int, high: int, where: str) -> int:
+    value = _get(obj, key, int, where)
+    if not low <= value <= high:
+        raise DczError(f"{where}: {key} = {value} is outside [{low}, {high}]")
+    return value
+
+
+def _validate_header(obj: Any, data_start: int, file_size: int) -> DczHeader:
+    if not isinstance(obj, dict):
+        raise DczError("header: not a JSON object")
+    if obj.get("format") != "dcz":
+        raise DczError("header: field 'format' must be \"dcz\"")
+    arch = _get(obj, "arch", str, "header")
+    num_classes = _int_in(obj, "num_classes", 0, MAX_NUM_CLASSES, "header")
+    producer = _get(obj, "producer", str, "header")
+    options = _get(obj, "options", dict, "header")
+    rows = _get(obj, "tensors", list, "header")
+    if len(rows) > MAX_TENSORS:
+        raise DczError(f"header: {len(rows)} tensors exceed the limit of {MAX_TENSORS}")
+    data_size = file_size - data_start
+    offset = 0
+    total_elements = 0
+    names: set[str] = set()
+    tensors = []
+    for i, row in enumerate(rows):
+        where = f"tensor #{i}"
+        if not isinstance(row, dict):
+            raise DczError(f"{where}: not a JSON object")
+        name = _get(row, "name", str, where)
+        if not 0 < len(name) <= MAX_NAME_LENGTH or name in names:
+            raise DczError(f"{where}: empty, overlong or duplicate name {name[:MAX_NAME_LENGTH]!r}")
+        names.add(name)
+        where = f"tensor {name}"
+        dtype = _get(row, "dtype", str, where)
+        if dtype not in DTYPES:
+            raise DczError(f"{where}: unknown dtype {dtype!r}")
+        shape_list = _get(row, "shape", list, where)
+        if len(shape_list) > MAX_DIMS or not all(isinstance(d, int) and not isinstance(d, bool) and 0 <= d <= 1 << 31 for d in shape_list):
+            raise DczError(f"{where}: shape must be at most {MAX_DIMS} non-negative integers")
+        shape = tuple(shape_list)
+        numel = 1
+        for d in shape:
+            numel *= d
+        total_elements += numel
+        if total_elements > MAX_TOTAL_ELEMENTS:
+            raise DczError(f"{where}: the tensors hold more than {MAX_TOTAL_ELEMENTS} elements in all")
+        encoding = _get(row, "encoding", str, where)
+        sections_list = _get(row, "sections", list, where)
+        try:
+            coder = get_encoding(encoding)
+        except DczError:
+            raise DczError(f"{where}: unknown encoding {encoding!r}") from None
+        params, expected = coder.check(row, dtype, shape, where)
+        if len(sections_list) != len(expected):
+            raise DczError(f"{where}: expected {len(expected)} sections, found {len(sections_list)}")
+        sections = []
+        for kind, section in zip(expected, sections_list):
+            swhere = f"{where} section {kind}"
+            if not isinstance(section, dict) or section.get("kind") != kind:
+                raise DczError(f"{swhere}: missing, or sections out of order")
+            s_offset = _get(section, "offset", int, swhere)
+            s_length = _get(section, "length", int, swhere)
+            crc = _int_in(section, "crc32", 0, 0xFFFFFFFF, swhere)
+            if s_offset != offset:
+                raise DczError(f"{swhere}: offset {s_offset} leaves a hole or overlaps (expected {offset})")
+            if s_length != expected[kind]:
+                raise DczError(f"{swhere}: length {s_length} does not match its declared content ({expected[kind]} bytes)")
+            offset += s_length
+            if offset > data_size:
+                raise DczError(f"{swhere}: runs {offset - data_size} bytes past the end of the file (truncated?)")
+            sections.append(Section(kind, s_offset, s_length, crc))
+        tensors.append(TensorEntry(name, dtype, shape, encoding, tuple(sections), params))
+    if offset != data_size:
+        raise DczError(f"layout: {data_size - offset} trailing bytes after the last section")
+    return DczHeader(arch, num_classes, producer, options, tuple(tensors), data_start, file_size)
+
+
+def section_bytes(header: DczHeader, data: bytes | memoryview, section: Section, where: str) -> memoryview:
+    """A section's bytes, CRC-checked."""
+    start = header.data_start + section.offset
+    view = memoryview(data)[start : start + section.length]
+    if len(view) != section.length:
+        raise DczError(f"{where} section {section.kind}: truncated")
+    if zlib.crc32(view) != section.crc32:
+        raise DczError(f"{where} section {section.kind}: CRC-32 mismatch (the file is damaged)")
+    return view
+
+
+def section_reader(header: DczHeader, data: bytes | memoryview, entry: TensorEntry):
+    """A function returning each of `entry`'s sections by kind, CRC-checked, for its encoding."""
+    where = f"tensor {entry.name}"
+    return lambda kind: section_bytes(header, data, entry.section(kind), where)
+
+
+def decode_tensors(header: DczHeader, data: bytes | memoryview) -> "OrderedDict[str, np.ndarray]":
+    """Every tensor as a numpy array, in file order. Tensors whose encoding defers to rANS streams
+    (`Deferred`) are decoded together: all their streams advance in one vectorised loop."""
+    from alexcompress.codec import rans
+
+    done: dict[str, np.ndarray] = {}
+    deferred = []
+    for entry in header.tensors:
+        coder = get_encoding(entry.encoding)
+        defer = getattr(coder, "defer", None)
+        if defer is None:
+            done[entry.name] = coder.decode(entry, section_reader(header, data, entry))
+        else:
+            deferred.append((entry.name, defer(entry, section_reader(header, data, entry))))
+    symbols = rans.decode_streams([spec for _, plan in deferred for spec in plan.streams])
+    first = 0
+    for name, plan in deferred:
+        done[name] = plan.finish(symbols[first : first + len(plan.streams)])
+        first += len(plan.streams)
+    return OrderedDict((entry.name, done[entry.name]) for entry in header.tensors)
+
+
+def streams_of(header: DczHeader, data: bytes | memoryview, entry: TensorEntry) -> Any:
+    """The decoded streams of a coded tensor (codebook, codes, gaps, code lengths), or None for an
+    encoding that has none (`raw`)."""
+    coder = get_encoding(entry.encoding)
+    streams = getattr(coder, "streams", None)
+    return streams(entry, section_reader(header, data, entry)) if streams is not None else None
+
+
+def read_dcz(data: bytes | memoryview) -> tuple[DczHeader, dict[str, np.ndarray]]:
+    """Parse and fully decode a `.dcz` file image: (header, tensors by name, in file order)."""
+    header = parse_header(data)
+    return header, dict(decode_tensors(header, data))

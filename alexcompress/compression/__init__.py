@@ -1,0 +1,1 @@
+"""The stages: pruning, quantization, importance, sensitivity curves and allocation, and their specs."""

@@ -1,0 +1,145 @@
+"""State dicts to and from `.dcz` files, and `load()` for users' code.
+
+`encode` is lossless: coded tensors are stored with their distinct nonzero values as codebook, so
+decode(encode(q)) == q bit for bit. Which tensors are coded is the architecture's call (`archs`); how they
+are stored is the encodings' (`encodings`); the file framing is the container's. Needs no torch except to
+hand back tensors or modules.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import OrderedDict
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from alexcompress import __version__
+from alexcompress.codec.container import DczHeader, decode_tensors, parse_header, write_dcz
+from alexcompress.codec.encodings import STORED, encode_coded, get_encoding
+from alexcompress.errors import DczError, ModelError
+from alexcompress.models.archs import NONE, get_arch, layer_keys
+from alexcompress.models.state import as_numpy, c_contiguous, match_arch, num_classes_of, torch_state
+
+if TYPE_CHECKING:
+    import torch
+
+PRODUCER = f"alexcompress {__version__}"
+
+
+def encode(
+    state: Mapping[str, "torch.Tensor | np.ndarray"],
+    *,
+    arch: str | None = None,
+    index_bits: int | None = None,
+    coder: str = "auto",
+    options: Mapping[str, Any] | None = None,
+) -> bytes:
+    """A quantized state dict as a `.dcz` file image. `arch` None detects it; `index_bits=None` picks the
+    best gap width per layer; `coder` names the coded encodings each layer may take, the smallest kept
+    (`encodings.CODERS`: "auto" all, "huffman" the paper's).
+
+    >>> from alexcompress.models.state import random_model
+    >>> from alexcompress.compression.pruning import prune_global
+    >>> from alexcompress.compression.quantization import quantize
+    >>> q = quantize(prune_global(random_model(num_classes=10), 0.9).state).state
+    >>> state, _ = decode(encode(q))
+    >>> all(state[k].equal(q[k]) for k in q)
+    True
+    """
+    found, _ = match_arch(state, arch)
+    architecture = get_arch(found)
+    coded = set(layer_keys(architecture, state))
+    tensors = []
+    for key, value in state.items():
+        array = c_contiguous(as_numpy(value))
+        if key in coded:
+            if array.dtype != np.float32:
+                raise ModelError(f"{key} is {value.dtype}; encode expects float32 quantized weights")
+            tensors.append(encode_coded(key, array, index_bits=index_bits, coder=coder))
+        else:
+            tensors.append(get_encoding(STORED).encode(key, array))
+    num_classes = num_classes_of(state, found)
+    return write_dcz(tensors, arch=found, num_classes=num_classes, producer=PRODUCER, options=options or {})
+
+
+def checked_header(data: "bytes | memoryview") -> DczHeader:
+    """The parsed header, its tensor table checked against the real shapes of a known architecture before
+    anything is decoded, so a hostile header cannot make the decoder allocate more than the model it claims
+    to be."""
+    header = parse_header(data)
+    if header.arch == NONE:
+        return header
+    try:
+        architecture = get_arch(header.arch, discover=False)
+    except ModelError:
+        raise DczError(f"header: unknown architecture {header.arch!r} (written by {header.producer})") from None
+    if header.num_classes < 1:
+        raise DczError(f"header: num_classes must be at least 1 for {header.arch}")
+    expected = architecture.shapes(header.num_classes)
+    found = {t.name: t.shape for t in header.tensors}
+    if found != dict(expected):
+        missing = [k for k in expected if k not in found]
+        unexpected = [k for k in found if k not in expected]
+        wrong = [k for k in expected if k in found and found[k] != expected[k]]
+        detail = "; ".join(
+            f"{what} {', '.join(keys[:3])}"
+            for what, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong))
+            if keys
+        )
+        raise DczError(f"header: tensor table does not match torchvision {header.arch}({header.num_classes} classes): {detail}")
+    for entry in header.tensors:  # an int32 bias would decode, then fail inside the model
+        if architecture.expects_floating(entry.name) != entry.dtype.startswith("float"):
+            raise DczError(f"tensor {entry.name}: dtype {entry.dtype} does not fit {header.arch}'s {entry.name}")
+    return header
+
+
+def decode_arrays(data: "bytes | memoryview") -> tuple["OrderedDict[str, np.ndarray]", str]:
+    """A `.dcz` file image as (numpy state dict, architecture), without importing torch."""
+    header = checked_header(data)
+    return decode_tensors(header, data), header.arch
+
+
+def decode(data: "bytes | memoryview") -> tuple["OrderedDict[str, torch.Tensor]", str]:
+    """A `.dcz` file image back into (state dict of tensors, architecture), bit for bit what `encode` was
+    given."""
+    arrays, arch = decode_arrays(data)
+    return torch_state(arrays), arch
+
+
+def load(path: "str | os.PathLike[str]", model: "torch.nn.Module | None" = None, *, sparse: bool = False) -> "torch.nn.Module":
+    """A `.dcz` (or `.pt`) file as a module in eval mode: its torchvision architecture with the right
+    num_classes, or - for a model of your own - loaded strictly into `model`.
+
+    `sparse=True` (`.dcz` only) runs the coded layers from their compressed form and never builds their dense
+    weights (`alexcompress.runtime.sparse`); `model.runtime_plan` says which layers run how.
+
+    >>> import tempfile, pathlib
+    >>> from alexcompress.models.state import random_model
+    >>> from alexcompress.compression.pruning import prune_global
+    >>> from alexcompress.compression.quantization import quantize
+    >>> q = quantize(prune_global(random_model(num_classes=10), 0.9).state).state
+    >>> path = pathlib.Path(tempfile.mkdtemp()) / "m.dcz"
+    >>> _ = path.write_bytes(encode(q))
+    >>> load(path).classifier[6].out_features
+    10
+    >>> load(path, sparse=True).classifier[6]
+    SparseLinear(in_features=4096, out_features=10, bias=True, nnz=11,107 (27.1%), codebook=32, csr)
+    """
+    from alexcompress.codec.container import MAGIC
+    from alexcompress.models.state import build_model, load_arrays, load_into
+
+    with open(path, "rb") as handle:
+        data = handle.read()
+    if sparse:
+        from alexcompress.runtime.sparse import load_sparse
+
+        return load_sparse(data, model)
+    if data[: len(MAGIC)] == MAGIC:
+        state, arch = decode_arrays(data)
+    else:
+        state, arch, _ = load_arrays(data, name=os.fspath(path))
+    if model is not None:
+        return load_into(model, state)
+    return build_model(state, arch)

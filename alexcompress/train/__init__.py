@@ -1,0 +1,1 @@
+"""Training: datasets, devices and torchrun, evaluation, and the retraining loop."""
