@@ -25,7 +25,7 @@ _EXPORTS = {
     "read_dcz": "codec.container",
     "encode": "models.dcz",
     "decode": "models.dcz",
-    "load": "models.dcz",
+    "load": "api",
     "load_state_dict": "models.state",
     "pretrained": "models.state",
     "random_model": "models.state",

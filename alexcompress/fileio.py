@@ -5,9 +5,8 @@ One output policy for every file the tool writes (outputs, checkpoints, report f
 device) and only with --force; written to a hidden temporary file in the target's directory, fsynced,
 then renamed over the target, so an error or any catchable signal leaves nothing behind.
 
-Inputs are read once: a pipe, FIFO or device is sniffed from the bytes already read (never reopened), a
-stream that is neither a `.dcz` nor a zip `.pt` is refused at its first bytes, and a `.dcz` stream is read
-no further than its header declares.
+Inputs are read through `read_file` (a one-line error naming the file) and `read_upto` (bounded); what a
+MODEL argument may be, and how a stream of one is sniffed, is `alexcompress.sources`'.
 """
 
 from __future__ import annotations
@@ -104,17 +103,6 @@ def is_regular(path: str) -> bool:
         return False
 
 
-def read_input(path: str, what: str = "input") -> bytes:
-    """All bytes of a regular file; of stdin (`-`), a pipe, FIFO or device: read once, sniffed on the way."""
-    if path == STDIO:
-        if sys.stdin is None:
-            raise AlexCompressError(f"{what} is '-' but stdin is closed")
-        if sys.stdin.isatty():
-            raise AlexCompressError(f"{what} is '-' but nothing is piped into stdin")
-        return read_stream(sys.stdin.buffer, "<stdin>")
-    return _read_file(path, lambda handle: handle.read() if is_regular(path) else read_stream(handle, path))
-
-
 MAX_LIST_BYTES = 16 << 20  # a list of names (image paths, class names): a million lines of 16 bytes
 #: directory entries one walk (a --data tree, a folder or glob given to predict) may look at: ImageNet's
 #: training set is 1.3 M files; a walk past this has wandered into a file system
@@ -134,9 +122,9 @@ def read_lines(path: str, what: str, limit: int = MAX_LIST_BYTES) -> list[str]:
     if path == STDIO:
         if sys.stdin is None or sys.stdin.isatty():
             raise AlexCompressError(f"{what} is '-' but nothing is piped into stdin")
-        raw, label = _read_upto(sys.stdin.buffer, limit + 1), "<stdin>"
+        raw, label = read_upto(sys.stdin.buffer, limit + 1), "<stdin>"
     else:
-        raw, label = _read_file(path, lambda handle: _read_upto(handle, limit + 1)), path
+        raw, label = read_file(path, lambda handle: read_upto(handle, limit + 1)), path
     if len(raw) > limit:
         raise AlexCompressError(f"{label}: {what} longer than {limit >> 20} MB (an endless stream?)")
     try:
@@ -146,34 +134,11 @@ def read_lines(path: str, what: str, limit: int = MAX_LIST_BYTES) -> list[str]:
     return [line.strip() for line in text.splitlines() if line.strip()]
 
 
-def read_stream(handle: BinaryIO, label: str) -> bytes:
-    """A model from a stream, read once: refused at its first bytes unless it starts like a `.dcz` or a zip
-    `.pt`; a `.dcz` is read no further than its header declares (plus one byte to notice trailing data). A
-    `.pt` comes back as a bytearray, so its tensors can be views into it rather than copies."""
-    from alexcompress.codec.container import MAGIC, read_dcz_stream
-
-    head = _read_upto(handle, len(MAGIC))
-    if not head:
-        raise AlexCompressError(f"{label}: empty input, expected a .dcz or a torch .pt file")
-    if head == MAGIC:
-        return read_dcz_stream(handle, head)
-    if head[:4] == b"PK\x03\x04":  # a zip's directory is at its end: read it all, into one writable buffer
-        data = bytearray(head)
-        while chunk := handle.read(1 << 24):
-            data += chunk
-        return data  # type: ignore[return-value]
-    if head[:1] == b"\x80":
-        raise AlexCompressError(
-            f"{label}: a plain pickle or a legacy (torch < 1.6) file, which is never unpickled here; re-save it with a current torch.save"
-        )
-    raise AlexCompressError(f"{label}: neither a .dcz nor a torch .pt file (it starts with {head.hex(' ')})")
-
-
-def _read_upto(handle: BinaryIO, size: int) -> bytes:
-    """Up to `size` bytes, fewer only at the end of the stream."""
+def read_upto(handle: BinaryIO, size: int) -> bytes:
+    """Up to `size` bytes, fewer only at the end of the stream (read in chunks of at most 16 MB)."""
     chunks, left = [], size
     while left > 0:
-        chunk = handle.read(left)
+        chunk = handle.read(min(left, 1 << 24))
         if not chunk:
             break
         chunks.append(chunk)
@@ -183,10 +148,10 @@ def _read_upto(handle: BinaryIO, size: int) -> bytes:
 
 def read_prefix(path: str, size: int) -> bytes:
     """The first `size` bytes of a regular file (sniffing a pipe would consume them: use read_input)."""
-    return _read_file(path, lambda handle: handle.read(size))
+    return read_file(path, lambda handle: handle.read(size))
 
 
-def _read_file(path: str, read: Callable[[BinaryIO], bytes]) -> bytes:
+def read_file(path: str, read: Callable[[BinaryIO], bytes]) -> bytes:
     """`read` applied to the opened file, or a one-line error naming it."""
     p = Path(path)
     if not p.exists():

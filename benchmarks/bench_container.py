@@ -13,7 +13,7 @@ import time
 import numpy as np
 
 import alexcompress
-from alexcompress.cli.tables import layer_rows
+from alexcompress.codec.accounting import layer_rows
 from alexcompress.codec.container import parse_header
 from alexcompress.models.archs import ALEXNET_LAYERS, PAPER_KEEP_RATES
 

@@ -116,7 +116,7 @@ def top1(model: Path, test_dir: Path) -> float:
 
 
 def ratio(dcz: Path) -> float:
-    from alexcompress.cli.tables import original_bytes
+    from alexcompress.codec.accounting import original_bytes
     from alexcompress.codec.container import parse_header
 
     return original_bytes(parse_header(dcz.read_bytes())) / dcz.stat().st_size

@@ -49,7 +49,7 @@ def parameter_counts(limit: float) -> dict[str, int]:
 
 
 def main() -> None:
-    from alexcompress.cli.tables import original_bytes
+    from alexcompress.codec.accounting import original_bytes
     from alexcompress.codec.container import parse_header
 
     parser = argparse.ArgumentParser()

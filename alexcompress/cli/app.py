@@ -11,9 +11,7 @@ import functools
 import inspect
 import math
 import os
-import re
 import sys
-import time
 import typing
 import warnings
 from collections.abc import Callable
@@ -37,16 +35,15 @@ from alexcompress.fileio import (
     default_output,
     install_signal_handlers,
     is_regular,
-    read_input,
     read_lines,
-    read_prefix,
     stop_requested,
     write_output,
 )
 from alexcompress.models.archs import MAX_NUM_CLASSES
+from alexcompress.sources import DEFAULT_ARCH, InferenceModel, ModelInput, inference_model, keyword_stem, plan_output, read_model
 
 if TYPE_CHECKING:
-    import numpy as np
+    pass
 
 app = typer.Typer(
     name="alexcompress",
@@ -589,6 +586,18 @@ class TrainOptions:
         validation = image_folder(self.val, prep) if self.val is not None else None
         return image_folder(self.data, prep, self.augment.value), validation
 
+    def job(self, images: ImageOptions, model: str, output: str, seed: int, *, regrow: bool = False) -> Any:
+        """The retraining `api.Training` these options ask for, or None without --data."""
+        from alexcompress.api import Training
+
+        if self.data is None:
+            return None
+        config = self.config(model, output, seed)
+        if regrow:
+            config = dataclasses.replace(config, regrow=True)
+        dataset, validation = self.datasets(images, seed)
+        return Training(dataset, config, validation)
+
     @property
     def validates(self) -> bool:
         """Whether `datasets` will return a validation set."""
@@ -616,109 +625,11 @@ def _check_checkpoint(checkpoint: str, model: str, output: str, resume: bool) ->
 # ------------------------------------------------------------------------------------------ model input
 
 
-@dataclass
-class ModelInput:
-    state: "dict[str, np.ndarray]"  # numpy arrays (coded weights float32), whatever the source
-    arch: str
-    label: str
-    note: Optional[str] = None  # how the architecture was detected, for the log
-
-
-_RANDOM = re.compile(r"random(?::(\d+))?(?::(\d+))?")
-
-
-def _keyword(spec: str) -> bool:
-    return spec != STDIO and not os.path.exists(spec) and (spec == "pretrained" or _RANDOM.fullmatch(spec) is not None)
-
-
-def read_model(spec: str, arch: Optional[str] = None) -> ModelInput:
-    """Resolve a MODEL argument into numpy arrays (torch is imported only where a source needs it); an
-    existing file always wins over a keyword of the same name."""
-    from alexcompress.codec.container import MAGIC, is_dcz
-    from alexcompress.models.archs import AUTO, get_arch
-    from alexcompress.models.dcz import decode_arrays
-    from alexcompress.models.state import load_arrays, numpy_state, pretrained, random_model
-
-    if arch not in (None, AUTO):
-        get_arch(arch)  # an unknown name fails before anything is read
-    if _keyword(spec):
-        name = arch if arch not in (None, AUTO) else "alexnet"
-        match = _RANDOM.fullmatch(spec)
-        if match:
-            seed, classes = int(match.group(1) or 0), int(match.group(2) or 1000)
-            if seed > MAX_SEED:
-                raise AlexCompressError(f"{spec}: the seed must be at most {MAX_SEED}")
-            return ModelInput(numpy_state(random_model(name, classes, seed)), name, spec)
-        return ModelInput(numpy_state(pretrained(name)), name, spec)
-    label = "<stdin>" if spec == STDIO else spec
-    # a regular file is sniffed and read by path; stdin, pipes, FIFOs and devices are read once, in full
-    streamed = spec == STDIO or not is_regular(spec)
-    data: Any = read_input(spec, "MODEL") if streamed or is_dcz(read_prefix(spec, len(MAGIC))) else None
-    if data is not None and is_dcz(data):
-        state, found = decode_arrays(data)
-        if arch not in (None, AUTO, found):
-            raise AlexCompressError(f"{label}: holds a {found} model, not {arch}")
-        return ModelInput(state, found, label)
-    loaded = load_arrays(data if data is not None else spec, arch=arch, name=label)
-    return ModelInput(loaded.state, loaded.arch, label, loaded.note)
-
-
-def _announce(console: Console, source: ModelInput) -> None:
-    if source.note:
-        console.print(f"{printable(source.label)}: {source.note}", markup=False)
-
-
-@dataclass
-class InferenceModel:
-    module: Any  # torch.nn.Module in eval mode
-    label: str
-    outputs: int
-    notes: list[str]
-
-    def announce(self, console: Console) -> None:
-        for note in self.notes:
-            console.print(f"{printable(self.label)}: {note}", markup=False)
-
-
-def inference_model(spec: str, arch: Optional[str], sparse: Optional[bool]) -> InferenceModel:
-    """MODEL as a module to run: from its compressed form (`sparse`, default for a .dcz) or dense."""
-    from alexcompress.codec.container import MAGIC, is_dcz
-    from alexcompress.models.archs import AUTO
-    from alexcompress.models.state import build_model, num_classes_of
-
-    if sparse is None:
-        sparse = not _keyword(spec) and (spec == STDIO or not is_regular(spec) or is_dcz(read_prefix(spec, len(MAGIC))))
-    if not sparse:
-        source = read_model(spec, arch)
-        notes = [source.note] if source.note else []
-        return InferenceModel(build_model(source.state, source.arch), source.label, num_classes_of(source.state, source.arch), notes)
-    from alexcompress.runtime.sparse import load_sparse
-
-    label = "<stdin>" if spec == STDIO else spec
-    if _keyword(spec):
-        raise AlexCompressError(f"{spec}: --sparse runs a .dcz file; a model keyword is dense (use --dense or compress it first)")
-    data = read_input(spec, "MODEL")
-    if not is_dcz(data):
-        raise AlexCompressError(f"{label}: --sparse runs a .dcz file, and this is a .pt (encode it first, or use --dense)")
-    module = load_sparse(data)
-    found = module.runtime_plan.arch
-    if arch not in (None, AUTO, found):
-        raise AlexCompressError(f"{label}: holds a {found} model, not {arch}")
-    return InferenceModel(module, label, module.runtime_plan.outputs, [module.runtime_plan.describe()])
-
-
-def _keyword_stem(spec: str, arch: Optional[str]) -> Optional[str]:
-    """`alexnet-random`, `resnet50-pretrained`: output names for model keywords; None for files."""
-    if not _keyword(spec):
-        return None
-    return f"{arch if arch not in (None, 'auto') else 'alexnet'}-{'pretrained' if spec == 'pretrained' else 'random'}"
-
-
-def _plan_output(spec: str, arch: Optional[str], output: Optional[str], suffix: str, force: bool) -> str:
-    """The output path (given, or derived from MODEL), refused before any work if it would clobber."""
-    target = output if output is not None else default_output(spec, suffix, _keyword_stem(spec, arch))
-    check_output(target, inputs=(spec,), force=force)
-    return target
+def _announce(console: Console, source: "ModelInput | InferenceModel") -> None:
+    """How the model was read (its architecture's detection, or how a .dcz runs), one line per note."""
+    notes = source.notes if isinstance(source, InferenceModel) else [source.note] if source.note else []
+    for note in notes:
+        console.print(f"{printable(source.label)}: {note}", markup=False)
 
 
 def _save_state(target: str, state: Any, arch: Optional[str] = None) -> None:
@@ -747,6 +658,37 @@ def _parse_index_bits(text: str) -> Optional[int]:
 
 
 # ------------------------------------------------------------------------------------------ printing
+
+
+def _training_log(console: Console, every: int, job: Any) -> Any:
+    """Training's progress display while `job` retrains; nothing without one."""
+    import contextlib
+
+    from alexcompress.cli.progress import training_log
+
+    return training_log(console, every) if job is not None else contextlib.nullcontext(None)
+
+
+def _events(console: Console, log: Any, arch: str, *, advice: bool = False) -> Any:
+    """An `api.Events` that prints: notes, each pruning's table, allocation probes and the allocation (with
+    `advice`, the --layer-bits that quantize should be given)."""
+    from alexcompress.api import Events
+    from alexcompress.cli.tables import print_allocation
+
+    def allocation(chosen: Any) -> None:
+        print_allocation(console, chosen, arch)
+        if advice:
+            console.print(f"quantize the result with: --layer-bits '{chosen.bits_option()}'", markup=False)
+
+    return Events(
+        note=lambda text: console.print(text, markup=False),
+        pruned=lambda result: _print_pruning(console, result),
+        probe=lambda a, drop: console.print(
+            f"allocation at {a.predicted_ratio:.1f}x: validation top-1 {0.0 - drop:+.2f} pp, every layer changed together", markup=False
+        ),
+        allocation=allocation,
+        log=log,
+    )
 
 
 def _print_pruning(console: Console, result: Any) -> None:
@@ -801,16 +743,14 @@ def init(
     quiet: QuietOpt = False,
 ) -> None:
     """Write a starting model: a seeded random-init torchvision model (offline), or the pretrained one."""
-    from alexcompress.models.state import pretrained as pretrained_state
-    from alexcompress.models.state import random_model
+    from alexcompress import api
 
     console = _console(quiet)
     check_output(output, force=force)
-    name = arch if arch not in (None, "auto") else "alexnet"
     check_range("--seed", seed, 0, MAX_SEED)
     check_range("--num-classes", num_classes, 1, MAX_NUM_CLASSES)
-    state = pretrained_state(name) if pretrained else random_model(name, num_classes, seed)
-    _save_state(output, state, name)
+    name = arch if arch not in (None, "auto") else DEFAULT_ARCH
+    _save_state(output, api.init(name, num_classes, seed, pretrained=pretrained), name)
     _wrote(console, output)
 
 
@@ -840,10 +780,7 @@ def prune(
     images: ImageOptions = ImageOptions(),
 ) -> None:
     """Stage 1: zero small-magnitude weights (AlexNet: --preset paper, others: --sparsity 0.9); --data retrains."""
-    from alexcompress.cli.tables import print_allocation
-    from alexcompress.compression.sensitivity import check_allocation
-    from alexcompress.compression.specs import prune as prune_state
-    from alexcompress.compression.specs import prune_and_retrain
+    from alexcompress import api
 
     allocation = method.allocation(measured=training.validates)
     spec = method.spec(allocation)
@@ -855,63 +792,30 @@ def prune(
         raise AlexCompressError("--regrow needs --data: pruned weights come back during retraining")
     with _job(training) as group:
         console = _console(quiet or not group.is_main)
-        target = _plan_output(model, arch, output, ".pruned.pt", force)
-        config = dataclasses.replace(training.config(model, target, seed), regrow=regrow) if training.data is not None else None
-        dataset, validation = training.datasets(images, seed) if training.data is not None else (None, None)
+        target = plan_output(model, arch, output, ".pruned.pt", force)
+        job = training.job(images, model, target, seed, regrow=regrow)
         source = read_model(model, arch)
-        if allocation is not None:
-            check_allocation(allocation, source.state, source.arch)
-            if validation is not None:  # checked on the validation images, every layer changed together
-                from alexcompress.compression.specs import measure_allocation
-
-                one_image = 100 / max(len(validation), 1)  # pp
-                if method.max_drop is not None and one_image > method.max_drop:
-                    console.print(
-                        f"note: one validation image is {one_image:.2f} pp ({len(validation):,} images), "
-                        f"more than --max-drop {method.max_drop:g}: the search follows single images (give more --val images)",
-                        markup=False,
-                    )
-
-                allocation = measure_allocation(
-                    source.state,
-                    source.arch,
-                    method.read_curves(),
-                    allocation,
-                    validation,
-                    config,
-                    max_drop=method.max_drop,
-                    on_probe=lambda a, drop: console.print(
-                        f"allocation at {a.predicted_ratio:.1f}x: validation top-1 {0.0 - drop:+.2f} pp, every layer changed together",
-                        markup=False,
-                    ),
-                )
-                spec = method.spec(allocation)
-            print_allocation(console, allocation, source.arch)
-            console.print(f"quantize the result with: --layer-bits '{allocation.bits_option()}'", markup=False)
-        if dataset is None:
-            result = prune_state(source.state, spec, arch=source.arch, inplace=True)
-            _announce(console, source)
-            _print_pruning(console, result)
-            state = result.state
+        with _training_log(console, training.log_every, job) as log:
+            events = _events(console, log, source.arch, advice=True)
+            if job is None:  # the report follows the detection note
+                events.pruned = lambda result: None
+            pruned = api.prune(
+                source,
+                spec,
+                allocation=allocation,
+                curves=method.read_curves() if allocation is not None and job is not None and job.validation is not None else None,
+                max_drop=method.max_drop,
+                training=job,
+                iterations=iterations,
+                events=events,
+            )
+        _announce(console, source)
+        if pruned.result is not None:
+            _print_pruning(console, pruned.result)
         else:
-            from alexcompress.cli.progress import training_log
-
-            with training_log(console, training.log_every) as log:
-                state = prune_and_retrain(
-                    source.state,
-                    dataset,
-                    config,
-                    spec,
-                    arch=source.arch,
-                    rounds=iterations,
-                    validation=validation,
-                    log=log,
-                    on_round=lambda r, result: _print_pruning(console, result),
-                )
-            _announce(console, source)
-            _print_masks_held(console, state, source.arch)
+            _print_masks_held(console, pruned.state, source.arch)
         if group.is_main:  # under torchrun, rank 0 alone writes
-            _save_state(target, state, source.arch)
+            _save_state(target, pruned.state, source.arch)
             _wrote(console, target)
 
 
@@ -930,23 +834,19 @@ def quantize(
     images: ImageOptions = ImageOptions(),
 ) -> None:
     """Stage 2: per-layer k-means weight sharing (<= 2^bits values); --data fine-tunes the centroids."""
+    from alexcompress import api
+
     spec = quant.spec(seed, trains=training.data is not None)
     check_range("--seed", seed, 0, MAX_SEED)
     with _job(training) as group:
         console = _console(quiet or not group.is_main)
-        target = _plan_output(model, arch, output, ".quantized.pt", force)
-        config = training.config(model, target, seed) if training.data is not None else None
-        dataset, validation = training.datasets(images, seed) if training.data is not None else (None, None)
+        target = plan_output(model, arch, output, ".quantized.pt", force)
+        job = training.job(images, model, target, seed)
         source = read_model(model, arch)
-        importance = spec.importances(source.state, source.arch, dataset, config, log=console.print)
-        result = spec.apply(source.state, arch=source.arch, inplace=True, importance=importance)
-        state = result.state
-        if dataset is not None:  # the tables follow the run, so that a refused checkpoint stays a one-line error
-            from alexcompress.cli.progress import training_log
-            from alexcompress.train.trainer import finetune_centroids
-
-            with training_log(console, training.log_every) as log:
-                state = finetune_centroids(state, source.arch, dataset, config, validation=validation, log=log)
+        with _training_log(
+            console, training.log_every, job
+        ) as log:  # the tables follow the run, so that a refused checkpoint stays a one-line error
+            state, result = api.quantize(source, spec, training=job, events=_events(console, log, source.arch))
         _announce(console, source)
         _print_quantization(console, result, spec.shared_codebook)
         if group.is_main:  # under torchrun, rank 0 alone writes
@@ -968,6 +868,13 @@ def _job(training: "TrainOptions | None" = None, device: Optional[str] = None) -
             "under torchrun only retraining (--data), eval and sensitivity run data-parallel; run this without torchrun"
         )
     return session(device) if device is not None else contextlib.nullcontext(Group())
+
+
+def _device(name: str) -> None:
+    """--device checked (and for torchrun, this rank's) before a model is read."""
+    from alexcompress.train.distributed import rank_device
+
+    rank_device(name, "--device")
 
 
 def _dataset(root: str, images: ImageOptions) -> Any:
@@ -1001,9 +908,10 @@ def evaluate_command(
     images: ImageOptions = ImageOptions(),
 ) -> None:
     """Top-1, top-5 and loss of a .pt or .dcz on an ImageFolder tree (torchvision's ImageNet preprocessing)."""
-    from alexcompress.train.data import epoch_order, loader
-    from alexcompress.train.distributed import rank_device
-    from alexcompress.train.evaluate import evaluate
+    from rich.progress import Progress
+
+    from alexcompress import api
+    from alexcompress.train.data import epoch_order
 
     check_range("--limit", limit, 1)
     check_range("--batch-size", batch_size, 1, 1 << 20)
@@ -1011,27 +919,25 @@ def evaluate_command(
     with _job(device=device) as group:  # under torchrun: each rank a shard, the counts summed
         console = _console(quiet or not group.is_main)
         dataset = _dataset(data, images)
-        target_device = rank_device(device, "--device")
+        _device(device)
         source = inference_model(model, arch, sparse)
-        classes = len(dataset.classes)
-        if classes > source.outputs:
-            raise AlexCompressError(f"{data}: {classes} class folders, but the model has only {source.outputs} outputs")
-        source.announce(console)
+        api.check_classes(source, dataset)
+        _announce(console, source)
         share = len(epoch_order(len(dataset), shuffle=False, rank=group.rank, world=group.world, pad=False))
-        from rich.progress import Progress
-
         with Progress(console=console, transient=True) as display:
             task = display.add_task("evaluating", total=min(share, limit) if limit else share)
-            result = evaluate(
-                source.module,
-                loader(dataset, batch_size=batch_size, workers=workers, rank=group.rank, world=group.world, pad=False),
-                device=target_device,
+            result = api.evaluate(
+                source,
+                dataset,
+                batch_size=batch_size,
+                workers=workers,
+                device=device,
                 limit=limit,
                 on_batch=lambda seen, _: display.update(task, completed=seen),
             )
         if group.is_main:
             _console(stderr=False).print(
-                f"{printable(source.label)}: top-1 {result.top1:.2%}  top-5 {result.top5:.2%}  loss {result.loss:.4f}  ({result.samples:,} images, {classes} classes)",
+                f"{printable(source.label)}: top-1 {result.top1:.2%}  top-5 {result.top5:.2%}  loss {result.loss:.4f}  ({result.samples:,} images, {len(dataset.classes)} classes)",
                 markup=False,
             )
 
@@ -1087,11 +993,7 @@ def sensitivity(
     """Validation top-1 with each layer alone pruned to each keep rate and quantized to each width (the
     paper's sensitivity curves), and how far the predictions move (KL divergence, what automatic allocation
     ranks by): the tables (stdout), --save for automatic allocation, --plot for the figure."""
-    from alexcompress.compression.sensitivity import measure
-    from alexcompress.models.state import build_model
-    from alexcompress.train.data import loader
-    from alexcompress.train.distributed import rank_device
-    from alexcompress.train.evaluate import evaluate, log_probabilities
+    from alexcompress import api
 
     keeps = _grid(keep_grid, "--keep-grid", float, 1e-4, 1.0)
     widths = _grid(bits_grid, "--bits-grid", int, 1, 8)
@@ -1104,30 +1006,20 @@ def sensitivity(
     with _job(device=device) as group:  # under torchrun: each rank scores a shard, the figures summed
         console = _console(quiet or not group.is_main)
         dataset = _dataset(data, images)
-        target_device = rank_device(device, "--device")
+        _device(device)
         source = read_model(model, arch)
         _announce(console, source)
-        net = build_model(source.state, source.arch).to(target_device)
-
-        def batches() -> Any:
-            return loader(dataset, batch_size=batch_size, workers=workers, rank=group.rank, world=group.world, pad=False)
-
-        started = time.perf_counter()
-        reference = log_probabilities(net, batches(), device=target_device, limit=limit)  # the original's predictions
-
-        def score(module: Any) -> tuple[float, float, int]:
-            result = evaluate(module, batches(), device=target_device, limit=limit, reference=reference)
-            return result.top1, result.kl, result.samples
-
-        curves = measure(
-            net,
-            source.arch,
-            score,
+        curves = api.sensitivity(
+            source,
+            dataset,
             keep_grid=keeps,
             bits_grid=widths,
+            batch_size=batch_size,
+            workers=workers,
+            device=device,
+            limit=limit,
             on_step=lambda name, text: console.print(f"{name}: {text}", markup=False),
         )
-        curves.seconds = time.perf_counter() - started
         if not group.is_main:  # under torchrun, rank 0 alone prints and writes
             return
         out = _console(quiet, stderr=True) if save == STDIO else _console(stderr=False)  # stdout carries the JSON then
@@ -1206,7 +1098,7 @@ def predict(
     target_device = resolve_device(device, "--device")
     source = inference_model(model, arch, sparse)
     names = class_names(source.outputs, classes)
-    source.announce(console)
+    _announce(console, source)
     out = _console(stderr=False)
     failed = 0
 
@@ -1236,16 +1128,15 @@ def encode(
     quiet: QuietOpt = False,
 ) -> None:
     """Stage 3: entropy-code a quantized model into a .dcz (lossless)."""
+    from alexcompress import api
     from alexcompress.cli.tables import print_info
     from alexcompress.codec.container import parse_header
-    from alexcompress.models.dcz import encode as encode_state
 
     width = _parse_index_bits(index_bits)
     console = _console(quiet)
-    target = _plan_output(model, arch, output, ".dcz", force)
+    target = plan_output(model, arch, output, ".dcz", force)
     source = read_model(model, arch)
-    name = Coder(coder).value
-    data = encode_state(source.state, arch=source.arch, index_bits=width, coder=name, options={"index_bits": index_bits, "coder": name})
+    data = api.encode(source, index_bits=width, coder=Coder(coder).value)
     write_output(target, data)
     _announce(console, source)
     print_info(console, parse_header(data), target if target != STDIO else "<stdout>")
@@ -1260,15 +1151,12 @@ def decode(
     quiet: QuietOpt = False,
 ) -> None:
     """Decode a .dcz back into a state dict .pt that the model loads (bit-exact)."""
-    from alexcompress.codec.container import is_dcz
-    from alexcompress.models.dcz import decode_arrays
+    from alexcompress import api
+    from alexcompress.sources import read_dcz
 
     console = _console(quiet)
-    target = _plan_output(model, None, output, ".decoded.pt", force)
-    data = read_input(model, "FILE")
-    if not is_dcz(data):
-        raise AlexCompressError(f"{model}: not a .dcz file (bad magic number)")
-    state, arch = decode_arrays(data)
+    target = plan_output(model, None, output, ".decoded.pt", force)
+    state, arch = api.decode(read_dcz(model))
     _save_state(target, state, arch)
     _wrote(console, target)
 
@@ -1283,24 +1171,19 @@ def info(
     arch: ArchOpt = None,
 ) -> None:
     """The paper's Table 4 for a .dcz: per-layer bits, sizes and ratios; every number from the file."""
+    from alexcompress import api
     from alexcompress.cli.tables import print_codes, print_info, print_state_dict
-    from alexcompress.codec.container import is_dcz, parse_header
 
     console = _console(stderr=False)  # info's table is the data: it goes to stdout
-    data = read_input(model, "FILE")
-    label = "<stdin>" if model == STDIO else model
-    if not is_dcz(data):
-        from alexcompress.models.state import load_arrays
-
-        loaded = load_arrays(data, arch=arch, name=label)
-        print_state_dict(console, loaded.state, loaded.arch, label)
-        if loaded.note:
-            _console().print(f"{printable(label)}: {loaded.note}", markup=False)
+    found = api.inspect(model, arch)
+    if found.header is None:
+        print_state_dict(console, found.state, found.arch, found.label)
+        if found.note:
+            _console().print(f"{printable(found.label)}: {found.note}", markup=False)
         return
-    header = parse_header(data)
-    print_info(console, header, label)
+    print_info(console, found.header, found.label)
     if verbose:
-        print_codes(console, header, data)
+        print_codes(console, found.header, found.data)
 
 
 @app.command()
@@ -1320,34 +1203,24 @@ def compress(
     quant: QuantOptions = QuantOptions(),
 ) -> None:
     """All three stages in one process (AlexNet defaults to --preset paper, others to --sparsity 0.9)."""
-    from alexcompress.cli.tables import print_allocation, print_info, print_ladder
+    from alexcompress import api
+    from alexcompress.cli.tables import print_info, print_ladder
     from alexcompress.codec.container import parse_header
-    from alexcompress.compression.sensitivity import check_allocation
-    from alexcompress.compression.specs import compress as compress_state
-    from alexcompress.models.dcz import decode_arrays
 
     allocation = method.allocation()
     spec, quant_spec, width = method.spec(allocation), quant.spec(seed), _parse_index_bits(index_bits)
     check_range("--seed", seed, 0, MAX_SEED)
     console = _console(quiet)
-    target = _plan_output(model, arch, output, ".dcz", force)
+    target = plan_output(model, arch, output, ".dcz", force)
     source = read_model(model, arch)
-    if allocation is not None:  # the chosen widths, under any --layer-bits the user gave
-        check_allocation(allocation, source.state, source.arch)
-        print_allocation(console, allocation, source.arch)
-        quant_spec = dataclasses.replace(quant_spec, layer_bits={**allocation.bits, **quant_spec.layer_bits})
-    result = compress_state(
-        source.state, arch=source.arch, pruning=spec, quantization=quant_spec, index_bits=width, coder=Coder(coder).value, inplace=True
+    events = _events(console, None, source.arch)
+    result = api.compress(
+        source, spec, quant_spec, allocation=allocation, index_bits=width, coder=Coder(coder).value, check=verify, events=events
     )
     _announce(console, source)
     _print_pruning(console, result.pruning)
     _print_quantization(console, result.quantization, quant_spec.shared_codebook)
     if verify:
-        decoded, _ = decode_arrays(result.data)
-        quantized = result.quantization.state
-        bad = [k for k, v in quantized.items() if not _same_bits(decoded[k], v)]
-        if bad:
-            raise AlexCompressError(f"verification failed: {', '.join(bad)} differ after decoding (a bug: please report it)")
         console.print("verified: the file decodes bit for bit to the quantized model")
     write_output(target, result.data)
     header = parse_header(result.data)
@@ -1382,43 +1255,33 @@ def report(
     """PNG figures of weights and codebooks, bytes by stream, the ladder, code lengths (needs the plot extra)."""
     from pathlib import Path
 
+    from alexcompress import api
     from alexcompress.cli.plots import _pyplot, write_report
-    from alexcompress.codec.container import MAGIC, is_dcz, parse_header
-    from alexcompress.compression.specs import compress as compress_state
+    from alexcompress.codec.container import parse_header
+    from alexcompress.sources import is_dcz_file, read_dcz
 
     _pyplot()  # fail early, before any work, when matplotlib is missing
     spec, quant_spec, width = method.spec(), quant.spec(seed), _parse_index_bits(index_bits)
     check_range("--seed", seed, 0, MAX_SEED)
     if model == STDIO:
         raise AlexCompressError("report reads a file or a model keyword, not stdin")
-    stem = _keyword_stem(model, arch) or Path(default_output(model, "", None)).name
+    stem = keyword_stem(model, arch) or Path(default_output(model, "", None)).name
     out = Path(output if output is not None else f"{stem}-report")
     if out.is_symlink():
         raise AlexCompressError(f"{printable(str(out))}: is a symbolic link; refusing to write through it")
     if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not force)):
         raise AlexCompressError(f"{out}: already exists and is not an empty directory; use --force to write into it")
     console = _console(quiet)
-    if os.path.isfile(model) and is_dcz(read_prefix(model, len(MAGIC))):
-        data, original = read_input(model, "MODEL"), None
+    if is_dcz_file(model):
+        data, original = read_dcz(model, "MODEL"), None
     else:
         source = read_model(model, arch)
         original = {k: v.copy() for k, v in source.state.items()}
-        data = compress_state(
-            source.state, arch=source.arch, pruning=spec, quantization=quant_spec, index_bits=width, coder=Coder(coder).value, inplace=True
-        ).data
+        data = api.compress(source, spec, quant_spec, index_bits=width, coder=Coder(coder).value).data
         _announce(console, source)
     paths = write_report(out, parse_header(data), data, original)
     for path in paths:
         console.print(f"wrote {path}")
-
-
-def _same_bits(a: Any, b: Any) -> bool:
-    import numpy as np
-
-    from alexcompress.models.state import as_numpy, c_contiguous
-
-    a, b = c_contiguous(as_numpy(a)), c_contiguous(as_numpy(b))
-    return a.dtype == b.dtype and a.shape == b.shape and np.array_equal(a.reshape(-1).view(np.uint8), b.reshape(-1).view(np.uint8))
 
 
 def _version(value: bool) -> None:

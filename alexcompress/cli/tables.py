@@ -1,13 +1,8 @@
-"""Size accounting from a real `.dcz` and the tables users see (the paper's Table 4, the seed's summary).
-
-Every figure comes from the header's section table, so the parts add up to the file's size on disk.
-"""
+"""The tables users see (the paper's Table 4, the seed's summary, allocations), from `codec.accounting`."""
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -15,45 +10,10 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from alexcompress.codec.accounting import breakdown, ladder, layer_rows, original_bytes
 from alexcompress.codec.container import DczHeader, streams_of
-from alexcompress.codec.encodings import DTYPES, LayerSummary, get_encoding
 from alexcompress.errors import ModelError
 from alexcompress.models.archs import PAPER_KEEP_RATES, get_arch
-
-
-@dataclass(frozen=True)
-class LayerRow(LayerSummary):
-    """One coded layer, as in the paper's Table 4, with its display name."""
-
-    name: str = ""
-
-    @property
-    def kept(self) -> float:
-        return self.nnz / self.weights if self.weights else 0.0
-
-    @property
-    def size_fixed(self) -> float:
-        return self.bytes_fixed / (4 * self.weights) if self.weights else 0.0
-
-    @property
-    def size_file(self) -> float:
-        return self.bytes_file / (4 * self.weights) if self.weights else 0.0
-
-
-@dataclass(frozen=True)
-class Breakdown:
-    """The file's bytes by what they hold; `total` equals the file size."""
-
-    header: int
-    codes: int
-    gaps: int
-    codebooks: int
-    code_tables: int
-    raw: int
-
-    @property
-    def total(self) -> int:
-        return self.header + self.codes + self.gaps + self.codebooks + self.code_tables + self.raw
 
 
 def printable(text: str) -> str:
@@ -75,48 +35,6 @@ def display_name(arch: str, key: str) -> str:
     return escape(printable(name))
 
 
-def layer_rows(header: DczHeader) -> list[LayerRow]:
-    rows = []
-    for t in header.tensors:
-        summary = get_encoding(t.encoding).summary(t)
-        if summary is not None:
-            rows.append(LayerRow(**vars(summary), name=display_name(header.arch, t.name)))
-    return rows
-
-
-def breakdown(header: DczHeader) -> Breakdown:
-    sums = {"codes": 0, "gaps": 0, "codebook": 0, "tables": 0, "raw": 0}
-    for tensor in header.tensors:
-        roles = get_encoding(tensor.encoding).section_roles
-        for section in tensor.sections:
-            sums[roles[section.kind]] += section.length
-    return Breakdown(header.header_bytes, sums["codes"], sums["gaps"], sums["codebook"], sums["tables"], sums["raw"])
-
-
-def original_bytes(header: DczHeader) -> int:
-    """The model's size as dense tensors of their own dtype (float32 for every weight)."""
-    return sum(t.numel * np.dtype(DTYPES[t.dtype]).itemsize for t in header.tensors)
-
-
-@dataclass(frozen=True)
-class Ladder:
-    """The seed's summary: sizes after each stage. Only `huffman` is a written file; the others are what
-    the same streams would take at fixed width, computed from the header."""
-
-    original: int
-    pruned: int  # float32 values + fixed-width relative indices (fillers included) + raw tensors
-    quantized: int  # fixed-width codes + fixed-width indices + codebooks + raw tensors
-    huffman: int  # the file on disk
-
-
-def ladder(header: DczHeader) -> Ladder:
-    rows = layer_rows(header)
-    parts = breakdown(header)
-    pruned = sum(math.ceil(r.entries * (32 + r.index_bits) / 8) for r in rows) + parts.raw
-    quantized = sum(r.bytes_fixed for r in rows) + parts.raw
-    return Ladder(original_bytes(header), pruned, quantized, header.file_size)
-
-
 def _mb(n: int) -> str:
     return f"{n / 1e6:,.3f} MB"
 
@@ -132,7 +50,7 @@ def info_table(header: DczHeader, title: str) -> Table:
     rows = layer_rows(header)
     for r in rows:
         table.add_row(
-            r.name,
+            display_name(header.arch, r.name),
             f"{r.weights:,}",
             f"{r.kept:.1%}",
             str(r.weight_bits_fixed),

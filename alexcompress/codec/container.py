@@ -22,6 +22,7 @@ import numpy as np
 from alexcompress import jsontext
 from alexcompress.codec.encodings import DTYPES, EncodedTensor, Section, TensorEntry, get_encoding
 from alexcompress.errors import DczError
+from alexcompress.fileio import read_upto
 
 MAGIC = b"\x89DCZ\r\n\x1a\n"
 VERSION = 1
@@ -109,23 +110,13 @@ def read_dcz_stream(handle: Any, head: bytes) -> bytes:
     """A `.dcz` from a pipe, FIFO or device, reading no further than the header declares (plus one byte, so
     that trailing data is noticed). Malformed headers are returned short, for `parse_header` to word."""
 
-    def upto(size: int) -> bytes:
-        chunks = []
-        while size > 0:
-            chunk = handle.read(min(size, 1 << 24))
-            if not chunk:
-                break
-            chunks.append(chunk)
-            size -= len(chunk)
-        return b"".join(chunks)
-
-    data = head + upto(PREAMBLE.size - len(head))
+    data = head + read_upto(handle, PREAMBLE.size - len(head))
     if len(data) < PREAMBLE.size:
         return data
     header_length = PREAMBLE.unpack_from(data, 0)[3]
     if header_length > MAX_HEADER_BYTES:
         return data
-    data += upto(header_length)
+    data += read_upto(handle, header_length)
     try:
         rows = jsontext.loads(bytes(data[PREAMBLE.size :]), MAX_HEADER_NESTING).get("tensors", [])
         total = sum(int(section["length"]) for row in rows for section in row["sections"])
@@ -133,7 +124,7 @@ def read_dcz_stream(handle: Any, head: bytes) -> bytes:
         return data  # parse_header says what is wrong with it
     if not 0 <= total <= MAX_STREAM_BYTES:
         return data
-    return data + upto(total) + upto(1)
+    return data + read_upto(handle, total) + read_upto(handle, 1)
 
 
 def parse_header(data: bytes | memoryview, file_size: int | None = None) -> DczHeader:

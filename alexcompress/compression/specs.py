@@ -163,7 +163,7 @@ class Compressed:
 
     @property
     def original_bytes(self) -> int:
-        from alexcompress.cli.tables import original_bytes
+        from alexcompress.codec.accounting import original_bytes
         from alexcompress.codec.container import parse_header
 
         return original_bytes(parse_header(self.data))

@@ -26,12 +26,12 @@ from dataclasses import dataclass, field
 from importlib import resources
 from typing import TYPE_CHECKING, NamedTuple, Optional
 
+from alexcompress.codec.container import MAX_NUM_CLASSES
 from alexcompress.errors import ModelError
 
 if TYPE_CHECKING:
     import torch
 
-MAX_NUM_CLASSES = 1_000_000
 NONE = "none"  # the architecture of a state dict that no registered or torchvision model matches
 AUTO = "auto"
 

@@ -8,7 +8,6 @@ hand back tensors or modules.
 
 from __future__ import annotations
 
-import os
 from collections import OrderedDict
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
@@ -106,40 +105,3 @@ def decode(data: "bytes | memoryview") -> tuple["OrderedDict[str, torch.Tensor]"
     given."""
     arrays, arch = decode_arrays(data)
     return torch_state(arrays), arch
-
-
-def load(path: "str | os.PathLike[str]", model: "torch.nn.Module | None" = None, *, sparse: bool = False) -> "torch.nn.Module":
-    """A `.dcz` (or `.pt`) file as a module in eval mode: its torchvision architecture with the right
-    num_classes, or - for a model of your own - loaded strictly into `model`.
-
-    `sparse=True` (`.dcz` only) runs the coded layers from their compressed form and never builds their dense
-    weights (`alexcompress.runtime.sparse`); `model.runtime_plan` says which layers run how.
-
-    >>> import tempfile, pathlib
-    >>> from alexcompress.models.state import random_model
-    >>> from alexcompress.compression.pruning import prune_global
-    >>> from alexcompress.compression.quantization import quantize
-    >>> q = quantize(prune_global(random_model(num_classes=10), 0.9).state).state
-    >>> path = pathlib.Path(tempfile.mkdtemp()) / "m.dcz"
-    >>> _ = path.write_bytes(encode(q))
-    >>> load(path).classifier[6].out_features
-    10
-    >>> load(path, sparse=True).classifier[6]
-    SparseLinear(in_features=4096, out_features=10, bias=True, nnz=11,107 (27.1%), codebook=32, csr)
-    """
-    from alexcompress.codec.container import MAGIC
-    from alexcompress.models.state import build_model, load_arrays, load_into
-
-    with open(path, "rb") as handle:
-        data = handle.read()
-    if sparse:
-        from alexcompress.runtime.sparse import load_sparse
-
-        return load_sparse(data, model)
-    if data[: len(MAGIC)] == MAGIC:
-        state, arch = decode_arrays(data)
-    else:
-        state, arch, _ = load_arrays(data, name=os.fspath(path))
-    if model is not None:
-        return load_into(model, state)
-    return build_model(state, arch)

@@ -66,6 +66,12 @@ def c_contiguous(array: np.ndarray, dtype: "np.dtype | str | None" = None) -> np
     return np.require(array, dtype=dtype, requirements="C")
 
 
+def same_bits(a: "torch.Tensor | np.ndarray", b: "torch.Tensor | np.ndarray") -> bool:
+    """The same dtype, shape and bytes (NaNs and signed zeros included)."""
+    a, b = c_contiguous(as_numpy(a)), c_contiguous(as_numpy(b))
+    return a.dtype == b.dtype and a.shape == b.shape and np.array_equal(a.reshape(-1).view(np.uint8), b.reshape(-1).view(np.uint8))
+
+
 def numpy_state(state: Mapping[str, "torch.Tensor | np.ndarray"]) -> "OrderedDict[str, np.ndarray]":
     return OrderedDict((k, as_numpy(v)) for k, v in state.items())
 

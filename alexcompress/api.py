@@ -1,0 +1,435 @@
+"""Every operation a command performs, as one call: what `alexcompress COMMAND` does, a notebook does with
+the same result (`tests/test_api.py` holds each pair equal). The command line only parses options into
+these calls' arguments and prints what they return and report.
+
+Models come in as `sources.ModelInput` (`read_model("random:0:10")`, a file, stdin, a `.dcz`); long
+operations report through an `Events` (all optional: a notebook may pass `Events(note=print)`).
+
+>>> source = read_model("random:0:10")
+>>> compressed = compress(source, PruneSpec(sparsity=0.9), QuantizeSpec(bits=4))
+>>> verify(compressed.data, compressed.quantization.state)
+>>> state, arch = decode(compressed.data)
+>>> arch, round(compressed.ratio) > 20
+('alexnet', True)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Optional
+
+from alexcompress.compression.specs import Compressed, PruneSpec, QuantizeSpec
+from alexcompress.errors import AlexCompressError
+from alexcompress.sources import DEFAULT_ARCH, MAX_SEED, InferenceModel, ModelInput, inference_model, read_model
+
+if TYPE_CHECKING:
+    import numpy as np
+    import torch
+    from torch.utils.data import Dataset
+
+    from alexcompress.compression.pruning import PruneResult
+    from alexcompress.compression.quantization import QuantizeResult
+    from alexcompress.compression.sensitivity import Allocation, Curves
+    from alexcompress.runtime.predict import Prediction
+    from alexcompress.train.evaluate import Accuracy
+    from alexcompress.train.trainer import TrainConfig, TrainingLog
+
+__all__ = [
+    "Compressed",
+    "Events",
+    "InferenceModel",
+    "ModelInput",
+    "PruneSpec",
+    "QuantizeSpec",
+    "Training",
+    "compress",
+    "decode",
+    "encode",
+    "evaluate",
+    "inference_model",
+    "init",
+    "load",
+    "predict",
+    "prune",
+    "quantize",
+    "read_model",
+    "sensitivity",
+    "verify",
+]
+
+
+def _ignore(*args: Any) -> None:
+    pass
+
+
+@dataclass
+class Events:
+    """Where a long operation reports as it goes. Every field is optional."""
+
+    note: Callable[[str], None] = _ignore  # one line of news (how a model was detected, a warning)
+    pruned: "Callable[[PruneResult], None]" = _ignore  # each pruning (each round's, when retraining)
+    probe: "Callable[[Allocation, float], None]" = _ignore  # each allocation measured on validation (its drop, pp)
+    allocation: "Callable[[Allocation], None]" = _ignore  # the allocation chosen
+    log: "Optional[TrainingLog]" = None  # training progress (None: silent)
+
+
+@dataclass
+class Training:
+    """Retraining (fine-tuning) data and settings: the `--data`, `--val` and training options."""
+
+    dataset: "Dataset"
+    config: "TrainConfig"
+    validation: "Optional[Dataset]" = None
+
+
+def init(arch: Optional[str] = None, num_classes: int = 1000, seed: int = 0, *, pretrained: bool = False) -> "dict[str, torch.Tensor]":
+    """A starting model: a seeded random-init torchvision model (offline), or torchvision's pretrained one."""
+    from alexcompress.models.archs import check_num_classes
+    from alexcompress.models.state import pretrained as pretrained_state
+    from alexcompress.models.state import random_model
+
+    name = arch if arch not in (None, "auto") else DEFAULT_ARCH
+    check_seed(seed)
+    check_num_classes(num_classes)
+    return pretrained_state(name) if pretrained else random_model(name, num_classes, seed)
+
+
+def check_seed(seed: int) -> None:
+    if not 0 <= seed <= MAX_SEED:
+        raise AlexCompressError(f"seed must be between 0 and {MAX_SEED}, got {seed}")
+
+
+def load(path: "str | os.PathLike[str]", model: "torch.nn.Module | None" = None, *, sparse: bool = False) -> "torch.nn.Module":
+    """A `.dcz` (or `.pt`) file as a module in eval mode: its torchvision architecture with the right
+    num_classes, or - for a model of your own - loaded strictly into `model`.
+
+    `sparse=True` (`.dcz` only) runs the coded layers from their compressed form and never builds their dense
+    weights (`alexcompress.runtime`); `model.runtime_plan` says which layers run how.
+
+    >>> import tempfile, pathlib
+    >>> q = quantize(prune(read_model("random:0:10"), PruneSpec(sparsity=0.9)).state)[0]
+    >>> path = pathlib.Path(tempfile.mkdtemp()) / "m.dcz"
+    >>> _ = path.write_bytes(encode(q, arch="alexnet"))
+    >>> load(path).classifier[6].out_features
+    10
+    >>> load(path, sparse=True).classifier[6]
+    SparseLinear(in_features=4096, out_features=10, bias=True, nnz=11,107 (27.1%), codebook=32, csr)
+    """
+    from alexcompress.codec.container import MAGIC
+    from alexcompress.models.dcz import decode_arrays
+    from alexcompress.models.state import build_model, load_arrays, load_into
+
+    with open(path, "rb") as handle:
+        data = handle.read()
+    if sparse:
+        from alexcompress.runtime.sparse import load_sparse
+
+        return load_sparse(data, model)
+    if data[: len(MAGIC)] == MAGIC:
+        state, arch = decode_arrays(data)
+    else:
+        state, arch, _ = load_arrays(data, name=os.fspath(path))
+    if model is not None:
+        return load_into(model, state)
+    return build_model(state, arch)
+
+
+# ------------------------------------------------------------------------------------------ the stages
+
+
+@dataclass
+class Pruned:
+    """What `prune` did: the pruned (and retrained) state, the allocation it followed, if any."""
+
+    state: "Mapping[str, Any]"
+    arch: str
+    result: "Optional[PruneResult]"  # without retraining: the pruning's report (with: each round went to `events.pruned`)
+    allocation: "Optional[Allocation]" = None
+
+
+def prune(
+    source: ModelInput,
+    spec: Optional[PruneSpec] = None,
+    *,
+    allocation: "Optional[Allocation]" = None,
+    curves: "Optional[Curves]" = None,
+    max_drop: Optional[float] = None,
+    training: Optional[Training] = None,
+    iterations: int = 1,
+    events: Optional[Events] = None,
+) -> Pruned:
+    """Stage 1 (`alexcompress prune`): `spec`'s pruning, or an automatic `allocation` (from `curves`); with
+    `training`, retraining after each of `iterations` rounds, and an allocation checked on the validation
+    images first (with `max_drop`: the smallest along the allocation path within it)."""
+    from alexcompress.compression.sensitivity import check_allocation
+    from alexcompress.compression.specs import measure_allocation, prune_and_retrain
+    from alexcompress.compression.specs import prune as prune_state
+
+    events = events or Events()
+    if iterations > 1 and training is None:
+        raise AlexCompressError("iterations > 1 needs training data: iterative pruning retrains between rounds")
+    spec = spec or PruneSpec()
+    if allocation is not None:
+        check_allocation(allocation, source.state, source.arch)
+        if training is not None and training.validation is not None and curves is not None:
+            validation = training.validation
+            one_image = 100 / max(len(validation), 1)  # type: ignore[arg-type]  # pp
+            if max_drop is not None and one_image > max_drop:
+                events.note(
+                    f"note: one validation image is {one_image:.2f} pp ({len(validation):,} images), "  # type: ignore[arg-type]
+                    f"more than --max-drop {max_drop:g}: the search follows single images (give more --val images)"
+                )
+            allocation = measure_allocation(
+                source.state, source.arch, curves, allocation, validation, training.config, max_drop=max_drop, on_probe=events.probe
+            )
+        spec = PruneSpec(rates=dict(allocation.rates))
+        events.allocation(allocation)
+    if training is None:
+        result = prune_state(source.state, spec, arch=source.arch, inplace=True)
+        events.pruned(result)
+        return Pruned(result.state, source.arch, result, allocation)
+    state = prune_and_retrain(
+        source.state,
+        training.dataset,
+        training.config,
+        spec,
+        arch=source.arch,
+        rounds=iterations,
+        validation=training.validation,
+        log=events.log,
+        on_round=lambda r, result: events.pruned(result),
+    )
+    return Pruned(state, source.arch, None, allocation)
+
+
+def quantize(
+    source: "ModelInput | Mapping[str, Any]",
+    spec: Optional[QuantizeSpec] = None,
+    *,
+    training: Optional[Training] = None,
+    events: Optional[Events] = None,
+) -> "tuple[Mapping[str, Any], QuantizeResult]":
+    """Stage 2 (`alexcompress quantize`): per-layer weight sharing; with `training`, the importance it asks
+    for and centroid fine-tuning. Returns (state, the quantization's report)."""
+    from alexcompress.models.state import resolve_arch
+
+    if not isinstance(source, ModelInput):
+        source = ModelInput(dict(source), resolve_arch(source, None).name, "state")
+    events = events or Events()
+    spec = spec or QuantizeSpec()
+    dataset, config = (training.dataset, training.config) if training is not None else (None, None)
+    importance = spec.importances(source.state, source.arch, dataset, config, log=events.note)
+    result = spec.apply(source.state, arch=source.arch, inplace=True, importance=importance)
+    state = result.state
+    if training is not None:
+        from alexcompress.train.trainer import finetune_centroids
+
+        state = finetune_centroids(state, source.arch, training.dataset, training.config, validation=training.validation, log=events.log)
+    return state, result
+
+
+def encode(
+    source: "ModelInput | Mapping[str, Any]", *, arch: Optional[str] = None, index_bits: Optional[int] = None, coder: str = "auto"
+) -> bytes:
+    """Stage 3 (`alexcompress encode`): a quantized model as a `.dcz` file image (lossless)."""
+    from alexcompress.models.dcz import encode as encode_state
+
+    if isinstance(source, ModelInput):
+        state, arch = source.state, source.arch
+    else:
+        state = source
+    options = {"index_bits": "auto" if index_bits is None else str(index_bits), "coder": coder}
+    return encode_state(state, arch=arch, index_bits=index_bits, coder=coder, options=options)
+
+
+def decode(data: "bytes | memoryview") -> "tuple[dict[str, np.ndarray], str]":
+    """`alexcompress decode`: a `.dcz` file image back into (numpy state dict, architecture), bit for bit."""
+    from alexcompress.codec.container import is_dcz
+    from alexcompress.models.dcz import decode_arrays
+
+    if not is_dcz(bytes(data[:8])):
+        raise AlexCompressError("not a .dcz file (bad magic number)")
+    state, arch = decode_arrays(data)
+    return dict(state), arch
+
+
+def compress(
+    source: ModelInput,
+    pruning: Optional[PruneSpec] = None,
+    quantization: Optional[QuantizeSpec] = None,
+    *,
+    allocation: "Optional[Allocation]" = None,
+    index_bits: Optional[int] = None,
+    coder: str = "auto",
+    check: bool = False,
+    events: Optional[Events] = None,
+) -> Compressed:
+    """All three stages (`alexcompress compress`); `allocation` sets keep rates and widths (under the
+    spec's own `layer_bits`); `check` decodes the file and compares it with the quantized model."""
+    from alexcompress.compression.sensitivity import check_allocation
+    from alexcompress.compression.specs import compress as compress_state
+
+    events = events or Events()
+    pruning, quantization = pruning or PruneSpec(), quantization or QuantizeSpec()
+    if allocation is not None:
+        check_allocation(allocation, source.state, source.arch)
+        events.allocation(allocation)
+        pruning = PruneSpec(rates=dict(allocation.rates))
+        quantization = dataclasses.replace(quantization, layer_bits={**allocation.bits, **quantization.layer_bits})
+    result = compress_state(
+        source.state, arch=source.arch, pruning=pruning, quantization=quantization, index_bits=index_bits, coder=coder, inplace=True
+    )
+    if check:
+        verify(result.data, result.quantization.state)
+    return result
+
+
+def verify(data: "bytes | memoryview", state: "Mapping[str, Any]") -> None:
+    """Decode `data` and check every tensor against `state`, bit for bit (dtype, shape and bytes); an
+    AlexCompressError names the tensors that differ."""
+    from alexcompress.models.dcz import decode_arrays
+    from alexcompress.models.state import same_bits
+
+    decoded, _ = decode_arrays(data)
+    bad = [k for k, v in state.items() if k not in decoded or not same_bits(decoded[k], v)]
+    bad += [k for k in decoded if k not in state]
+    if bad:
+        raise AlexCompressError(f"verification failed: {', '.join(bad)} differ after decoding (a bug: please report it)")
+
+
+# ------------------------------------------------------------------------------------------ running
+
+
+def evaluate(
+    model: InferenceModel,
+    dataset: "Dataset",
+    *,
+    batch_size: int = 64,
+    workers: int = 0,
+    device: str = "auto",
+    limit: Optional[int] = None,
+    on_batch: Optional[Callable[[int, int], None]] = None,
+) -> "Accuracy":
+    """`alexcompress eval`: top-1, top-5 and loss on `dataset` (under torchrun: this rank's shard, the
+    counts summed)."""
+    from alexcompress.train.data import loader
+    from alexcompress.train.distributed import current, rank_device
+    from alexcompress.train.evaluate import evaluate as run
+
+    _check_batches(batch_size, workers, limit)
+    check_classes(model, dataset)
+    group = current()
+    target = rank_device(device, "--device")
+    batches = loader(dataset, batch_size=batch_size, workers=workers, rank=group.rank, world=group.world, pad=False)
+    return run(model.module, batches, device=target, limit=limit, on_batch=on_batch)
+
+
+def check_classes(model: InferenceModel, dataset: "Dataset") -> None:
+    """A dataset of more classes than the model has outputs is refused (its labels would not fit)."""
+    classes = len(getattr(dataset, "classes", ()))
+    if classes > model.outputs:
+        root = getattr(dataset, "root", "the dataset")
+        raise AlexCompressError(f"{root}: {classes} class folders, but the model has only {model.outputs} outputs")
+
+
+def sensitivity(
+    source: ModelInput,
+    dataset: "Dataset",
+    *,
+    keep_grid: "Sequence[float] | None" = None,
+    bits_grid: "Sequence[int] | None" = None,
+    batch_size: int = 128,
+    workers: int = 0,
+    device: str = "auto",
+    limit: Optional[int] = None,
+    on_step: Optional[Callable[[str, str], None]] = None,
+) -> "Curves":
+    """`alexcompress sensitivity`: validation top-1 and divergence from the model's own predictions with each
+    coded layer alone pruned to each keep rate and quantized to each width. The reference pass (the
+    original's predictions) is part of the measurement and of its `seconds`."""
+    from alexcompress.compression.sensitivity import BITS_GRID, KEEP_GRID, measure
+    from alexcompress.models.state import build_model
+    from alexcompress.train.data import loader
+    from alexcompress.train.distributed import current, rank_device
+    from alexcompress.train.evaluate import evaluate as run
+    from alexcompress.train.evaluate import log_probabilities
+
+    _check_batches(batch_size, workers, limit)
+    group = current()
+    target = rank_device(device, "--device")
+    net = build_model(source.state, source.arch).to(target)
+    reference: "list[Any] | None" = None
+
+    def batches() -> Any:
+        return loader(dataset, batch_size=batch_size, workers=workers, rank=group.rank, world=group.world, pad=False)
+
+    def score(module: Any) -> tuple[float, float, int]:
+        nonlocal reference
+        if reference is None:  # the first call scores the original: its predictions are the reference
+            reference = log_probabilities(net, batches(), device=target, limit=limit)
+        result = run(module, batches(), device=target, limit=limit, reference=reference)
+        return result.top1, result.kl, result.samples
+
+    return measure(net, source.arch, score, keep_grid=keep_grid or KEEP_GRID, bits_grid=bits_grid or BITS_GRID, on_step=on_step)
+
+
+def predict(
+    model: InferenceModel,
+    paths: Sequence[str],
+    preprocessing: Any = None,
+    *,
+    topk: int = 5,
+    batch_size: int = 32,
+    device: str = "auto",
+    on_error: Optional[Callable[[str, str], None]] = None,
+) -> "list[Prediction]":
+    """`alexcompress predict`: the top-k classes and probabilities of each image file (a file that is not an
+    image goes to `on_error(path, reason)`, the rest are still predicted)."""
+    from alexcompress.runtime.predict import predict_images
+    from alexcompress.train.data import Preprocessing, resolve_device
+
+    if topk < 1:
+        raise AlexCompressError(f"topk must be at least 1, got {topk}")
+    _check_batches(batch_size, 0, None)
+    target = resolve_device(device, "--device")
+    return list(
+        predict_images(
+            model.module, paths, preprocessing or Preprocessing(), topk=topk, batch_size=batch_size, device=target, on_error=on_error
+        )
+    )
+
+
+def _check_batches(batch_size: int, workers: int, limit: Optional[int]) -> None:
+    for name, value, low, high in (("batch_size", batch_size, 1, 1 << 20), ("workers", workers, 0, 1024), ("limit", limit, 1, None)):
+        if value is not None and (value < low or (high is not None and value > high)):
+            bound = f"between {low} and {high}" if high is not None else f"at least {low}"
+            raise AlexCompressError(f"{name} must be {bound}, got {value}")
+
+
+@dataclass
+class Inspected:
+    """`alexcompress info`: a `.dcz`'s header, or a `.pt`'s arrays."""
+
+    label: str
+    header: Any = None  # codec.container.DczHeader of a .dcz
+    data: bytes = b""
+    state: "Mapping[str, np.ndarray]" = field(default_factory=dict)  # of a .pt
+    arch: str = ""
+    note: Optional[str] = None
+
+
+def inspect(spec: str, arch: Optional[str] = None) -> Inspected:
+    """What `info` shows: a `.dcz`'s header (every number from the file) or a `.pt` state dict's tensors."""
+    from alexcompress.codec.container import is_dcz, parse_header
+    from alexcompress.models.state import load_arrays
+    from alexcompress.sources import label_of, read_input
+
+    data = read_input(spec, "FILE")
+    label = label_of(spec)
+    if not is_dcz(data):
+        loaded = load_arrays(data, arch=arch, name=label)
+        return Inspected(label, state=loaded.state, arch=loaded.arch, note=loaded.note)
+    return Inspected(label, header=parse_header(data), data=data)
