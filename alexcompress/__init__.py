@@ -10,6 +10,23 @@ torchvision are imported only by the functions that need them. Module names are 
 from __future__ import annotations
 
 import importlib
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # what type checkers and IDEs see; at run time `__getattr__` imports each name on first use
+    from alexcompress.api import load as load
+    from alexcompress.codec.container import read_dcz as read_dcz
+    from alexcompress.compression.quantization import kmeans_1d as kmeans_1d, quantize as quantize
+    from alexcompress.compression.specs import (
+        Compressed as Compressed,
+        PruneSpec as PruneSpec,
+        QuantizeSpec as QuantizeSpec,
+        compress as compress,
+        prune as prune,
+    )
+    from alexcompress.errors import AlexCompressError as AlexCompressError, DczError as DczError, ModelError as ModelError
+    from alexcompress.models.archs import Architecture as Architecture, detect as detect, get_arch as get_arch, register as register
+    from alexcompress.models.dcz import decode as decode, encode as encode
+    from alexcompress.models.state import load_state_dict as load_state_dict, pretrained as pretrained, random_model as random_model
 
 __version__ = "0.6.0"
 

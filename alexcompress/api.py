@@ -34,8 +34,9 @@ if TYPE_CHECKING:
     from alexcompress.compression.quantization import QuantizeResult
     from alexcompress.compression.sensitivity import Allocation, Curves
     from alexcompress.runtime.predict import Prediction
+    from alexcompress.train.config import TrainConfig
     from alexcompress.train.evaluate import Accuracy
-    from alexcompress.train.trainer import TrainConfig, TrainingLog
+    from alexcompress.train.log import TrainingLog
 
 __all__ = [
     "Compressed",
@@ -88,8 +89,7 @@ class Training:
 def init(arch: Optional[str] = None, num_classes: int = 1000, seed: int = 0, *, pretrained: bool = False) -> "dict[str, torch.Tensor]":
     """A starting model: a seeded random-init torchvision model (offline), or torchvision's pretrained one."""
     from alexcompress.models.archs import check_num_classes
-    from alexcompress.models.state import pretrained as pretrained_state
-    from alexcompress.models.state import random_model
+    from alexcompress.models.state import pretrained as pretrained_state, random_model
 
     name = arch if arch not in (None, "auto") else DEFAULT_ARCH
     check_seed(seed)
@@ -128,6 +128,7 @@ def load(path: "str | os.PathLike[str]", model: "torch.nn.Module | None" = None,
         from alexcompress.runtime.sparse import load_sparse
 
         return load_sparse(data, model)
+    state: Mapping[str, Any]
     if data[: len(MAGIC)] == MAGIC:
         state, arch = decode_arrays(data)
     else:
@@ -165,8 +166,7 @@ def prune(
     `training`, retraining after each of `iterations` rounds, and an allocation checked on the validation
     images first (with `max_drop`: the smallest along the allocation path within it)."""
     from alexcompress.compression.sensitivity import check_allocation
-    from alexcompress.compression.specs import measure_allocation, prune_and_retrain
-    from alexcompress.compression.specs import prune as prune_state
+    from alexcompress.compression.specs import measure_allocation, prune as prune_state, prune_and_retrain
 
     events = events or Events()
     if iterations > 1 and training is None:
@@ -237,10 +237,9 @@ def encode(
     """Stage 3 (`alexcompress encode`): a quantized model as a `.dcz` file image (lossless)."""
     from alexcompress.models.dcz import encode as encode_state
 
+    state: Mapping[str, Any] = source.state if isinstance(source, ModelInput) else source
     if isinstance(source, ModelInput):
-        state, arch = source.state, source.arch
-    else:
-        state = source
+        arch = source.arch
     options = {"index_bits": "auto" if index_bits is None else str(index_bits), "coder": coder}
     return encode_state(state, arch=arch, index_bits=index_bits, coder=coder, options=options)
 
@@ -354,8 +353,7 @@ def sensitivity(
     from alexcompress.models.state import build_model
     from alexcompress.train.data import loader
     from alexcompress.train.distributed import current, rank_device
-    from alexcompress.train.evaluate import evaluate as run
-    from alexcompress.train.evaluate import log_probabilities
+    from alexcompress.train.evaluate import evaluate as run, log_probabilities
 
     _check_batches(batch_size, workers, limit)
     group = current()
@@ -416,7 +414,7 @@ class Inspected:
     label: str
     header: Any = None  # codec.container.DczHeader of a .dcz
     data: bytes = b""
-    state: "Mapping[str, np.ndarray]" = field(default_factory=dict)  # of a .pt
+    state: "Mapping[str, Any]" = field(default_factory=dict)  # of a .pt
     arch: str = ""
     note: Optional[str] = None
 

@@ -15,7 +15,7 @@ import os
 import re
 import sys
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, BinaryIO, Optional
+from typing import TYPE_CHECKING, Any, BinaryIO, Optional, cast
 
 from alexcompress.errors import AlexCompressError
 from alexcompress.fileio import STDIO, check_output, default_output, is_regular, read_file, read_prefix, read_upto
@@ -23,6 +23,8 @@ from alexcompress.fileio import STDIO, check_output, default_output, is_regular,
 if TYPE_CHECKING:
     import numpy as np
     import torch
+
+    from alexcompress.runtime.sparse import RuntimePlan
 
 #: the architecture of the model keywords when none is given (`--arch`)
 DEFAULT_ARCH = "alexnet"
@@ -159,7 +161,7 @@ def read_model(spec: str, arch: Optional[str] = None) -> ModelInput:
             raise AlexCompressError(f"{label}: holds a {found} model, not {arch}")
         return ModelInput(state, found, label)
     loaded = load_arrays(data if data is not None else spec, arch=arch, name=label)
-    return ModelInput(loaded.state, loaded.arch, label, loaded.note)
+    return ModelInput(cast("dict[str, np.ndarray]", loaded.state), loaded.arch, label, loaded.note)
 
 
 def inference_model(spec: str, arch: Optional[str] = None, sparse: Optional[bool] = None) -> InferenceModel:
@@ -183,7 +185,7 @@ def inference_model(spec: str, arch: Optional[str] = None, sparse: Optional[bool
     if not is_dcz(data):
         raise AlexCompressError(f"{label}: --sparse runs a .dcz file, and this is a .pt (encode it first, or use --dense)")
     module = load_sparse(data)
-    found = module.runtime_plan.arch
-    if arch not in (None, AUTO, found):
-        raise AlexCompressError(f"{label}: holds a {found} model, not {arch}")
-    return InferenceModel(module, label, module.runtime_plan.outputs, [module.runtime_plan.describe()])
+    plan = cast("RuntimePlan", module.runtime_plan)
+    if arch not in (None, AUTO, plan.arch):
+        raise AlexCompressError(f"{label}: holds a {plan.arch} model, not {arch}")
+    return InferenceModel(module, label, plan.outputs, [plan.describe()])

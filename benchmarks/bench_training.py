@@ -89,8 +89,8 @@ def train_base(train_dir: Path, out: Path, epochs: int, seed: int) -> None:
     import torch
 
     from alexcompress.models.state import build_model, random_model, save_state_dict
+    from alexcompress.train.config import TrainConfig
     from alexcompress.train.data import Preprocessing, image_folder
-    from alexcompress.train.trainer import TrainConfig
     from tests.reference import train_from_scratch
 
     torch.set_num_threads(os.cpu_count() or 1)
@@ -222,8 +222,11 @@ def throughput(args: argparse.Namespace) -> None:
     from alexcompress.compression.pruning import prune_by_rates
     from alexcompress.compression.quantization import quantize
     from alexcompress.models.state import build_model, compressible_keys, random_model, save_state_dict
+    from alexcompress.train.config import TrainConfig
     from alexcompress.train.data import Preprocessing, image_folder
-    from alexcompress.train.trainer import CentroidFinetuning, MaskedRetraining, SilentLog, TrainConfig, _train
+    from alexcompress.train.hooks import CentroidFinetuning, MaskedRetraining
+    from alexcompress.train.log import SilentLog
+    from alexcompress.train.trainer import _train
 
     (train, _), epochs, batch = load_digits_split(args.seed), 2, 64
     with tempfile.TemporaryDirectory() as tmp:

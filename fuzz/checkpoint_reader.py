@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 with atheris.instrument_imports(include=["alexcompress"]):
     from alexcompress.errors import AlexCompressError
-    from alexcompress.train.trainer import _check_checkpoint_fields, load_checkpoint
+    from alexcompress.train.checkpoint import _check_checkpoint_fields, load_checkpoint
 
 from fuzz.pt_reader import wrap  # noqa: E402
 

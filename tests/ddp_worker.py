@@ -19,8 +19,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from alexcompress.compression.pruning import prune_global  # noqa: E402
 from alexcompress.compression.quantization import quantize  # noqa: E402
+from alexcompress.train.config import TrainConfig
 from alexcompress.train.distributed import current, session  # noqa: E402
-from alexcompress.train.trainer import CentroidFinetuning, MaskedRetraining, TrainConfig, _train  # noqa: E402
+from alexcompress.train.hooks import CentroidFinetuning, MaskedRetraining  # noqa: E402
+from alexcompress.train.trainer import _train
 
 CODED = {"conv.weight", "fc.weight"}
 

@@ -9,8 +9,11 @@ from typing import TYPE_CHECKING, Optional
 import numpy as np
 
 from alexcompress.compression.quantization import initial_centroids
+from alexcompress.train.config import TrainConfig
 from alexcompress.train.data import resolve_device
-from alexcompress.train.trainer import TrainConfig, TrainingLog, _Hooks, _train
+from alexcompress.train.hooks import Hooks
+from alexcompress.train.log import TrainingLog
+from alexcompress.train.trainer import _train
 
 if TYPE_CHECKING:
     import torch
@@ -54,7 +57,7 @@ def digits(image_size: int = 64, test_fraction: float = 0.25, seed: int = 0) -> 
 def train_from_scratch(model: "torch.nn.Module", dataset: "Dataset", config: TrainConfig, log: Optional[TrainingLog] = None) -> None:
     """Plain training of every parameter (the benchmark's reference model)."""
 
-    class _All(_Hooks):
+    class _All(Hooks):
         def parameters(self, model: "torch.nn.Module") -> list:
             return list(model.parameters())
 

@@ -8,8 +8,7 @@ import zlib
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
 
 from alexcompress.codec.container import MAGIC, PREAMBLE, parse_header, read_dcz, write_dcz
 from alexcompress.codec.encodings import CODED_ENCODINGS, dense_ctx, dense_huffman, encode_coded, raw, sparse_ctx, sparse_huffman

@@ -17,8 +17,11 @@ import pytest
 import torch
 
 from alexcompress.compression.sensitivity import read_curves
+from alexcompress.train.config import TrainConfig
 from alexcompress.train.data import epoch_order
-from alexcompress.train.trainer import CentroidFinetuning, MaskedRetraining, SilentLog, TrainConfig, _train
+from alexcompress.train.hooks import CentroidFinetuning, MaskedRetraining
+from alexcompress.train.log import SilentLog
+from alexcompress.train.trainer import _train
 
 from .ddp_worker import CODED, KINDS, Net, data, start_state
 from .test_train import assert_trained, make_image_folder

@@ -151,7 +151,7 @@ def test_checkpoint_with_a_damaged_record_is_one_error(tmp_path):
 
     import torch
 
-    from alexcompress.train.trainer import load_checkpoint
+    from alexcompress.train.checkpoint import load_checkpoint
 
     buffer = io.BytesIO()
     torch.save({"format": "alexcompress-checkpoint", "epoch": 1}, buffer)

@@ -3,11 +3,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
 
-from alexcompress.cli.app import parse_assignments
 from alexcompress.compression.pruning import prune_by_rates, prune_by_std, prune_global, prune_paper
+from alexcompress.compression.specs import parse_assignments
 from alexcompress.errors import AlexCompressError, ModelError
 from alexcompress.models.archs import PAPER_KEEP_RATES
 

@@ -3,8 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
 
 from alexcompress.compression.pruning import prune_global
 from alexcompress.compression.quantization import centroids_to_float32, kmeans_1d, quantize

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import alexcompress
-from alexcompress.codec.accounting import breakdown, ladder, layer_rows, original_bytes
 from alexcompress.cli.tables import display_name
+from alexcompress.codec.accounting import breakdown, ladder, layer_rows, original_bytes
 from alexcompress.codec.container import parse_header
 
 

@@ -10,8 +10,7 @@ import textwrap
 import numpy as np
 import pytest
 import torch
-from hypothesis import example, given, settings
-from hypothesis import strategies as st
+from hypothesis import example, given, settings, strategies as st
 from torch import nn
 
 import alexcompress

@@ -6,8 +6,7 @@ import json
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
 
 from alexcompress.codec import huffman
 from alexcompress.compression.quantization import _envelope, ecsq_1d, kmeans_1d, quantize

@@ -1,8 +1,7 @@
 from __future__ import annotations
 
 import numpy as np
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
 
 from alexcompress.codec.sparse_index import gap_histogram, positions_from_gaps, relative_gaps, stream_histograms
 

@@ -13,16 +13,10 @@ from torch.utils.data import TensorDataset
 from alexcompress.compression.pruning import prune_global
 from alexcompress.compression.quantization import quantize
 from alexcompress.errors import AlexCompressError
-from alexcompress.train.trainer import (
-    CentroidFinetuning,
-    EpochSummary,
-    MaskedRetraining,
-    SilentLog,
-    TrainConfig,
-    _train,
-    finetune_centroids,
-    retrain_pruned,
-)
+from alexcompress.train.config import TrainConfig
+from alexcompress.train.hooks import CentroidFinetuning, MaskedRetraining
+from alexcompress.train.log import EpochSummary, SilentLog
+from alexcompress.train.trainer import _train, finetune_centroids, retrain_pruned
 
 
 def coded(net) -> set[str]:
@@ -289,7 +283,7 @@ def test_bf16_autocast_keeps_masks_exact_and_fp16_needs_cuda():
 
 
 def test_regrow_brings_pruned_weights_back_at_the_same_count():
-    from alexcompress.train.trainer import RegrowingRetraining
+    from alexcompress.train.hooks import RegrowingRetraining
 
     net = tiny_net()
     pruned = prune_global(OrderedDict(net.state_dict()), 0.7, arch="none").state

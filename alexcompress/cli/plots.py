@@ -12,8 +12,8 @@ from typing import Any, Optional
 import numpy as np
 
 from alexcompress.cli.tables import display_name
-from alexcompress.codec.accounting import breakdown, ladder
 from alexcompress.codec import huffman
+from alexcompress.codec.accounting import breakdown, ladder
 from alexcompress.codec.container import DczHeader, streams_of
 from alexcompress.codec.encodings import get_encoding
 from alexcompress.errors import AlexCompressError

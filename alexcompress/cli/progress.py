@@ -9,7 +9,7 @@ from typing import Any, TextIO
 
 from rich.console import Console
 
-from alexcompress.train.trainer import EpochSummary
+from alexcompress.train.log import EpochSummary, SilentLog
 
 
 def _duration(seconds: float) -> str:
@@ -107,28 +107,11 @@ class RichLog:
         self.console.print(text)
 
 
-class _Quiet:
-    def batch(self, *args: Any) -> None:
-        pass
-
-    def epoch(self, *args: Any) -> None:
-        pass
-
-    def note(self, text: str) -> None:
-        pass
-
-    def __enter__(self) -> _Quiet:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        pass
-
-
 def training_log(console: Console, every: int = 50) -> Any:
     """The log for this stderr: rich on a terminal, plain lines otherwise, nothing with --quiet. A context
     manager (rich needs to start and stop its live display)."""
     if console.quiet:
-        return _Quiet()
+        return SilentLog()
     stream = sys.stderr
     if stream is not None and stream.isatty():
         return RichLog(console)

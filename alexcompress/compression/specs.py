@@ -24,9 +24,28 @@ if TYPE_CHECKING:
     import torch
     from torch.utils.data import Dataset
 
-    from alexcompress.train.trainer import TrainConfig, TrainingLog
+    from alexcompress.train.config import TrainConfig
+    from alexcompress.train.log import TrainingLog
 
 DEFAULT_SPARSITY = 0.9
+
+
+def parse_assignments(text: str, what: str, convert: Callable[[str], Any]) -> dict[str, Any]:
+    """`conv1=0.84,features.*=0.4` -> {"conv1": 0.84, "features.*": 0.4}, or a one-line error."""
+    out: dict[str, Any] = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        name, sep, value = item.partition("=")
+        try:
+            if not sep or not name.strip():
+                raise ValueError
+            out[name.strip()] = convert(value.strip())
+        except ValueError:
+            raise AlexCompressError(
+                f"bad {what} item {item!r}: expected LAYER=VALUE, e.g. fc6={'0.09' if convert is float else '4'}"
+            ) from None
+    if not out:
+        raise AlexCompressError(f"{what} is empty: expected LAYER=VALUE items, e.g. conv1=0.84,fc6=0.09")
+    return out
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ presets is one `register(...)` call; any torchvision model works without one.
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import functools
 import hashlib
@@ -178,7 +179,7 @@ class TorchvisionArch(Architecture):
         return torchvision.models.get_model(self.name, weights=None, num_classes=num_classes)
 
     def build_empty(self, num_classes: int) -> "torch.nn.Module":
-        with _no_init():  # real (CPU) tensors: non-persistent buffers are computed, weights left as they come
+        with _skip_parameter_init():  # real (CPU) tensors: non-persistent buffers are computed, weights left as they come
             import torchvision
 
             return torchvision.models.get_model(self.name, weights=None, num_classes=num_classes)
@@ -299,8 +300,17 @@ PAPER_KEEP_RATES: dict[str, float] = {
 _REGISTRY: dict[str, Architecture] = {}
 
 
-def register(arch: Architecture) -> Architecture:
-    """Add (or replace) an architecture; torchvision models need no registration to work."""
+def register(arch: Architecture, *, replace: bool = False) -> Architecture:
+    """Add an architecture (a name already taken raises, unless `replace`); torchvision models need no
+    registration to work.
+
+    >>> register(GenericArch())
+    Traceback (most recent call last):
+    ...
+    alexcompress.errors.ModelError: architecture 'none' is already registered (register(..., replace=True) replaces it)
+    """
+    if arch.name in _REGISTRY and not replace:
+        raise ModelError(f"architecture {arch.name!r} is already registered (register(..., replace=True) replaces it)")
     _REGISTRY[arch.name] = arch
     return arch
 
@@ -330,12 +340,18 @@ def get_arch(name: str, *, discover: bool = True) -> Architecture:
         and (any(name in names for names in _signature_index().values()) or (discover and name in torchvision_names()))
     )
     if known:
-        return register(TorchvisionArch(name))
+        return _torchvision_arch(name)
     raise ModelError(
         f"unknown architecture {name!r}; use a torchvision classification model name "
         "(e.g. alexnet, resnet50, mobilenet_v2, vit_b_16), "
         f"'{NONE}' for any state dict, or '{AUTO}' to detect it"
     )
+
+
+@functools.cache
+def _torchvision_arch(name: str) -> Architecture:
+    """An unregistered torchvision model's architecture, built once (a lookup never registers)."""
+    return TorchvisionArch(name)
 
 
 # ---------------------------------------------------------------------------------- torchvision skeletons
@@ -368,25 +384,32 @@ def _build_uninitialised(name: str, num_classes: int) -> "torch.nn.Module":
             with torch.device("meta"):
                 return torchvision.models.get_model(name, weights=None, num_classes=num_classes)
         except (NotImplementedError, RuntimeError):  # RegNet computes its widths with real tensors
-            with _no_init():
+            with _skip_parameter_init():
                 return torchvision.models.get_model(name, weights=None, num_classes=num_classes)
 
 
-class _no_init:
-    """Skip torch.nn.init while building: untouched torch.empty pages cost no time and no memory."""
+def _skip_parameter_init_mode() -> type:
+    """A torch function mode (scoped to a `with` block and this thread; nothing is patched) in which the
+    in-place methods that initialise weights (`uniform_`, `normal_`, `fill_`...) leave parameters as
+    allocated: untouched torch.empty pages cost no time and no memory."""
+    from torch.overrides import TorchFunctionMode
 
-    def __enter__(self) -> None:
-        import torch.nn.init as init
+    class Mode(TorchFunctionMode):
+        def __torch_function__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
+            import torch
 
-        self.saved = {n: getattr(init, n) for n in dir(init) if n.endswith("_") and not n.startswith("_")}
-        for n in self.saved:
-            setattr(init, n, lambda tensor, *a, **k: tensor)
+            kwargs = kwargs or {}
+            name = getattr(func, "__name__", "")
+            target = args[0] if args else kwargs.get("tensor")  # torch.nn.init's functions pass it by name
+            if name.endswith("_") and not name.startswith("_") and isinstance(target, torch.nn.Parameter):
+                return target
+            return func(*args, **kwargs)
 
-    def __exit__(self, *exc: object) -> None:
-        import torch.nn.init as init
+    return Mode
 
-        for n, f in self.saved.items():
-            setattr(init, n, f)
+
+def _skip_parameter_init() -> "contextlib.AbstractContextManager[object]":
+    return _skip_parameter_init_mode()()  # type: ignore[no-any-return]
 
 
 def _conv_linear_weights(module: "torch.nn.Module") -> set[str]:
@@ -529,22 +552,50 @@ def check_num_classes(num_classes: int) -> None:
 
 def _download(weights: object) -> "OrderedDict[str, torch.Tensor]":
     """A torchvision weights enum's state dict, downloaded once into torch's cache; offline, a ModelError
-    within seconds that says what to do instead of hanging."""
-    import socket
-
-    previous = socket.getdefaulttimeout()
-    socket.setdefaulttimeout(10.0)  # torch.hub has no timeout of its own: a blackholed network would hang
+    within seconds that says what to do instead of hanging. (torch.hub has no timeout of its own, so the file
+    is fetched here, with one, into the same cache path and checked against the hash in its name.)"""
     try:
-        state = weights.get_state_dict(progress=False, check_hash=True)  # type: ignore[attr-defined]
+        state = _fetch_checkpoint(weights.url)  # type: ignore[attr-defined]
     except Exception as exc:  # URLError, socket.timeout, hash mismatch: all mean "not available here"
         raise ModelError(
             f"cannot download the pretrained weights ({weights.url}): {' '.join(str(exc).split()) or type(exc).__name__}; "  # type: ignore[attr-defined]
             "check your network, or copy the file into torch's cache (torch.hub.get_dir()/checkpoints), "
             "or use 'random' / 'alexcompress init' for a seeded random-init model"
         ) from None
-    finally:
-        socket.setdefaulttimeout(previous)
     return OrderedDict(state)
+
+
+def _fetch_checkpoint(url: str, timeout: float = 10.0) -> "Mapping[str, torch.Tensor]":
+    """`torch.hub.load_state_dict_from_url(url, check_hash=True)` with a network timeout: the file lands in
+    torch's cache (`torch.hub.get_dir()/checkpoints`, where a user may also copy it by hand), its SHA-256
+    must start with the hex digits after the last '-' of its name, and it is loaded with weights_only."""
+    import os
+    import tempfile
+    import urllib.request
+    from urllib.parse import urlparse
+
+    import torch
+
+    name = os.path.basename(urlparse(url).path)
+    folder = os.path.join(torch.hub.get_dir(), "checkpoints")
+    path = os.path.join(folder, name)
+    if not os.path.exists(path):
+        os.makedirs(folder, exist_ok=True)
+        digest = hashlib.sha256()
+        handle, partial = tempfile.mkstemp(dir=folder, prefix=".partial-")
+        try:
+            with os.fdopen(handle, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as response:
+                while chunk := response.read(1 << 20):
+                    digest.update(chunk)
+                    out.write(chunk)
+            expected = name.rsplit("-", 1)[-1].split(".")[0] if "-" in name else ""
+            if expected and not digest.hexdigest().startswith(expected):
+                raise ValueError(f"hash mismatch: {digest.hexdigest()[: len(expected)]} is not {expected}")
+            os.replace(partial, path)
+        finally:
+            if os.path.exists(partial):
+                os.remove(partial)
+    return torch.load(path, map_location="cpu", weights_only=True)
 
 
 def _write_index() -> None:  # pragma: no cover - run by hand when torchvision grows new models

@@ -1,0 +1,266 @@
+"""The stages: init, prune, quantize, encode, decode, and compress (all three in one process)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from alexcompress.cli.base import (
+    _announce,
+    _console,
+    _events,
+    _job,
+    _parse_index_bits,
+    _print_masks_held,
+    _print_pruning,
+    _print_quantization,
+    _save_state,
+    _training_log,
+    _wrote,
+    app,
+    command,
+)
+from alexcompress.cli.options import (
+    MAX_SEED,
+    ArchOpt,
+    Coder,
+    CoderOpt,
+    ForceOpt,
+    ImageOptions,
+    IndexBitsOpt,
+    ModelArg,
+    OutputOpt,
+    PruneOptions,
+    QuantOptions,
+    QuietOpt,
+    SeedOpt,
+    TrainOptions,
+    check_range,
+    option_group,
+)
+from alexcompress.errors import AlexCompressError
+from alexcompress.fileio import (
+    STDIO,
+    check_output,
+    write_output,
+)
+from alexcompress.models.archs import MAX_NUM_CLASSES
+from alexcompress.sources import DEFAULT_ARCH, plan_output, read_model
+
+if TYPE_CHECKING:
+    pass
+
+# ------------------------------------------------------------------------------------------ commands
+
+
+@app.command()
+@command
+def init(
+    output: Annotated[str, typer.Option("--output", "-o", help="Where to write the state dict (.pt), or '-'.")] = "alexnet.pt",
+    num_classes: Annotated[int, typer.Option("--num-classes", help="Output classes of the random-init model.")] = 1000,
+    seed: SeedOpt = 0,
+    pretrained: Annotated[
+        bool, typer.Option("--pretrained", help="torchvision's pretrained weights instead (needs the network once).")
+    ] = False,
+    arch: ArchOpt = None,
+    force: ForceOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Write a starting model: a seeded random-init torchvision model (offline), or the pretrained one."""
+    from alexcompress import api
+
+    console = _console(quiet)
+    check_output(output, force=force)
+    check_range("--seed", seed, 0, MAX_SEED)
+    check_range("--num-classes", num_classes, 1, MAX_NUM_CLASSES)
+    name = arch if arch not in (None, "auto") else DEFAULT_ARCH
+    _save_state(output, api.init(name, num_classes, seed, pretrained=pretrained), name)
+    _wrote(console, output)
+
+
+@app.command()
+@command
+@option_group(method=PruneOptions, training=TrainOptions, images=ImageOptions)
+def prune(
+    model: ModelArg,
+    output: OutputOpt = None,
+    iterations: Annotated[
+        int, typer.Option("--iterations", help="Iterative pruning: this many prune->retrain rounds up to the target (with --data).")
+    ] = 1,
+    regrow: Annotated[
+        bool,
+        typer.Option(
+            "--regrow",
+            help="Retraining may bring pruned weights back: before each epoch but a round's first, and at each round's "
+            "pruning, a layer keeps its largest weights, pruned ones included (same count; with --data).",
+        ),
+    ] = False,
+    seed: SeedOpt = 0,
+    arch: ArchOpt = None,
+    force: ForceOpt = False,
+    quiet: QuietOpt = False,
+    method: PruneOptions = PruneOptions(),
+    training: TrainOptions = TrainOptions(),
+    images: ImageOptions = ImageOptions(),
+) -> None:
+    """Stage 1: zero small-magnitude weights (AlexNet: --preset paper, others: --sparsity 0.9); --data retrains."""
+    from alexcompress import api
+
+    allocation = method.allocation(measured=training.validates)
+    spec = method.spec(allocation)
+    check_range("--seed", seed, 0, MAX_SEED)
+    check_range("--iterations", iterations, 1, 1000)
+    if iterations > 1 and training.data is None:
+        raise AlexCompressError("--iterations needs --data: iterative pruning retrains between rounds")
+    if regrow and training.data is None:
+        raise AlexCompressError("--regrow needs --data: pruned weights come back during retraining")
+    with _job(training) as group:
+        console = _console(quiet or not group.is_main)
+        target = plan_output(model, arch, output, ".pruned.pt", force)
+        job = training.job(images, model, target, seed, regrow=regrow)
+        source = read_model(model, arch)
+        with _training_log(console, training.log_every, job) as log:
+            events = _events(console, log, source.arch, advice=True)
+            if job is None:  # the report follows the detection note
+                events.pruned = lambda result: None
+            pruned = api.prune(
+                source,
+                spec,
+                allocation=allocation,
+                curves=method.read_curves() if allocation is not None and job is not None and job.validation is not None else None,
+                max_drop=method.max_drop,
+                training=job,
+                iterations=iterations,
+                events=events,
+            )
+        _announce(console, source)
+        if pruned.result is not None:
+            _print_pruning(console, pruned.result)
+        else:
+            _print_masks_held(console, pruned.state, source.arch)
+        if group.is_main:  # under torchrun, rank 0 alone writes
+            _save_state(target, pruned.state, source.arch)
+            _wrote(console, target)
+
+
+@app.command()
+@command
+@option_group(quant=QuantOptions, training=(TrainOptions, {"lr": 1e-4}), images=ImageOptions)
+def quantize(
+    model: ModelArg,
+    output: OutputOpt = None,
+    seed: SeedOpt = 0,
+    arch: ArchOpt = None,
+    force: ForceOpt = False,
+    quiet: QuietOpt = False,
+    quant: QuantOptions = QuantOptions(),
+    training: TrainOptions = TrainOptions(),
+    images: ImageOptions = ImageOptions(),
+) -> None:
+    """Stage 2: per-layer k-means weight sharing (<= 2^bits values); --data fine-tunes the centroids."""
+    from alexcompress import api
+
+    spec = quant.spec(seed, trains=training.data is not None)
+    check_range("--seed", seed, 0, MAX_SEED)
+    with _job(training) as group:
+        console = _console(quiet or not group.is_main)
+        target = plan_output(model, arch, output, ".quantized.pt", force)
+        job = training.job(images, model, target, seed)
+        source = read_model(model, arch)
+        with _training_log(
+            console, training.log_every, job
+        ) as log:  # the tables follow the run, so that a refused checkpoint stays a one-line error
+            state, result = api.quantize(source, spec, training=job, events=_events(console, log, source.arch))
+        _announce(console, source)
+        _print_quantization(console, result, spec.shared_codebook)
+        if group.is_main:  # under torchrun, rank 0 alone writes
+            _save_state(target, state, source.arch)
+            _wrote(console, target)
+
+
+@app.command()
+@command
+def encode(
+    model: ModelArg,
+    output: OutputOpt = None,
+    index_bits: IndexBitsOpt = "auto",
+    coder: CoderOpt = "auto",  # type: ignore[assignment]
+    arch: ArchOpt = None,
+    force: ForceOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Stage 3: entropy-code a quantized model into a .dcz (lossless)."""
+    from alexcompress import api
+    from alexcompress.cli.tables import print_info
+    from alexcompress.codec.container import parse_header
+
+    width = _parse_index_bits(index_bits)
+    console = _console(quiet)
+    target = plan_output(model, arch, output, ".dcz", force)
+    source = read_model(model, arch)
+    data = api.encode(source, index_bits=width, coder=Coder(coder).value)
+    write_output(target, data)
+    _announce(console, source)
+    print_info(console, parse_header(data), target if target != STDIO else "<stdout>")
+
+
+@app.command()
+@command
+def decode(
+    model: Annotated[str, typer.Argument(help="A .dcz file, or '-' for stdin.", metavar="FILE.dcz")],
+    output: OutputOpt = None,
+    force: ForceOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Decode a .dcz back into a state dict .pt that the model loads (bit-exact)."""
+    from alexcompress import api
+    from alexcompress.sources import read_dcz
+
+    console = _console(quiet)
+    target = plan_output(model, None, output, ".decoded.pt", force)
+    state, arch = api.decode(read_dcz(model))
+    _save_state(target, state, arch)
+    _wrote(console, target)
+
+
+@app.command()
+@command
+@option_group(method=PruneOptions, quant=QuantOptions)
+def compress(
+    model: ModelArg,
+    output: OutputOpt = None,
+    seed: SeedOpt = 0,
+    index_bits: IndexBitsOpt = "auto",
+    coder: CoderOpt = "auto",  # type: ignore[assignment]
+    verify: Annotated[bool, typer.Option("--verify", help="Decode the written file and check it against the quantized model.")] = False,
+    arch: ArchOpt = None,
+    force: ForceOpt = False,
+    quiet: QuietOpt = False,
+    method: PruneOptions = PruneOptions(),
+    quant: QuantOptions = QuantOptions(),
+) -> None:
+    """All three stages in one process (AlexNet defaults to --preset paper, others to --sparsity 0.9)."""
+    from alexcompress import api
+    from alexcompress.cli.tables import print_info, print_ladder
+    from alexcompress.codec.container import parse_header
+
+    allocation = method.allocation()
+    spec, quant_spec, width = method.spec(allocation), quant.spec(seed), _parse_index_bits(index_bits)
+    check_range("--seed", seed, 0, MAX_SEED)
+    console = _console(quiet)
+    target = plan_output(model, arch, output, ".dcz", force)
+    source = read_model(model, arch)
+    events = _events(console, None, source.arch)
+    result = api.compress(
+        source, spec, quant_spec, allocation=allocation, index_bits=width, coder=Coder(coder).value, check=verify, events=events
+    )
+    _announce(console, source)
+    _print_pruning(console, result.pruning)
+    _print_quantization(console, result.quantization, quant_spec.shared_codebook)
+    if verify:
+        console.print("verified: the file decodes bit for bit to the quantized model")
+    write_output(target, result.data)
+    header = parse_header(result.data)
+    print_info(console, header, target if target != STDIO else "<stdout>")
+    print_ladder(console, header)
