@@ -11,10 +11,7 @@ if TYPE_CHECKING:
 
 class Hooks:
     """What a training stage does around the optimizer: which parameters it trains, and the fix-ups.
-    `_train` sets `optimizer` and `scaler` (None without fp16) before the first step."""
-
-    optimizer: Any = None
-    scaler: Any = None
+    `after_step` is told the step's learning rate and the fp16 loss scale (1 without fp16)."""
 
     def parameters(self, model: "torch.nn.Module") -> list:
         raise NotImplementedError
@@ -22,7 +19,7 @@ class Hooks:
     def after_backward(self, model: "torch.nn.Module") -> None:
         pass
 
-    def after_step(self, model: "torch.nn.Module") -> None:
+    def after_step(self, model: "torch.nn.Module", lr: float = 0.0, grad_scale: float = 1.0) -> None:
         pass
 
     def epoch_start(self, model: "torch.nn.Module") -> Optional[str]:
@@ -55,7 +52,7 @@ class MaskedRetraining(Hooks):
             if param.grad is not None:
                 param.grad.mul_(mask)
 
-    def after_step(self, model: "torch.nn.Module") -> None:
+    def after_step(self, model: "torch.nn.Module", lr: float = 0.0, grad_scale: float = 1.0) -> None:
         import torch
 
         with torch.no_grad():
@@ -110,18 +107,15 @@ class RegrowingRetraining(MaskedRetraining):
                 self._pending[key] = param.grad * (1 - mask)  # what the pruned weights would have been told
         super().after_backward(model)
 
-    def after_step(self, model: "torch.nn.Module") -> None:
+    def after_step(self, model: "torch.nn.Module", lr: float = 0.0, grad_scale: float = 1.0) -> None:
         import torch
 
-        optimizer, scaler = self.optimizer, self.scaler
-        lr = optimizer.param_groups[0]["lr"] if optimizer is not None else 0.0
-        scale = float(scaler.get_scale()) if scaler is not None else 1.0
         with torch.no_grad():
             for key, (param, mask) in zip(self._keys, self._params):
                 shadow = self.shadow[key]
                 grad = self._pending.get(key)
                 if grad is not None and bool(torch.isfinite(grad).all()):  # fp16 overflow: the step was skipped
-                    shadow.sub_(grad, alpha=lr / scale)
+                    shadow.sub_(grad, alpha=lr / grad_scale)
                 shadow.copy_(torch.where(mask != 0, param, shadow))
                 # +0.0, not param * 0: the optimizer's momentum moves a weight that just left the mask
                 param.copy_(torch.where(mask != 0, param, torch.zeros((), dtype=param.dtype, device=param.device)))
@@ -196,7 +190,7 @@ class CentroidFinetuning(Hooks):
             centroids.grad = grouped
             weight.grad = None  # the weights themselves are not trained
 
-    def after_step(self, model: "torch.nn.Module") -> None:
+    def after_step(self, model: "torch.nn.Module", lr: float = 0.0, grad_scale: float = 1.0) -> None:
         import torch
 
         tiny = torch.finfo(torch.float32).tiny

@@ -76,211 +76,259 @@ def validation_top1(model: "torch.nn.Module", validation: "Dataset", config: Tra
     return result.top1
 
 
-def _train(
-    model: "torch.nn.Module",
-    hooks: Hooks,
-    dataset: "Dataset",
-    config: TrainConfig,
-    *,
-    stage: str,
-    validation: "Optional[Dataset]" = None,
-    round_index: int = 0,
-    resume_from: Optional[dict[str, Any]] = None,
-    log: Optional[TrainingLog] = None,
-) -> None:
-    """Train `model` in place for `config.epochs` (from a checkpoint's epoch and batch when resuming); with a
-    validation set, leave the best epoch's weights in it unless `config.keep == "last"`.
+class Trainer:
+    """One training run of `model`, in place: `config.epochs` epochs (from a checkpoint's epoch and batch
+    when resuming); with a validation set, the best epoch's weights are what it leaves in the model unless
+    `config.keep == "last"`.
 
     Under torchrun the model runs wrapped in DistributedDataParallel: `config.batch_size` is the global
     batch, split evenly over the ranks; gradients are averaged by DDP before the hooks mask or group them,
     so every rank applies the same update; rank 0 alone logs and writes checkpoints."""
-    import torch
-    from torch.nn.functional import cross_entropy
 
-    group = current()
-    log = (log or SilentLog()) if group.is_main else SilentLog()
-    device = next(model.parameters()).device  # callers move the model before building its hooks
-    if config.batch_size % group.world:
-        raise AlexCompressError(f"batch size {config.batch_size} is the global batch: it must be a multiple of the {group.world} processes")
-    per_rank = config.batch_size // group.world
-    amp_dtype = {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}[config.amp]
-    if config.amp == "fp16" and device.type != "cuda":
-        raise AlexCompressError("--amp fp16 needs CUDA (bf16 autocast also runs on the CPU)")
-    from alexcompress.train.global_batch import DropoutClock, for_training, random_layers_left
+    def __init__(
+        self,
+        model: "torch.nn.Module",
+        hooks: Hooks,
+        dataset: "Dataset",
+        config: TrainConfig,
+        *,
+        stage: str,
+        validation: "Optional[Dataset]" = None,
+        round_index: int = 0,
+        resume_from: Optional[dict[str, Any]] = None,
+        log: Optional[TrainingLog] = None,
+    ) -> None:
+        import torch
 
-    clock = DropoutClock(config.seed)
-    for_training(model, clock, distributed=group.active)  # before DDP and the optimizer: same parameters
-    net = model
-    if group.active:
-        from inspect import signature
+        from alexcompress.train.global_batch import DropoutClock, for_training
 
-        from torch.nn.parallel import DistributedDataParallel
-
-        left = random_layers_left(model)
-        if left:
-            log.note(
-                f"{stage}: {', '.join(left)} draw from each process's own generator: {group.world} processes are not one process's steps"
-            )
-        # buffers (batch-norm running statistics) evolve identically on every rank with GlobalBatchNorm and are
-        # reconciled at each epoch's end: no broadcast of rank 0's before every forward
-        no_sync = {
-            "forward_sync_buffers"
-            if "forward_sync_buffers" in signature(DistributedDataParallel).parameters
-            else "broadcast_buffers": False
-        }
-        net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None, **no_sync)
-    optimizer = _make_optimizer(hooks.parameters(model), config)
-    scaler = torch.amp.GradScaler("cuda") if config.amp == "fp16" else None
-    hooks.optimizer, hooks.scaler = optimizer, scaler
-    ckpt = resume_from or {}
-    if ckpt:
-        if int(ckpt.get("batch", 0)) and int(ckpt.get("world", 1)) != group.world:
+        self.model, self.hooks, self.dataset, self.config, self.stage = model, hooks, dataset, config, stage
+        self.validation, self.round_index = validation, round_index
+        self.group = current()
+        self.log = (log or SilentLog()) if self.group.is_main else SilentLog()
+        self.device = next(model.parameters()).device  # callers move the model before building its hooks
+        if config.batch_size % self.group.world:
             raise AlexCompressError(
-                f"{config.checkpoint}: taken mid-epoch by {ckpt.get('world', 1)} processes; resume it with the same number ({group.world} now)"
+                f"batch size {config.batch_size} is the global batch: it must be a multiple of the {self.group.world} processes"
             )
+        self.per_rank = config.batch_size // self.group.world
+        self.amp_dtype = {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}[config.amp]
+        if config.amp == "fp16" and self.device.type != "cuda":
+            raise AlexCompressError("--amp fp16 needs CUDA (bf16 autocast also runs on the CPU)")
+        self.clock = DropoutClock(config.seed)
+        for_training(model, self.clock, distributed=self.group.active)  # before DDP and the optimizer: same parameters
+        self.net = self._data_parallel() if self.group.active else model
+        self.optimizer = _make_optimizer(hooks.parameters(model), config)
+        self.scaler = torch.amp.GradScaler("cuda") if config.amp == "fp16" else None
+        ckpt = resume_from or {}
+        self._resume(ckpt)
+        self.start_epoch, self.start_batch = int(ckpt.get("epoch", 0)), int(ckpt.get("batch", 0))
+        self.best: Optional[dict[str, Any]] = ckpt.get("best")  # {"epoch", "top1", "model"}
+        self.stale = int(ckpt.get("stale", 0))
+        partials = ckpt.get("partial") or [(0, 0, 0.0, 0.0)] * self.group.world  # per rank: seen, correct, loss sum, seconds
+        # where the run stands: the epoch, its batches done, this rank's running totals (what a checkpoint saves)
+        self.epoch, self.done, self.totals = self.start_epoch, self.start_batch, tuple(partials[self.group.rank])
+
+    def step(self, images: "torch.Tensor", labels: "torch.Tensor", lr: float) -> "tuple[torch.Tensor, torch.Tensor]":
+        """One optimizer step on a batch: (loss, logits)."""
+        import torch
+        from torch.nn.functional import cross_entropy
+
+        for g in self.optimizer.param_groups:
+            g["lr"] = lr
+        self.optimizer.zero_grad(set_to_none=True)
+        with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
+            logits = forward(self.net, images)
+        loss = cross_entropy(logits.float(), labels, label_smoothing=self.config.label_smoothing)
+        scale = float(self.scaler.get_scale()) if self.scaler is not None else 1.0  # what the gradients are scaled by
+        (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
+        self.hooks.after_backward(self.model)
+        if self.scaler is not None:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            self.optimizer.step()
+        self.hooks.after_step(self.model, lr, scale)
+        return loss, logits
+
+    def run(self) -> None:
+        """Every epoch left; on Ctrl-C a checkpoint of the exact point (one process) and the interrupt again."""
+        if self.validation is not None and self.best is None:  # the starting point competes too: retraining must earn its keep
+            self.best = {"epoch": 0, "top1": validation_top1(self.model, self.validation, self.config), "model": _state_of(self.model)}
+            self.log.note(f"{self.stage}: validation top-1 before retraining {self.best['top1']:.2%}")
         try:
-            optimizer.load_state_dict(ckpt["optimizer"])
-            _restore_rng(ckpt, group.rank, device)
-            if scaler is not None and ckpt.get("scaler"):
-                scaler.load_state_dict(ckpt["scaler"])
-        except (ValueError, KeyError, TypeError, IndexError, RuntimeError) as exc:  # torch's own checks of the states
-            raise AlexCompressError(
-                f"{config.checkpoint}: its optimizer or RNG state does not fit this run ({' '.join(str(exc).split())[:160]})"
-            ) from None
-    else:
-        # what still draws from torch's generator (random augmentation, layers other than nn.Dropout) differs between ranks
-        torch.manual_seed(config.seed + 1_000_003 * group.rank)
-    start_epoch, start_batch = int(ckpt.get("epoch", 0)), int(ckpt.get("batch", 0))
-    best: Optional[dict[str, Any]] = ckpt.get("best")  # {"epoch", "top1", "model"}
-    stale = int(ckpt.get("stale", 0))
-    if validation is not None and best is None:  # the starting point competes too: retraining must earn its keep
-        best = {"epoch": 0, "top1": validation_top1(model, validation, config), "model": _state_of(model)}
-        log.note(f"{stage}: validation top-1 before retraining {best['top1']:.2%}")
-    epoch, done = start_epoch, start_batch
-    partials = ckpt.get("partial") or [(0, 0, 0.0, 0.0)] * group.world  # per rank: seen, correct, loss sum, seconds
-    totals = tuple(partials[group.rank])
+            for epoch in range(self.start_epoch, self.config.epochs):
+                if not self._epoch(epoch):
+                    break
+        except KeyboardInterrupt:
+            if self.group.active:  # a collective now could wait for a rank that is already gone
+                self.log.note(f"{self.stage}: interrupted; --resume continues from the last checkpoint written")
+            else:
+                self.checkpoint(self.epoch, self.done, self.totals)  # exact: the interrupt landed between two steps
+            raise
+        if self.best is not None and self.config.keep == "best":
+            self.model.load_state_dict(self.best["model"])
+            which = "the starting point (epoch 0)" if self.best["epoch"] == 0 else f"epoch {self.best['epoch']}"
+            self.log.note(f"{self.stage}: keeping {which}, validation top-1 {self.best['top1']:.2%}")
+        self.model.cpu()
 
-    def checkpoint(next_epoch: int, batch: int, partial: Optional[tuple]) -> None:
+    def _epoch(self, epoch: int) -> bool:
+        """One epoch (from the saved batch when resuming inside it), its summary and checkpoint; False when
+        patience says stop."""
+        config, group, stage = self.config, self.group, self.stage
+        self.epoch = epoch
+        self.model.train()
+        first = self.start_batch if epoch == self.start_epoch else 0
+        if epoch > 0 and first == 0:
+            note = self.hooks.epoch_start(self.model)
+            if note:
+                self.log.note(f"{stage} epoch {epoch + 1}: {note}")
+        batches = loader(
+            self.dataset,
+            batch_size=self.per_rank,
+            workers=config.workers,
+            shuffle=True,
+            seed=config.seed,
+            epoch=epoch,
+            rank=group.rank,
+            world=group.world,
+            start_batch=first,
+            pin_memory=self.device.type == "cuda",
+        )
+        steps = batches_per_epoch(len(self.dataset), self.per_rank, group.world)  # type: ignore[arg-type]
+        seen, correct, loss_sum, before = self.totals if first else (0, 0, 0.0, 0.0)
+        started, self.done = time.perf_counter(), first
+        for index, (images, labels) in enumerate(batches, start=first):
+            images, labels = images.to(self.device, non_blocking=True), labels.to(self.device, non_blocking=True)
+            with interrupts_deferred():  # a step is applied whole: an interrupt lands between steps
+                self.clock.step(epoch, index)
+                loss, logits = self.step(images, labels, config.lr * config.lr_factor(epoch * steps + index, steps))
+                seen += labels.numel()
+                correct += int((logits.argmax(1) == labels).sum())
+                loss_sum += float(loss.detach()) * labels.numel()
+                self.done = index + 1
+                self.totals = (seen, correct, loss_sum, before + time.perf_counter() - started)
+            rate = group.world * (seen - first * self.per_rank) / max(time.perf_counter() - started, 1e-9)
+            self.log.batch(stage, epoch + 1, config.epochs, index + 1, steps, loss_sum / seen, correct / seen, rate)
+            if config.checkpoint_every and self.done % config.checkpoint_every == 0 and self.done < steps:
+                self.checkpoint(epoch, self.done, self.totals)
+        seconds = before + time.perf_counter() - started
+        seen, correct, loss_sum = all_sum([seen, correct, loss_sum])  # the epoch over all ranks
+        reconcile_buffers(self.model)
+        check_agreement([*self.model.parameters(), *_tensors(self.hooks.state())], f"{stage} epoch {epoch + 1}")
+        val_top1 = self._validate(epoch)
+        self.log.epoch(
+            stage,
+            EpochSummary(
+                epoch + 1,
+                config.epochs,
+                loss_sum / max(seen, 1),
+                correct / max(seen, 1),
+                seen / max(seconds, 1e-9),
+                seconds,
+                val_top1,
+                self.best["epoch"] if self.best else None,
+            ),
+        )
+        self.done, self.totals = 0, (0, 0, 0.0, 0.0)
+        self.checkpoint(epoch + 1, 0, None)
+        if config.patience is not None and self.validation is not None and self.stale >= config.patience:
+            self.log.note(f"{stage}: no better validation top-1 for {self.stale} epochs: stopping early after epoch {epoch + 1}")
+            return False
+        return True
+
+    def _validate(self, epoch: int) -> Optional[float]:
+        """Validation top-1 after `epoch`, kept as the best when it beats every earlier one (None without a
+        validation set)."""
+        if self.validation is None or self.best is None:
+            return None
+        top1 = validation_top1(self.model, self.validation, self.config)
+        if top1 > self.best["top1"]:
+            self.best, self.stale = {"epoch": epoch + 1, "top1": top1, "model": _state_of(self.model)}, 0
+        else:
+            self.stale += 1
+        return top1
+
+    def checkpoint(self, next_epoch: int, batch: int, partial: Optional[tuple]) -> None:
         """Every rank calls this at the same point (it gathers the ranks' RNG states); rank 0 writes."""
+        import torch
+
+        config, device = self.config, self.device
         if not config.checkpoint:
             return
         rngs = gather(torch.get_rng_state())
         cuda_rngs = gather(torch.cuda.get_rng_state(device)) if device.type == "cuda" else None
         partials = gather(partial) if partial is not None else None
-        if not group.is_main:
+        if not self.group.is_main:
             return
         _save_checkpoint(
             config.checkpoint,
             {
                 "format": "alexcompress-checkpoint",
-                "stage": stage,
-                "round": round_index,
+                "stage": self.stage,
+                "round": self.round_index,
                 "epoch": next_epoch,
                 "batch": batch,  # batches of `next_epoch` already done (0: it starts afresh)
                 "partial": partials,
-                "world": group.world,
-                "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-                "optimizer": optimizer.state_dict(),
-                "scaler": scaler.state_dict() if scaler is not None else None,
+                "world": self.group.world,
+                "model": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
+                "optimizer": self.optimizer.state_dict(),
+                "scaler": self.scaler.state_dict() if self.scaler is not None else None,
                 "rng": rngs,
                 "cuda_rng": cuda_rngs,
-                "best": best,
-                "stale": stale,
+                "best": self.best,
+                "stale": self.stale,
                 "config": {k: v for k, v in asdict(config).items() if k not in ("checkpoint", "resume", "keep_checkpoint")},
-                **hooks.state(),
+                **self.hooks.state(),
             },
         )
 
-    try:
-        for epoch in range(start_epoch, config.epochs):
-            model.train()
-            first = start_batch if epoch == start_epoch else 0
-            if epoch > 0 and first == 0:
-                note = hooks.epoch_start(model)
-                if note:
-                    log.note(f"{stage} epoch {epoch + 1}: {note}")
-            batches = loader(
-                dataset,
-                batch_size=per_rank,
-                workers=config.workers,
-                shuffle=True,
-                seed=config.seed,
-                epoch=epoch,
-                rank=group.rank,
-                world=group.world,
-                start_batch=first,
-                pin_memory=device.type == "cuda",
+    def _data_parallel(self) -> "torch.nn.Module":
+        from inspect import signature
+
+        from torch.nn.parallel import DistributedDataParallel
+
+        from alexcompress.train.global_batch import random_layers_left
+
+        left = random_layers_left(self.model)
+        if left:
+            self.log.note(
+                f"{self.stage}: {', '.join(left)} draw from each process's own generator: "
+                f"{self.group.world} processes are not one process's steps"
             )
-            steps = batches_per_epoch(len(dataset), per_rank, group.world)
-            seen, correct, loss_sum, before = totals if first else (0, 0, 0.0, 0.0)
-            started, done = time.perf_counter(), first
-            for index, (images, labels) in enumerate(batches, start=first):
-                images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
-                with interrupts_deferred():  # a step is applied whole: an interrupt lands between steps
-                    for g in optimizer.param_groups:
-                        g["lr"] = config.lr * config.lr_factor(epoch * steps + index, steps)
-                    optimizer.zero_grad(set_to_none=True)
-                    clock.step(epoch, index)
-                    with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-                        logits = forward(net, images)
-                    loss = cross_entropy(logits.float(), labels, label_smoothing=config.label_smoothing)
-                    (scaler.scale(loss) if scaler is not None else loss).backward()
-                    hooks.after_backward(model)
-                    if scaler is not None:
-                        scaler.step(optimizer)
-                        scaler.update()
-                    else:
-                        optimizer.step()
-                    hooks.after_step(model)
-                    seen += labels.numel()
-                    correct += int((logits.argmax(1) == labels).sum())
-                    loss_sum += float(loss.detach()) * labels.numel()
-                    done = index + 1
-                    totals = (seen, correct, loss_sum, before + time.perf_counter() - started)
-                rate = group.world * (seen - first * per_rank) / max(time.perf_counter() - started, 1e-9)
-                log.batch(stage, epoch + 1, config.epochs, index + 1, steps, loss_sum / seen, correct / seen, rate)
-                if config.checkpoint_every and done % config.checkpoint_every == 0 and done < steps:
-                    checkpoint(epoch, done, totals)
-            seconds = before + time.perf_counter() - started
-            seen, correct, loss_sum = all_sum([seen, correct, loss_sum])  # the epoch over all ranks
-            reconcile_buffers(model)
-            check_agreement([*model.parameters(), *_tensors(hooks.state())], f"{stage} epoch {epoch + 1}")
-            val_top1 = None
-            if validation is not None:
-                val_top1 = validation_top1(model, validation, config)
-                if val_top1 > best["top1"]:
-                    best, stale = {"epoch": epoch + 1, "top1": val_top1, "model": _state_of(model)}, 0
-                else:
-                    stale += 1
-            log.epoch(
-                stage,
-                EpochSummary(
-                    epoch + 1,
-                    config.epochs,
-                    loss_sum / max(seen, 1),
-                    correct / max(seen, 1),
-                    seen / max(seconds, 1e-9),
-                    seconds,
-                    val_top1,
-                    best["epoch"] if best else None,
-                ),
+        # buffers (batch-norm running statistics) evolve identically on every rank with GlobalBatchNorm and are
+        # reconciled at each epoch's end: no broadcast of rank 0's before every forward
+        parameters = signature(DistributedDataParallel).parameters
+        no_sync = {"forward_sync_buffers" if "forward_sync_buffers" in parameters else "broadcast_buffers": False}
+        device = self.device
+        return DistributedDataParallel(self.model, device_ids=[device.index] if device.type == "cuda" else None, **no_sync)
+
+    def _resume(self, ckpt: dict[str, Any]) -> None:
+        import torch
+
+        group = self.group
+        if not ckpt:
+            # what still draws from torch's generator (random augmentation, layers other than nn.Dropout) differs between ranks
+            torch.manual_seed(self.config.seed + 1_000_003 * group.rank)
+            return
+        if int(ckpt.get("batch", 0)) and int(ckpt.get("world", 1)) != group.world:
+            raise AlexCompressError(
+                f"{self.config.checkpoint}: taken mid-epoch by {ckpt.get('world', 1)} processes; resume it with the same number ({group.world} now)"
             )
-            done, totals = 0, (0, 0, 0.0, 0.0)
-            checkpoint(epoch + 1, 0, None)
-            if config.patience is not None and validation is not None and stale >= config.patience:
-                log.note(f"{stage}: no better validation top-1 for {stale} epochs: stopping early after epoch {epoch + 1}")
-                break
-    except KeyboardInterrupt:
-        if group.active:  # a collective now could wait for a rank that is already gone
-            log.note(f"{stage}: interrupted; --resume continues from the last checkpoint written")
-        else:
-            checkpoint(epoch, done, totals)  # exact: the interrupt landed between two steps
-        raise
-    if best is not None and config.keep == "best":
-        model.load_state_dict(best["model"])
-        which = "the starting point (epoch 0)" if best["epoch"] == 0 else f"epoch {best['epoch']}"
-        log.note(f"{stage}: keeping {which}, validation top-1 {best['top1']:.2%}")
-    model.cpu()
+        try:
+            self.optimizer.load_state_dict(ckpt["optimizer"])
+            _restore_rng(ckpt, group.rank, self.device)
+            if self.scaler is not None and ckpt.get("scaler"):
+                self.scaler.load_state_dict(ckpt["scaler"])
+        except (ValueError, KeyError, TypeError, IndexError, RuntimeError) as exc:  # torch's own checks of the states
+            raise AlexCompressError(
+                f"{self.config.checkpoint}: its optimizer or RNG state does not fit this run ({' '.join(str(exc).split())[:160]})"
+            ) from None
+
+
+def _train(model: "torch.nn.Module", hooks: Hooks, dataset: "Dataset", config: TrainConfig, **options: Any) -> None:
+    """`Trainer(...).run()`: train `model` in place (see `Trainer`)."""
+    Trainer(model, hooks, dataset, config, **options).run()
 
 
 def _state_of(model: "torch.nn.Module") -> "OrderedDict[str, torch.Tensor]":
