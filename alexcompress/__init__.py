@@ -24,7 +24,8 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; at run time `__getattr__` 
         prune as prune,
     )
     from alexcompress.errors import AlexCompressError as AlexCompressError, DczError as DczError, ModelError as ModelError
-    from alexcompress.models.archs import Architecture as Architecture, detect as detect, get_arch as get_arch, register as register
+    from alexcompress.models.architecture import Architecture as Architecture
+    from alexcompress.models.archs import detect as detect, get_arch as get_arch, register as register
     from alexcompress.models.dcz import decode as decode, encode as encode
     from alexcompress.models.state import load_state_dict as load_state_dict, pretrained as pretrained, random_model as random_model
 

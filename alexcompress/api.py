@@ -88,7 +88,7 @@ class Training:
 
 def init(arch: Optional[str] = None, num_classes: int = 1000, seed: int = 0, *, pretrained: bool = False) -> "dict[str, torch.Tensor]":
     """A starting model: a seeded random-init torchvision model (offline), or torchvision's pretrained one."""
-    from alexcompress.models.archs import check_num_classes
+    from alexcompress.models.architecture import check_num_classes
     from alexcompress.models.state import pretrained as pretrained_state, random_model
 
     name = arch if arch not in (None, "auto") else DEFAULT_ARCH

@@ -136,7 +136,8 @@ def read_dcz(spec: str, what: str = "FILE") -> bytes:
 def read_model(spec: str, arch: Optional[str] = None) -> ModelInput:
     """Resolve a MODEL argument into numpy arrays (torch is imported only where a source needs it)."""
     from alexcompress.codec.container import MAGIC, is_dcz
-    from alexcompress.models.archs import AUTO, get_arch
+    from alexcompress.models.architecture import AUTO
+    from alexcompress.models.archs import get_arch
     from alexcompress.models.dcz import decode_arrays
     from alexcompress.models.state import load_arrays, numpy_state, pretrained, random_model
 
@@ -166,7 +167,7 @@ def read_model(spec: str, arch: Optional[str] = None) -> ModelInput:
 
 def inference_model(spec: str, arch: Optional[str] = None, sparse: Optional[bool] = None) -> InferenceModel:
     """MODEL as a module to run: from its compressed form (`sparse`, default for a .dcz) or dense."""
-    from alexcompress.models.archs import AUTO
+    from alexcompress.models.architecture import AUTO
     from alexcompress.models.state import build_model, num_classes_of
 
     if sparse is None:

@@ -15,7 +15,7 @@ import numpy as np
 import alexcompress
 from alexcompress.codec.accounting import layer_rows
 from alexcompress.codec.container import parse_header
-from alexcompress.models.archs import ALEXNET_LAYERS, PAPER_KEEP_RATES
+from alexcompress.models.alexnet import ALEXNET_LAYERS, PAPER_KEEP_RATES
 
 # The paper's Table 4, "size P+Q+H" column (percent of the float32 layer)
 PAPER_SIZE = {"conv1": 20.53, "conv2": 9.43, "conv3": 8.44, "conv4": 9.11, "conv5": 9.43, "fc6": 2.39, "fc7": 2.46, "fc8": 5.85}

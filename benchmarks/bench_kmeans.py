@@ -17,7 +17,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the tests' sciki
 
 import alexcompress  # noqa: E402
 from alexcompress.compression.quantization import kmeans_1d  # noqa: E402
-from alexcompress.models.archs import ALEXNET_LAYERS  # noqa: E402
+from alexcompress.models.alexnet import ALEXNET_LAYERS  # noqa: E402
 from alexcompress.models.state import numpy_state  # noqa: E402
 from tests.reference import kmeans_sklearn  # noqa: E402
 

@@ -36,7 +36,7 @@ def parameter_counts(limit: float) -> dict[str, int]:
         [
             PY,
             "-c",
-            "import torchvision\nfrom alexcompress.models.archs import _skeleton, torchvision_names\nimport math\n"
+            "import torchvision\nfrom alexcompress.models.torchvision_archs import _skeleton, torchvision_names\nimport math\n"
             "for n in torchvision_names():\n"
             "    print(n, sum(math.prod(e.shape) for e in _skeleton(n, 1000).values()))",
         ],

@@ -14,8 +14,10 @@ import torchvision
 
 import alexcompress
 from alexcompress.errors import ModelError
-from alexcompress.models.archs import ALEXNET_LAYERS, PAPER_KEEP_RATES, detect, get_arch, key_signature, resolve_layers
+from alexcompress.models.alexnet import ALEXNET_LAYERS, PAPER_KEEP_RATES
+from alexcompress.models.archs import detect, get_arch, resolve_layers
 from alexcompress.models.state import random_model
+from alexcompress.models.torchvision_archs import key_signature
 
 
 @pytest.mark.parametrize("arch", ["alexnet", "vgg16", "resnet18"])

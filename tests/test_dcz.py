@@ -9,7 +9,7 @@ import torchvision
 
 import alexcompress
 from alexcompress.codec.container import parse_header
-from alexcompress.models.archs import PAPER_KEEP_RATES
+from alexcompress.models.alexnet import PAPER_KEEP_RATES
 from alexcompress.models.state import random_model
 
 

@@ -8,7 +8,7 @@ from hypothesis import given, settings, strategies as st
 from alexcompress.compression.pruning import prune_by_rates, prune_by_std, prune_global, prune_paper
 from alexcompress.compression.specs import parse_assignments
 from alexcompress.errors import AlexCompressError, ModelError
-from alexcompress.models.archs import PAPER_KEEP_RATES
+from alexcompress.models.alexnet import PAPER_KEEP_RATES
 
 from .conftest import tiny_state
 

@@ -39,13 +39,13 @@ from alexcompress.cli.options import (
     check_range,
     option_group,
 )
+from alexcompress.codec.container import MAX_NUM_CLASSES
 from alexcompress.errors import AlexCompressError
 from alexcompress.fileio import (
     STDIO,
     check_output,
     write_output,
 )
-from alexcompress.models.archs import MAX_NUM_CLASSES
 from alexcompress.sources import DEFAULT_ARCH, plan_output, read_model
 
 if TYPE_CHECKING:

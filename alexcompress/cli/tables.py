@@ -13,7 +13,8 @@ from rich.table import Table
 from alexcompress.codec.accounting import breakdown, ladder, layer_rows, original_bytes
 from alexcompress.codec.container import DczHeader, streams_of
 from alexcompress.errors import ModelError
-from alexcompress.models.archs import PAPER_KEEP_RATES, get_arch
+from alexcompress.models.alexnet import PAPER_KEEP_RATES
+from alexcompress.models.archs import get_arch
 
 
 def printable(text: str) -> str:

@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from alexcompress.errors import AlexCompressError
-from alexcompress.models.archs import Architecture, per_layer
+from alexcompress.models.architecture import Architecture
+from alexcompress.models.archs import per_layer
 from alexcompress.models.state import as_numpy, is_compressible, resolve_arch
 
 if TYPE_CHECKING:

@@ -18,7 +18,8 @@ from alexcompress import __version__
 from alexcompress.codec.container import DczHeader, decode_tensors, parse_header, write_dcz
 from alexcompress.codec.encodings import STORED, encode_coded, get_encoding
 from alexcompress.errors import DczError, ModelError
-from alexcompress.models.archs import NONE, get_arch, layer_keys
+from alexcompress.models.architecture import NONE
+from alexcompress.models.archs import get_arch, layer_keys
 from alexcompress.models.state import as_numpy, c_contiguous, match_arch, num_classes_of, torch_state
 
 if TYPE_CHECKING:

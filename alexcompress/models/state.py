@@ -22,7 +22,8 @@ from typing import IO, TYPE_CHECKING, NamedTuple
 import numpy as np
 
 from alexcompress.errors import ModelError
-from alexcompress.models.archs import AUTO, NONE, Architecture, check_num_classes, detect, get_arch, layer_keys
+from alexcompress.models.architecture import AUTO, NONE, Architecture, check_num_classes
+from alexcompress.models.archs import detect, get_arch, layer_keys
 
 if TYPE_CHECKING:  # torch is imported lazily: `info` must not pay for it
     import torch
