@@ -36,7 +36,7 @@ _EXPORTS = {
     "AlexCompressError": "errors",
     "DczError": "errors",
     "ModelError": "errors",
-    "Architecture": "models.archs",
+    "Architecture": "models.architecture",
     "detect": "models.archs",
     "get_arch": "models.archs",
     "register": "models.archs",

@@ -17,13 +17,13 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Optional
 
 from alexcompress.compression.specs import Compressed, PruneSpec, QuantizeSpec
-from alexcompress.errors import AlexCompressError
-from alexcompress.sources import DEFAULT_ARCH, MAX_SEED, InferenceModel, ModelInput, inference_model, read_model
+from alexcompress.errors import AlexCompressError, check_range
+from alexcompress.sources import DEFAULT_ARCH, InferenceModel, ModelInput, inference_model, read_model
 
 if TYPE_CHECKING:
     import numpy as np
@@ -62,6 +62,9 @@ __all__ = [
 ]
 
 
+MAX_ITERATIONS = 1000  # prune -> retrain rounds
+
+
 def _ignore(*args: Any) -> None:
     pass
 
@@ -89,17 +92,12 @@ class Training:
 def init(arch: Optional[str] = None, num_classes: int = 1000, seed: int = 0, *, pretrained: bool = False) -> "dict[str, torch.Tensor]":
     """A starting model: a seeded random-init torchvision model (offline), or torchvision's pretrained one."""
     from alexcompress.models.architecture import check_num_classes
-    from alexcompress.models.state import pretrained as pretrained_state, random_model
+    from alexcompress.models.state import check_seed, pretrained as pretrained_state, random_model
 
     name = arch if arch not in (None, "auto") else DEFAULT_ARCH
     check_seed(seed)
     check_num_classes(num_classes)
     return pretrained_state(name) if pretrained else random_model(name, num_classes, seed)
-
-
-def check_seed(seed: int) -> None:
-    if not 0 <= seed <= MAX_SEED:
-        raise AlexCompressError(f"seed must be between 0 and {MAX_SEED}, got {seed}")
 
 
 def load(path: "str | os.PathLike[str]", model: "torch.nn.Module | None" = None, *, sparse: bool = False) -> "torch.nn.Module":
@@ -169,6 +167,7 @@ def prune(
     from alexcompress.compression.specs import measure_allocation, prune as prune_state, prune_and_retrain
 
     events = events or Events()
+    check_range("iterations", iterations, 1, MAX_ITERATIONS)
     if iterations > 1 and training is None:
         raise AlexCompressError("iterations > 1 needs training data: iterative pruning retrains between rounds")
     spec = spec or PruneSpec()
@@ -318,7 +317,7 @@ def evaluate(
     from alexcompress.train.distributed import current, rank_device
     from alexcompress.train.evaluate import evaluate as run
 
-    _check_batches(batch_size, workers, limit)
+    check_batches(batch_size, workers, limit)
     check_classes(model, dataset)
     group = current()
     target = rank_device(device, "--device")
@@ -355,7 +354,7 @@ def sensitivity(
     from alexcompress.train.distributed import current, rank_device
     from alexcompress.train.evaluate import evaluate as run, log_probabilities
 
-    _check_batches(batch_size, workers, limit)
+    check_batches(batch_size, workers, limit)
     group = current()
     target = rank_device(device, "--device")
     net = build_model(source.state, source.arch).to(target)
@@ -383,28 +382,28 @@ def predict(
     batch_size: int = 32,
     device: str = "auto",
     on_error: Optional[Callable[[str, str], None]] = None,
-) -> "list[Prediction]":
-    """`alexcompress predict`: the top-k classes and probabilities of each image file (a file that is not an
-    image goes to `on_error(path, reason)`, the rest are still predicted)."""
+) -> "Iterator[Prediction]":
+    """`alexcompress predict`: the top-k classes and probabilities of each image file, batch by batch as they
+    are computed (a file that is not an image goes to `on_error(path, reason)`, the rest are still
+    predicted). The arguments are checked at the call."""
     from alexcompress.runtime.predict import predict_images
     from alexcompress.train.data import Preprocessing, resolve_device
 
-    if topk < 1:
-        raise AlexCompressError(f"topk must be at least 1, got {topk}")
-    _check_batches(batch_size, 0, None)
+    check_range("topk", topk, 1)
+    check_batches(batch_size, 0, None)
     target = resolve_device(device, "--device")
-    return list(
-        predict_images(
-            model.module, paths, preprocessing or Preprocessing(), topk=topk, batch_size=batch_size, device=target, on_error=on_error
-        )
+    return predict_images(
+        model.module, paths, preprocessing or Preprocessing(), topk=topk, batch_size=batch_size, device=target, on_error=on_error
     )
 
 
-def _check_batches(batch_size: int, workers: int, limit: Optional[int]) -> None:
-    for name, value, low, high in (("batch_size", batch_size, 1, 1 << 20), ("workers", workers, 0, 1024), ("limit", limit, 1, None)):
-        if value is not None and (value < low or (high is not None and value > high)):
-            bound = f"between {low} and {high}" if high is not None else f"at least {low}"
-            raise AlexCompressError(f"{name} must be {bound}, got {value}")
+def check_batches(batch_size: int, workers: int, limit: Optional[int]) -> None:
+    """How a model is fed: images per batch, DataLoader workers, the most images scored (per rank)."""
+    from alexcompress.train.config import MAX_BATCH, MAX_WORKERS
+
+    check_range("batch_size", batch_size, 1, MAX_BATCH)
+    check_range("workers", workers, 0, MAX_WORKERS)
+    check_range("limit", limit, 1)
 
 
 @dataclass

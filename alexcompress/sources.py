@@ -28,7 +28,6 @@ if TYPE_CHECKING:
 
 #: the architecture of the model keywords when none is given (`--arch`)
 DEFAULT_ARCH = "alexnet"
-MAX_SEED = 2**63 - 1
 STDIN_LABEL = "<stdin>"
 
 _RANDOM = re.compile(r"random(?::(\d+))?(?::(\d+))?")
@@ -148,6 +147,8 @@ def read_model(spec: str, arch: Optional[str] = None) -> ModelInput:
         match = _RANDOM.fullmatch(spec)
         if match:
             seed, classes = int(match.group(1) or 0), int(match.group(2) or 1000)
+            from alexcompress.models.state import MAX_SEED
+
             if seed > MAX_SEED:
                 raise AlexCompressError(f"{spec}: the seed must be at most {MAX_SEED}")
             return ModelInput(numpy_state(random_model(name, classes, seed)), name, spec)

@@ -20,6 +20,7 @@ from alexcompress.fileio import (
     stop_requested,
     write_output,
 )
+from alexcompress.models.state import check_seed
 from alexcompress.sources import InferenceModel, ModelInput
 
 if TYPE_CHECKING:
@@ -60,9 +61,11 @@ def command(func: F) -> F:
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
+            if "seed" in kwargs:  # every command's --seed, checked before anything else
+                check_seed(kwargs["seed"])
             return func(*args, **kwargs)
         except AlexCompressError as exc:
-            raise _fail(str(exc)) from None
+            raise _fail(_flagged(exc)) from None
         except BrokenPipeError:
             # the reader went away (`| head`): say so once, and keep Python's exit-time flush quiet
             try:
@@ -84,6 +87,16 @@ def command(func: F) -> F:
             raise  # anything else is a bug: let the traceback show
 
     return wrapper
+
+
+def _flagged(exc: AlexCompressError) -> str:
+    """The error's message, its field (`batch_size must be ...`) named as its flag (`--batch-size must be ...`)."""
+    from alexcompress.cli.options import flag_of
+
+    message = str(exc)
+    if exc.field is not None and message.startswith(exc.field + " "):
+        return flag_of(exc.field) + message[len(exc.field) :]
+    return message
 
 
 def _interrupted(exc: BaseException) -> tuple[str, int]:

@@ -14,7 +14,6 @@ from alexcompress.cli.base import (
     command,
 )
 from alexcompress.cli.options import (
-    MAX_SEED,
     ArchOpt,
     Coder,
     CoderOpt,
@@ -24,7 +23,6 @@ from alexcompress.cli.options import (
     QuantOptions,
     QuietOpt,
     SeedOpt,
-    check_range,
     option_group,
 )
 from alexcompress.cli.tables import printable
@@ -98,7 +96,6 @@ def report(
 
     _pyplot()  # fail early, before any work, when matplotlib is missing
     spec, quant_spec, width = method.spec(), quant.spec(seed), _parse_index_bits(index_bits)
-    check_range("--seed", seed, 0, MAX_SEED)
     if model == STDIO:
         raise AlexCompressError("report reads a file or a model keyword, not stdin")
     stem = keyword_stem(model, arch) or Path(default_output(model, "", None)).name

@@ -19,7 +19,7 @@ import typer
 from alexcompress.cli.base import F
 from alexcompress.codec.encodings import CODERS
 from alexcompress.compression.specs import parse_assignments
-from alexcompress.errors import AlexCompressError
+from alexcompress.errors import AlexCompressError, check_range
 from alexcompress.fileio import (
     STDIO,
     check_outputs,
@@ -138,17 +138,17 @@ class InitMethod(str, Enum):
     random = "random"
 
 
-def check_range(what: str, value: "int | float | None", low: "int | float", high: "int | float | None" = None) -> None:
-    """One line, exit 1, for an option outside its range (before any model is read)."""
-    if value is None:
-        return
-    if not (low <= value and (high is None or value <= high)):
-        bound = f"between {low} and {high}" if high is not None else f"at least {low}"
-        raise AlexCompressError(f"{what} must be {bound}, got {value}")
+#: the flag of each library field whose name is not `--` + the field with dashes: errors that name a field
+#: (`AlexCompressError.field`) name its flag on the command line
+FLAG_OF = {"warmup_epochs": "--warmup", "weight_decay": "--weight-decay"}
+
+
+def flag_of(field: str) -> str:
+    """`batch_size` -> `--batch-size` (and the exceptions in `FLAG_OF`)."""
+    return FLAG_OF.get(field, "--" + field.replace("_", "-"))
 
 
 MAX_IMAGE_SIDE = 4096
-MAX_SEED = 2**63 - 1
 
 
 @dataclass
@@ -290,7 +290,7 @@ class QuantOptions:
         from alexcompress.compression.specs import QuantizeSpec
 
         importance = Importance(self.importance).value
-        check_range("--importance-batches", self.importance_batches, 1, 1 << 20)
+        check_range("importance_batches", self.importance_batches, 1, 1 << 20)
         if importance != "none" and not trains:
             raise AlexCompressError(f"--importance {importance} needs training images: give --data to quantize")
 
@@ -300,7 +300,7 @@ class QuantOptions:
         layer_bits = parse_assignments(self.layer_bits, "--layer-bits", int) if self.layer_bits is not None else {}
         for name, value in layer_bits.items():
             check_bits(f"--layer-bits {name}", value)
-        check_range("--rate-weight", self.rate_weight, 0, 100)
+        check_range("rate_weight", self.rate_weight, 0, 100)
         return QuantizeSpec(
             self.conv_bits,
             self.fc_bits,
@@ -326,8 +326,8 @@ class ImageOptions:
     def preprocessing(self) -> Any:
         from alexcompress.train.data import Preprocessing, parse_floats
 
-        check_range("--image-size", self.image_size, 1, MAX_IMAGE_SIDE)
-        check_range("--resize", self.resize, 1, MAX_IMAGE_SIDE)
+        check_range("image_size", self.image_size, 1, MAX_IMAGE_SIDE)
+        check_range("resize", self.resize, 1, MAX_IMAGE_SIDE)
         mean, std = parse_floats(self.mean, "--mean"), parse_floats(self.std, "--std")
         if not all(math.isfinite(v) for v in mean) or not all(math.isfinite(v) and v > 0 for v in std):
             raise AlexCompressError(f"--mean must be finite and --std finite and > 0, got {self.mean} and {self.std}")
@@ -427,26 +427,6 @@ class TrainOptions:
         from alexcompress.train.config import TrainConfig
         from alexcompress.train.data import resolve_device
 
-        for what, value, low, high in (
-            ("--epochs", self.epochs, 0, 100_000),
-            ("--batch-size", self.batch_size, 1, 1 << 20),
-            ("--workers", self.workers, 0, 1024),
-            ("--step-size", self.step_size, 0, None),
-            ("--log-every", self.log_every, 1, None),
-            ("--checkpoint-every", self.checkpoint_every, 0, None),
-            ("--patience", self.patience, 1, None),
-        ):
-            check_range(what, value, low, high)
-        if self.val is not None and self.val_fraction is not None:
-            raise AlexCompressError("give --val or --val-fraction, not both")
-        if self.val is None and self.val_fraction is None and (self.patience is not None or self.keep is Keep.last):
-            raise AlexCompressError("--patience and --keep need validation data: --val DIR or --val-fraction F")
-        resolve_device(self.device, "--device")
-        checkpoint = self.checkpoint or default_checkpoint(output)
-        if checkpoint is not None:
-            _check_checkpoint(checkpoint, model, output, self.resume)
-        # neither may land among the images read (-o was checked for clobbering when it was planned)
-        check_outputs(((output, "-o"), (checkpoint, "--checkpoint")), trees=(self.data, self.val), force=True)
         config = TrainConfig(
             epochs=self.epochs,
             lr=self.lr,
@@ -463,12 +443,24 @@ class TrainOptions:
             label_smoothing=self.label_smoothing,
             keep=self.keep.value,
             patience=self.patience,
-            checkpoint=checkpoint,
             resume=self.resume,
             keep_checkpoint=self.keep_checkpoint,
             checkpoint_every=self.checkpoint_every,
             amp=Amp(self.amp).value,
         )
+        config.check_ranges()  # the library's rules; messages name the flags (`FLAGS`)
+        check_range("log_every", self.log_every, 1)
+        if self.val is not None and self.val_fraction is not None:
+            raise AlexCompressError("give --val or --val-fraction, not both")
+        if self.val is None and self.val_fraction is None and (self.patience is not None or self.keep is Keep.last):
+            raise AlexCompressError("--patience and --keep need validation data: --val DIR or --val-fraction F")
+        resolve_device(self.device, "--device")
+        checkpoint = self.checkpoint or default_checkpoint(output)
+        if checkpoint is not None:
+            _check_checkpoint(checkpoint, model, output, self.resume)
+        # neither may land among the images read (-o was checked for clobbering when it was planned)
+        check_outputs(((output, "-o"), (checkpoint, "--checkpoint")), trees=(self.data, self.val), force=True)
+        config = dataclasses.replace(config, checkpoint=checkpoint)
         config.validate()
         return config
 

@@ -29,11 +29,10 @@ from alexcompress.cli.options import (
     QuietOpt,
     SparseOpt,
     WorkersOpt,
-    check_range,
     option_group,
 )
 from alexcompress.cli.tables import printable
-from alexcompress.errors import AlexCompressError
+from alexcompress.errors import AlexCompressError, check_range
 from alexcompress.fileio import (
     STDIO,
     check_outputs,
@@ -76,9 +75,7 @@ def evaluate_command(
     from alexcompress import api
     from alexcompress.train.data import epoch_order
 
-    check_range("--limit", limit, 1)
-    check_range("--batch-size", batch_size, 1, 1 << 20)
-    check_range("--workers", workers, 0, 1024)
+    api.check_batches(batch_size, workers, limit)
     with _job(device=device) as group:  # under torchrun: each rank a shard, the counts summed
         console = _console(quiet or not group.is_main)
         dataset = _dataset(data, images)
@@ -160,9 +157,7 @@ def sensitivity(
 
     keeps = _grid(keep_grid, "--keep-grid", float, 1e-4, 1.0)
     widths = _grid(bits_grid, "--bits-grid", int, 1, 8)
-    check_range("--limit", limit, 1)
-    check_range("--batch-size", batch_size, 1, 1 << 20)
-    check_range("--workers", workers, 0, 1024)
+    api.check_batches(batch_size, workers, limit)
     if plot == STDIO:
         raise AlexCompressError("--plot needs a file name (a PNG does not go to stdout)")
     check_outputs(((save, "--save"), (plot, "--plot")), inputs=(model,), trees=(data,), force=force)
@@ -245,11 +240,12 @@ def predict(
 ) -> None:
     """Top-k classes and probabilities of each image (stdout); a file that is not an image is reported and
     the rest still predicted (exit 1 at the end)."""
-    from alexcompress.runtime.predict import class_names, expand_images, predict_images
+    from alexcompress import api
+    from alexcompress.runtime.predict import class_names, expand_images
     from alexcompress.train.data import resolve_device
 
-    check_range("--topk", topk, 1)
-    check_range("--batch-size", batch_size, 1, 1 << 20)
+    check_range("topk", topk, 1)
+    api.check_batches(batch_size, 0, None)
     prep = preprocessing.preprocessing()
     if model == STDIO and STDIO in images:
         raise AlexCompressError("MODEL and IMAGE cannot both be '-' (stdin)")
@@ -258,7 +254,7 @@ def predict(
         images = [p for arg in images for p in (listed if arg == STDIO else [arg])]
     paths = expand_images(images)
     console = _console(quiet)
-    target_device = resolve_device(device, "--device")
+    resolve_device(device, "--device")
     source = inference_model(model, arch, sparse)
     names = class_names(source.outputs, classes)
     _announce(console, source)
@@ -270,7 +266,7 @@ def predict(
         failed += 1
         _error_line(reason)
 
-    for result in predict_images(source.module, paths, prep, topk=topk, batch_size=batch_size, device=target_device, on_error=report):
+    for result in api.predict(source, paths, prep, topk=topk, batch_size=batch_size, device=device, on_error=report):
         out.print(printable(result.path), markup=False)
         for index, probability in zip(result.classes, result.probabilities):
             name = f"{names[index]} ({index})" if names else f"class {index}"

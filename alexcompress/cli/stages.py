@@ -22,7 +22,6 @@ from alexcompress.cli.base import (
     command,
 )
 from alexcompress.cli.options import (
-    MAX_SEED,
     ArchOpt,
     Coder,
     CoderOpt,
@@ -36,11 +35,9 @@ from alexcompress.cli.options import (
     QuietOpt,
     SeedOpt,
     TrainOptions,
-    check_range,
     option_group,
 )
-from alexcompress.codec.container import MAX_NUM_CLASSES
-from alexcompress.errors import AlexCompressError
+from alexcompress.errors import AlexCompressError, check_range
 from alexcompress.fileio import (
     STDIO,
     check_output,
@@ -72,8 +69,6 @@ def init(
 
     console = _console(quiet)
     check_output(output, force=force)
-    check_range("--seed", seed, 0, MAX_SEED)
-    check_range("--num-classes", num_classes, 1, MAX_NUM_CLASSES)
     name = arch if arch not in (None, "auto") else DEFAULT_ARCH
     _save_state(output, api.init(name, num_classes, seed, pretrained=pretrained), name)
     _wrote(console, output)
@@ -109,8 +104,7 @@ def prune(
 
     allocation = method.allocation(measured=training.validates)
     spec = method.spec(allocation)
-    check_range("--seed", seed, 0, MAX_SEED)
-    check_range("--iterations", iterations, 1, 1000)
+    check_range("iterations", iterations, 1, api.MAX_ITERATIONS)
     if iterations > 1 and training.data is None:
         raise AlexCompressError("--iterations needs --data: iterative pruning retrains between rounds")
     if regrow and training.data is None:
@@ -162,7 +156,6 @@ def quantize(
     from alexcompress import api
 
     spec = quant.spec(seed, trains=training.data is not None)
-    check_range("--seed", seed, 0, MAX_SEED)
     with _job(training) as group:
         console = _console(quiet or not group.is_main)
         target = plan_output(model, arch, output, ".quantized.pt", force)
@@ -247,7 +240,6 @@ def compress(
 
     allocation = method.allocation()
     spec, quant_spec, width = method.spec(allocation), quant.spec(seed), _parse_index_bits(index_bits)
-    check_range("--seed", seed, 0, MAX_SEED)
     console = _console(quiet)
     target = plan_output(model, arch, output, ".dcz", force)
     source = read_model(model, arch)

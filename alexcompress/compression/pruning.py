@@ -66,7 +66,7 @@ def prune_global(state: Mapping[str, "torch.Tensor"], sparsity: float, *, arch: 
     >>> round(result.sparsity, 6)
     0.9
     """
-    _check_fraction("sparsity", sparsity, allow_one=False)
+    check_fraction("sparsity", sparsity, allow_one=False, field="sparsity")
     architecture = resolve_arch(state, arch)
     out, keys = _prepare(state, architecture, inplace)
     flats = [_flat(out[k]) for k in keys]
@@ -99,7 +99,7 @@ def prune_by_rates(
     architecture = resolve_arch(state, arch)
     out, keys = _prepare(state, architecture, inplace)
     for name, rate in keep_rates.items():
-        _check_fraction(f"keep rate of {name}", rate, allow_one=True)
+        check_fraction(f"keep rate of {name}", rate, allow_one=True)
     by_key = per_layer(architecture, keep_rates, keys)
     layers = []
     for key in keys:
@@ -135,8 +135,7 @@ def prune_paper(state: Mapping[str, "torch.Tensor"], *, inplace: bool = False) -
 
 def prune_by_std(state: Mapping[str, "torch.Tensor"], scale: float, *, arch: str | None = None, inplace: bool = False) -> PruneResult:
     """Prune |w| < scale * std(layer) in every layer: the threshold rule of Han et al. (NIPS 2015)."""
-    if not np.isfinite(scale) or scale < 0:
-        raise AlexCompressError(f"std scale must be a finite number >= 0, got {scale}")
+    check_std_scale(scale)
     architecture = resolve_arch(state, arch)
     out, keys = _prepare(state, architecture, inplace)
     layers = []
@@ -229,8 +228,14 @@ def _zero_smallest(flat: np.ndarray, threshold: float, ties: int) -> int:
     return zeroed
 
 
-def _check_fraction(what: str, value: float, *, allow_one: bool) -> None:
+def check_fraction(what: str, value: float, *, allow_one: bool, field: str | None = None) -> None:
+    """A sparsity (in [0, 1)) or a keep rate (in [0, 1]); `field` when `what` names a parameter."""
     upper_ok = value <= 1.0 if allow_one else value < 1.0
     if not (np.isfinite(value) and value >= 0.0 and upper_ok):
         interval = "[0, 1]" if allow_one else "[0, 1)"
-        raise AlexCompressError(f"{what} must be in {interval}, got {value}")
+        raise AlexCompressError(f"{what} must be in {interval}, got {value}", field=field)
+
+
+def check_std_scale(scale: float) -> None:
+    if not np.isfinite(scale) or scale < 0:
+        raise AlexCompressError(f"std_scale must be a finite number >= 0, got {scale}", field="std_scale")

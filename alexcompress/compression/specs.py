@@ -9,12 +9,19 @@ encode (`compress`), and the iterative prune-retrain schedule. The CLI only pars
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Optional
 
-from alexcompress.compression.pruning import PruneResult, prune_by_rates, prune_by_std, prune_global, prune_preset
+from alexcompress.compression.pruning import (
+    PruneResult,
+    check_fraction,
+    check_std_scale,
+    prune_by_rates,
+    prune_by_std,
+    prune_global,
+    prune_preset,
+)
 from alexcompress.compression.quantization import QuantizeResult, quantize
 from alexcompress.errors import AlexCompressError
 from alexcompress.models.state import resolve_arch
@@ -62,13 +69,12 @@ class PruneSpec:
     def __post_init__(self) -> None:
         if sum(x is not None for x in (self.sparsity, self.rates, self.preset, self.std_scale)) > 1:
             raise AlexCompressError("give only one pruning method: sparsity, keep rates, a preset, or a std scale")
-        if self.sparsity is not None and not (math.isfinite(self.sparsity) and 0 <= self.sparsity < 1):
-            raise AlexCompressError(f"sparsity must be in [0, 1), got {self.sparsity}")
-        if self.std_scale is not None and not (math.isfinite(self.std_scale) and self.std_scale >= 0):
-            raise AlexCompressError(f"std scale must be a finite number >= 0, got {self.std_scale}")
+        if self.sparsity is not None:
+            check_fraction("sparsity", self.sparsity, allow_one=False, field="sparsity")
+        if self.std_scale is not None:
+            check_std_scale(self.std_scale)
         for name, rate in (self.rates or {}).items():
-            if not (math.isfinite(rate) and 0 <= rate <= 1):
-                raise AlexCompressError(f"keep rate of {name} must be in [0, 1], got {rate}")
+            check_fraction(f"keep rate of {name}", rate, allow_one=True)
 
     def resolved(self, arch: Any) -> "PruneSpec":
         """This spec with the default filled in for `arch` (an Architecture)."""

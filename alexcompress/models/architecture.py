@@ -117,4 +117,4 @@ class GenericArch(Architecture):
 
 def check_num_classes(num_classes: int) -> None:
     if not 1 <= num_classes <= MAX_NUM_CLASSES:
-        raise ModelError(f"num_classes must be between 1 and {MAX_NUM_CLASSES}, got {num_classes}")
+        raise ModelError(f"num_classes must be between 1 and {MAX_NUM_CLASSES}, got {num_classes}", field="num_classes")

@@ -21,7 +21,7 @@ from typing import IO, TYPE_CHECKING, NamedTuple
 
 import numpy as np
 
-from alexcompress.errors import ModelError
+from alexcompress.errors import ModelError, check_range
 from alexcompress.models.architecture import AUTO, NONE, Architecture, check_num_classes
 from alexcompress.models.archs import detect, get_arch, layer_keys
 
@@ -84,6 +84,14 @@ def torch_state(state: Mapping[str, "torch.Tensor | np.ndarray"]) -> "OrderedDic
     return OrderedDict((k, torch.from_numpy(c_contiguous(v)) if isinstance(v, np.ndarray) else v) for k, v in state.items())
 
 
+#: the largest seed a random initialisation (and training) takes: torch's generator seeds are 64-bit
+MAX_SEED = 2**63 - 1
+
+
+def check_seed(seed: int) -> None:
+    check_range("seed", seed, 0, MAX_SEED)
+
+
 def random_model(arch: str = "alexnet", num_classes: int = 1000, seed: int = 0) -> "OrderedDict[str, torch.Tensor]":
     """A seeded random-init state dict (torchvision's own initialisation), for trying the tool offline.
 
@@ -94,6 +102,7 @@ def random_model(arch: str = "alexnet", num_classes: int = 1000, seed: int = 0) 
     import torch
 
     check_num_classes(num_classes)
+    check_seed(seed)
     architecture = get_arch(arch)
     if not architecture.buildable:
         raise ModelError(f"architecture {arch!r} has no module, so no random initialisation; name a model")

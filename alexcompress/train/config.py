@@ -8,12 +8,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-from alexcompress.errors import AlexCompressError
+from alexcompress.errors import AlexCompressError, check_range, fail
+from alexcompress.models.state import MAX_SEED
 
 OPTIMIZERS = ("sgd", "adam")
 AMP = ("off", "bf16", "fp16")
 SCHEDULES = ("constant", "step", "cosine")
 KEEP = ("best", "last")
+MAX_EPOCHS = 100_000
+MAX_BATCH = 1 << 20  # images per batch
+MAX_WORKERS = 1024
 
 
 @dataclass
@@ -42,33 +46,44 @@ class TrainConfig:
     regrow: bool = False  # masked retraining: pruned weights may come back (RegrowingRetraining)
 
     def validate(self) -> None:
-        checks = [
-            (self.epochs >= 0, f"epochs must be >= 0, got {self.epochs}"),
-            (self.lr > 0 and math.isfinite(self.lr), f"learning rate must be a positive number, got {self.lr}"),
-            (self.optimizer in OPTIMIZERS, f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}"),
-            (0 <= self.momentum < 1, f"momentum must be in [0, 1), got {self.momentum}"),
-            (0 <= self.weight_decay < 1, f"weight decay must be in [0, 1), got {self.weight_decay}"),
-            (self.schedule in SCHEDULES, f"schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}"),
-            (
-                0 <= self.warmup_epochs <= max(self.epochs, 0),
-                f"warm-up must be between 0 and the {self.epochs} epochs, got {self.warmup_epochs}",
-            ),
-            (self.step_size >= 0, f"step size must be >= 0 epochs, got {self.step_size}"),
-            (0 < self.gamma <= 1, f"gamma must be in (0, 1], got {self.gamma}"),
-            (0 <= self.label_smoothing < 1, f"label smoothing must be in [0, 1), got {self.label_smoothing}"),
-            (self.keep in KEEP, f"keep must be one of {', '.join(KEEP)}, got {self.keep!r}"),
-            (self.patience is None or self.patience >= 1, f"patience must be at least 1 epoch, got {self.patience}"),
-            (self.checkpoint_every >= 0, f"checkpoint interval must be >= 0 batches, got {self.checkpoint_every}"),
-            (self.amp in AMP, f"amp must be one of {', '.join(AMP)}, got {self.amp!r}"),
-            (self.batch_size >= 1, f"batch size must be at least 1, got {self.batch_size}"),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise AlexCompressError(message)
+        """Every field in its range (one error naming the first that is not), then the checkpoint to resume."""
+        self.check_ranges()
         if self.resume and not self.checkpoint:
             raise AlexCompressError("resuming needs a checkpoint file")
         if self.resume and not Path(self.checkpoint).exists():
             raise AlexCompressError(f"{self.checkpoint}: no checkpoint to resume from")
+
+    def check_ranges(self) -> None:
+        """The fields' ranges alone (no file is looked at)."""
+        for field, value, low, high in (
+            ("epochs", self.epochs, 0, MAX_EPOCHS),
+            ("batch_size", self.batch_size, 1, MAX_BATCH),
+            ("workers", self.workers, 0, MAX_WORKERS),
+            ("seed", self.seed, 0, MAX_SEED),
+            ("step_size", self.step_size, 0, None),
+            ("checkpoint_every", self.checkpoint_every, 0, None),
+            ("patience", self.patience, 1, None),
+        ):
+            check_range(field, value, low, high)
+        for field, ok, rule, value in (
+            ("lr", self.lr > 0 and math.isfinite(self.lr), "must be a positive number", self.lr),
+            ("optimizer", self.optimizer in OPTIMIZERS, f"must be one of {', '.join(OPTIMIZERS)}", repr(self.optimizer)),
+            ("momentum", 0 <= self.momentum < 1, "must be in [0, 1)", self.momentum),
+            ("weight_decay", 0 <= self.weight_decay < 1, "must be in [0, 1)", self.weight_decay),
+            ("schedule", self.schedule in SCHEDULES, f"must be one of {', '.join(SCHEDULES)}", repr(self.schedule)),
+            (
+                "warmup_epochs",
+                0 <= self.warmup_epochs <= max(self.epochs, 0),
+                f"must be between 0 and the {self.epochs} epochs",
+                self.warmup_epochs,
+            ),
+            ("gamma", 0 < self.gamma <= 1, "must be in (0, 1]", self.gamma),
+            ("label_smoothing", 0 <= self.label_smoothing < 1, "must be in [0, 1)", self.label_smoothing),
+            ("keep", self.keep in KEEP, f"must be one of {', '.join(KEEP)}", repr(self.keep)),
+            ("amp", self.amp in AMP, f"must be one of {', '.join(AMP)}", repr(self.amp)),
+        ):
+            if not ok:
+                raise fail(field, f"{rule}, got {value}")
 
     def lr_factor(self, step: int, steps_per_epoch: int) -> float:
         """The learning rate at optimizer step `step` (from 0) as a fraction of `lr`.
