@@ -180,9 +180,18 @@ def default_output(input_path: str, suffix: str, keyword_stem: str | None = None
     return str(p.with_name(stem + suffix))
 
 
-def check_output(output: str, *, inputs: tuple[str, ...] = (), force: bool = False, what: str = "") -> None:
+def check_output(
+    output: str,
+    *,
+    inputs: tuple[str, ...] = (),
+    force: bool = False,
+    what: str = "",
+    option: str = "-o",
+    exists: str = "already exists; use --force to overwrite it",
+) -> None:
     """Refuse, before any work is done, an output that would clobber an input, follow a link, replace
-    something that is not a regular file, or replace an existing file without --force."""
+    something that is not a regular file, or replace an existing file without `force` (`exists` says
+    what to do then); `option` is the flag that named it."""
     if output == STDIO:
         if sys.stdout is None:
             raise AlexCompressError("stdout is closed; write to a file with -o FILE")
@@ -192,7 +201,7 @@ def check_output(output: str, *, inputs: tuple[str, ...] = (), force: bool = Fal
     label = f"{output}{what}"
     for source in inputs:
         if source != STDIO and same_file(source, output):
-            raise AlexCompressError(f"{label}: is the input file; refusing to overwrite it (choose another -o)")
+            raise AlexCompressError(f"{label}: is the input file; refusing to overwrite it (choose another {option})")
     try:
         info = os.lstat(output)
     except (FileNotFoundError, NotADirectoryError):  # the directory checks below say which
@@ -203,11 +212,11 @@ def check_output(output: str, *, inputs: tuple[str, ...] = (), force: bool = Fal
         if stat.S_ISLNK(info.st_mode):
             raise AlexCompressError(f"{label}: is a symbolic link; refusing to write through it (remove it or choose another name)")
         if stat.S_ISDIR(info.st_mode):
-            raise AlexCompressError(f"{label}: is a directory; give a file name with -o")
+            raise AlexCompressError(f"{label}: is a directory; give a file name with {option}")
         if not stat.S_ISREG(info.st_mode):
             raise AlexCompressError(f"{label}: is not a regular file (a FIFO, socket or device); refusing to replace it")
         if not force:
-            raise AlexCompressError(f"{label}: already exists; use --force to overwrite it")
+            raise AlexCompressError(f"{label}: {exists}")
     out = Path(output)
     parent = out.parent if str(out.parent) else Path(".")
     if not parent.exists():

@@ -249,7 +249,7 @@ def test_training_input_errors(tmp_path):
     assert run("init", "--num-classes", "2", "-o", model, "-q").exit_code == 0
     before = model.read_bytes()
     line = one_error_line(run("prune", model, "-o", tmp_path / "p.pt", "--data", tmp_path / "empty", "--checkpoint", model))
-    assert line.endswith("m.pt: is the input; choose another --checkpoint") and model.read_bytes() == before
+    assert line.endswith("m.pt: is the input file; refusing to overwrite it (choose another --checkpoint)") and model.read_bytes() == before
     (tmp_path / "p.pt.ckpt").write_bytes(b"an earlier run")
     assert "a checkpoint already exists: --resume continues it" in one_error_line(
         run("prune", model, "-o", tmp_path / "p.pt", "--data", tmp_path / "empty")

@@ -7,12 +7,11 @@ import dataclasses
 import functools
 import inspect
 import math
-import os
 import typing
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
-from typing import TYPE_CHECKING, Annotated, Any, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 
@@ -20,14 +19,7 @@ from alexcompress.cli.base import F
 from alexcompress.codec.encodings import CODERS
 from alexcompress.compression.specs import parse_assignments
 from alexcompress.errors import AlexCompressError, check_range
-from alexcompress.fileio import (
-    STDIO,
-    check_outputs,
-    is_regular,
-)
-
-if TYPE_CHECKING:
-    pass
+from alexcompress.fileio import check_output, check_outputs
 
 # ------------------------------------------------------------------------------------------ option groups
 
@@ -456,8 +448,9 @@ class TrainOptions:
             raise AlexCompressError("--patience and --keep need validation data: --val DIR or --val-fraction F")
         resolve_device(self.device, "--device")
         checkpoint = self.checkpoint or default_checkpoint(output)
-        if checkpoint is not None:
-            _check_checkpoint(checkpoint, model, output, self.resume)
+        if checkpoint is not None:  # written as the run goes: the output policy, with --resume as its --force
+            exists = "a checkpoint already exists: --resume continues it, or remove it to start over"
+            check_output(checkpoint, inputs=(model,), force=self.resume, option="--checkpoint", exists=exists)
         # neither may land among the images read (-o was checked for clobbering when it was planned)
         check_outputs(((output, "-o"), (checkpoint, "--checkpoint")), trees=(self.data, self.val), force=True)
         config = dataclasses.replace(config, checkpoint=checkpoint)
@@ -490,21 +483,3 @@ class TrainOptions:
     def validates(self) -> bool:
         """Whether `datasets` will return a validation set."""
         return self.data is not None and (self.val is not None or self.val_fraction is not None)
-
-
-def _check_checkpoint(checkpoint: str, model: str, output: str, resume: bool) -> None:
-    """A checkpoint never replaces the input or the output, and never an existing file by surprise."""
-    path = os.path.realpath(checkpoint)
-    for other, what in ((model, "the input"), (output, "the output")):
-        if other != STDIO and (
-            path == os.path.realpath(other) or (os.path.exists(other) and os.path.exists(path) and os.path.samefile(other, path))
-        ):
-            raise AlexCompressError(f"{checkpoint}: is {what}; choose another --checkpoint")
-    if os.path.islink(checkpoint):
-        raise AlexCompressError(f"{checkpoint}: is a symbolic link; refusing to write through it (choose another --checkpoint)")
-    if os.path.isdir(checkpoint):
-        raise AlexCompressError(f"{checkpoint}: is a directory; give a file name with --checkpoint")
-    if os.path.exists(checkpoint) and not is_regular(checkpoint):
-        raise AlexCompressError(f"{checkpoint}: is not a regular file (a FIFO, socket or device); choose another --checkpoint")
-    if os.path.lexists(checkpoint) and not resume:
-        raise AlexCompressError(f"{checkpoint}: a checkpoint already exists: --resume continues it, or remove it to start over")

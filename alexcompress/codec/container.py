@@ -21,6 +21,7 @@ import numpy as np
 
 from alexcompress import jsontext
 from alexcompress.codec.encodings import DTYPES, EncodedTensor, Section, TensorEntry, get_encoding
+from alexcompress.codec.encodings.base import field, field_int
 from alexcompress.errors import DczError
 from alexcompress.fileio import read_upto
 
@@ -157,34 +158,16 @@ def parse_header(data: bytes | memoryview, file_size: int | None = None) -> DczH
     return _validate_header(obj, end, size)
 
 
-def _get(obj: Mapping[str, Any], key: str, kind: type, where: str) -> Any:
-    if key not in obj:
-        raise DczError(f"{where}: missing field {key!r}")
-    value = obj[key]
-    if kind is int and (isinstance(value, bool) or not isinstance(value, int)):
-        raise DczError(f"{where}: field {key!r} must be an integer")
-    if not isinstance(value, kind):
-        raise DczError(f"{where}: field {key!r} must be of type {kind.__name__}")
-    return value
-
-
-def _int_in(obj: Mapping[str, Any], key: str, low: int, high: int, where: str) -> int:
-    value = _get(obj, key, int, where)
-    if not low <= value <= high:
-        raise DczError(f"{where}: {key} = {value} is outside [{low}, {high}]")
-    return value
-
-
 def _validate_header(obj: Any, data_start: int, file_size: int) -> DczHeader:
     if not isinstance(obj, dict):
         raise DczError("header: not a JSON object")
     if obj.get("format") != "dcz":
         raise DczError("header: field 'format' must be \"dcz\"")
-    arch = _get(obj, "arch", str, "header")
-    num_classes = _int_in(obj, "num_classes", 0, MAX_NUM_CLASSES, "header")
-    producer = _get(obj, "producer", str, "header")
-    options = _get(obj, "options", dict, "header")
-    rows = _get(obj, "tensors", list, "header")
+    arch = field(obj, "arch", str, "header")
+    num_classes = field_int(obj, "num_classes", 0, MAX_NUM_CLASSES, "header")
+    producer = field(obj, "producer", str, "header")
+    options = field(obj, "options", dict, "header")
+    rows = field(obj, "tensors", list, "header")
     if len(rows) > MAX_TENSORS:
         raise DczError(f"header: {len(rows)} tensors exceed the limit of {MAX_TENSORS}")
     data_size = file_size - data_start
@@ -196,15 +179,15 @@ def _validate_header(obj: Any, data_start: int, file_size: int) -> DczHeader:
         where = f"tensor #{i}"
         if not isinstance(row, dict):
             raise DczError(f"{where}: not a JSON object")
-        name = _get(row, "name", str, where)
+        name = field(row, "name", str, where)
         if not 0 < len(name) <= MAX_NAME_LENGTH or name in names:
             raise DczError(f"{where}: empty, overlong or duplicate name {name[:MAX_NAME_LENGTH]!r}")
         names.add(name)
         where = f"tensor {name}"
-        dtype = _get(row, "dtype", str, where)
+        dtype = field(row, "dtype", str, where)
         if dtype not in DTYPES:
             raise DczError(f"{where}: unknown dtype {dtype!r}")
-        shape_list = _get(row, "shape", list, where)
+        shape_list = field(row, "shape", list, where)
         if len(shape_list) > MAX_DIMS or not all(isinstance(d, int) and not isinstance(d, bool) and 0 <= d <= 1 << 31 for d in shape_list):
             raise DczError(f"{where}: shape must be at most {MAX_DIMS} non-negative integers")
         shape = tuple(shape_list)
@@ -214,8 +197,8 @@ def _validate_header(obj: Any, data_start: int, file_size: int) -> DczHeader:
         total_elements += numel
         if total_elements > MAX_TOTAL_ELEMENTS:
             raise DczError(f"{where}: the tensors hold more than {MAX_TOTAL_ELEMENTS} elements in all")
-        encoding = _get(row, "encoding", str, where)
-        sections_list = _get(row, "sections", list, where)
+        encoding = field(row, "encoding", str, where)
+        sections_list = field(row, "sections", list, where)
         try:
             coder = get_encoding(encoding)
         except DczError:
@@ -228,9 +211,9 @@ def _validate_header(obj: Any, data_start: int, file_size: int) -> DczHeader:
             swhere = f"{where} section {kind}"
             if not isinstance(section, dict) or section.get("kind") != kind:
                 raise DczError(f"{swhere}: missing, or sections out of order")
-            s_offset = _get(section, "offset", int, swhere)
-            s_length = _get(section, "length", int, swhere)
-            crc = _int_in(section, "crc32", 0, 0xFFFFFFFF, swhere)
+            s_offset = field(section, "offset", int, swhere)
+            s_length = field(section, "length", int, swhere)
+            crc = field_int(section, "crc32", 0, 0xFFFFFFFF, swhere)
             if s_offset != offset:
                 raise DczError(f"{swhere}: offset {s_offset} leaves a hole or overlaps (expected {offset})")
             if s_length != expected[kind]:

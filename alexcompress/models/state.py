@@ -185,19 +185,23 @@ def load_state_dict(source: "str | os.PathLike[str] | bytes", *, arch: str | Non
     Nothing is ever fully unpickled: a pickled module or arbitrary object is refused with a message saying
     how to re-save it as a state dict. `arch` None or "auto" detects it.
     """
-    label = name or (os.fspath(source) if not isinstance(source, (bytes, bytearray)) else "<stdin>")
-    state = _unwrap(read_model_file(source, label), label)
-    found, note = match_arch(state, arch, label)
+    state, found, note = _read(source, arch, name)
     return Loaded(torch_state(state), found, note)
 
 
 def load_arrays(source: "str | os.PathLike[str] | bytes", *, arch: str | None = None, name: str | None = None) -> Loaded:
     """Like `load_state_dict`, as numpy arrays (coded weights float32), without importing torch for a plain
     state dict."""
+    state, found, note = _read(source, arch, name)
+    return Loaded(to_float32(state, found), found, note)
+
+
+def _read(source: "str | os.PathLike[str] | bytes", arch: str | None, name: str | None) -> Loaded:
+    """A `.pt`'s state dict as it was stored (tensors or arrays), matched to an architecture."""
     label = name or (os.fspath(source) if not isinstance(source, (bytes, bytearray)) else "<stdin>")
     state = _unwrap(read_model_file(source, label), label)
     found, note = match_arch(state, arch, label)
-    return Loaded(to_float32(state, found), found, note)
+    return Loaded(state, found, note)
 
 
 def _unwrap(obj: object, label: str) -> "OrderedDict[str, torch.Tensor | np.ndarray]":
@@ -368,15 +372,24 @@ def build_model(state: Mapping[str, "torch.Tensor | np.ndarray"], arch: str) -> 
     return load_into(model, state)
 
 
-def load_into(model: "torch.nn.Module", state: Mapping[str, "torch.Tensor | np.ndarray"]) -> "torch.nn.Module":
-    """Load `state` strictly into `model` (copies: the model never shares memory with the arrays)."""
-    tensors = OrderedDict((k, v.clone()) for k, v in torch_state(state).items())
+def load_into(
+    model: "torch.nn.Module", state: Mapping[str, "torch.Tensor | np.ndarray"], *, own: "frozenset[str]" = frozenset(), copy: bool = True
+) -> "torch.nn.Module":
+    """Load `state` strictly into `model` (copies unless `copy=False`: the model never shares memory with
+    the arrays it was given). `own`: the model's entries that `state` must not hold and need not fill (the
+    sparse runtime's compressed buffers: a file naming one would overwrite it)."""
+    tensors = OrderedDict((k, v.clone() if copy else v) for k, v in torch_state({k: v for k, v in state.items() if k not in own}).items())
     tensors._metadata = getattr(model.state_dict(), "_metadata", OrderedDict())  # type: ignore[attr-defined]
-    on_meta = any(p.is_meta for p in model.parameters())
+    on_meta = any(t.is_meta for t in (*model.parameters(), *model.buffers()))
     try:
-        model.load_state_dict(tensors, strict=True, assign=on_meta)
+        result = model.load_state_dict(tensors, strict=False, assign=on_meta)
     except RuntimeError as exc:
         raise ModelError(f"the state dict does not fit the model: {_torch_reason(str(exc))}") from None
+    missing = [k for k in result.missing_keys if k not in own]
+    unexpected = [*(k for k in state if k in own), *result.unexpected_keys]
+    if missing or unexpected:
+        detail = "; ".join(f"{what} {', '.join(keys[:3])}" for what, keys in (("missing", missing), ("unexpected", unexpected)) if keys)
+        raise ModelError(f"the state dict does not fit the model: {detail}")
     if on_meta and any(t.is_meta for t in (*model.parameters(), *model.buffers())):
         raise ModelError("the model keeps tensors that are not in the state dict (non-persistent buffers on meta)")
     return model.eval()

@@ -36,7 +36,7 @@ from alexcompress.codec.encodings import CODED, get_encoding
 from alexcompress.errors import ModelError
 from alexcompress.models.archs import get_arch
 from alexcompress.models.dcz import checked_header
-from alexcompress.models.state import torch_state
+from alexcompress.models.state import load_into
 
 
 def _csr(crow: np.ndarray, col: np.ndarray, values: np.ndarray, size: tuple[int, int]) -> torch.Tensor:
@@ -223,22 +223,6 @@ def _runtime_layer(header: DczHeader, data: "bytes | memoryview", entry, modules
 
 def _load_rest(model: nn.Module, state: "OrderedDict[str, np.ndarray]", plan: RuntimePlan) -> None:
     """Everything that was not replaced, strictly: the only keys the model may miss are the replaced
-    layers' own compressed buffers."""
-    replaced = {f"{prefix}.{name}" for prefix in plan.sparse for name, _ in model.get_submodule(prefix).named_buffers()}
-    # the replaced layers' buffers are the runtime's own: a file naming one (a raw `features.0.codes`) would
-    # overwrite it; the dense loader finds no such key in the model and refuses the file, so this does too
-    smuggled = [k for k in state if k in replaced]
-    tensors = torch_state(OrderedDict((k, v) for k, v in state.items() if k not in replaced))
-    tensors._metadata = getattr(model.state_dict(), "_metadata", OrderedDict())  # type: ignore[attr-defined]
-    on_meta = any(t.is_meta for t in (*model.parameters(), *model.buffers()))
-    try:
-        result = model.load_state_dict(tensors, strict=False, assign=on_meta)
-    except RuntimeError as exc:
-        raise ModelError(f"the state dict does not fit the model: {' '.join(str(exc).split())[:300]}") from None
-    missing = [k for k in result.missing_keys if k not in replaced]
-    unexpected = [*smuggled, *result.unexpected_keys]
-    if missing or unexpected:
-        detail = "; ".join(f"{what} {', '.join(keys[:3])}" for what, keys in (("missing", missing), ("unexpected", unexpected)) if keys)
-        raise ModelError(f"the file does not fit the model: {detail}")
-    if on_meta and any(t.is_meta for t in (*model.parameters(), *model.buffers())):
-        raise ModelError("the model keeps tensors that are not in the file (non-persistent buffers on meta)")
+    layers' own compressed buffers, which the file may not name."""
+    own = frozenset(f"{prefix}.{name}" for prefix in plan.sparse for name, _ in model.get_submodule(prefix).named_buffers())
+    load_into(model, state, own=own, copy=False)

@@ -153,13 +153,21 @@ class CodedEncoding(TensorEncoding, Protocol):
         """The decoded streams (codebook, codes, gaps and, for Huffman codes, their code lengths)."""
 
 
+def field(obj: Mapping[str, Any], key: str, kind: type, where: str) -> Any:
+    """A header field of type `kind` (an int is never a bool), or one error naming it."""
+    if key not in obj:
+        raise DczError(f"{where}: missing field {key!r}")
+    value = obj[key]
+    if kind is int and (isinstance(value, bool) or not isinstance(value, int)):
+        raise DczError(f"{where}: field {key!r} must be an integer")
+    if not isinstance(value, kind):
+        raise DczError(f"{where}: field {key!r} must be of type {kind.__name__}")
+    return value
+
+
 def field_int(row: Mapping[str, Any], key: str, low: int, high: int, where: str) -> int:
     """An integer header field within [low, high], checked with Python ints before anything is allocated."""
-    if key not in row:
-        raise DczError(f"{where}: missing field {key!r}")
-    value = row[key]
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise DczError(f"{where}: field {key!r} must be an integer")
+    value = field(row, key, int, where)
     if not low <= value <= high:
         raise DczError(f"{where}: {key} = {value} is outside [{low}, {high}]")
     return value
