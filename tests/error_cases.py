@@ -24,6 +24,7 @@ from typer.testing import CliRunner
 from alexcompress.cli.app import app
 from alexcompress.codec.container import MAGIC, PREAMBLE
 from alexcompress.models.state import random_model
+from tests.fuzz_dcz import resign, split
 
 
 class _Evil:
@@ -32,15 +33,10 @@ class _Evil:
 
 
 def _resign(data: bytes, mutate) -> bytes:
-    length = PREAMBLE.unpack_from(data)[3]
-    header = json.loads(data[PREAMBLE.size : PREAMBLE.size + length])
-    body = bytearray(data[PREAMBLE.size + length :])
+    header, raw_body = split(data)
+    body = bytearray(raw_body)
     mutate(header, body)
-    for tensor in header["tensors"]:
-        for s in tensor["sections"]:
-            s["crc32"] = zlib.crc32(body[s["offset"] : s["offset"] + s["length"]])
-    raw = json.dumps(header).encode()
-    return PREAMBLE.pack(MAGIC, 1, 0, len(raw), zlib.crc32(raw)) + raw + bytes(body)
+    return resign(header, bytes(body))
 
 
 def _make_files(root: Path) -> None:

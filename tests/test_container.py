@@ -2,17 +2,16 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import json
 import struct
-import zlib
 
 import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from alexcompress.codec.container import MAGIC, PREAMBLE, parse_header, read_dcz, write_dcz
+from alexcompress.codec.container import parse_header, read_dcz, write_dcz
 from alexcompress.codec.encodings import CODED_ENCODINGS, dense_ctx, dense_huffman, encode_coded, raw, sparse_ctx, sparse_huffman
 from alexcompress.errors import DczError
+from tests.fuzz_dcz import resign, split
 
 encode_raw, encode_sparse, encode_dense = raw.ENCODING.encode, sparse_huffman.ENCODING.encode, dense_huffman.ENCODING.encode
 
@@ -156,11 +155,9 @@ def test_every_truncation_and_trailing_bytes_are_caught():
 
 def rebuild(data, mutate):
     """Re-sign a header after `mutate` edits it: tests the validation behind the CRC."""
-    _, _, _, length, _ = PREAMBLE.unpack_from(data)
-    header = json.loads(data[PREAMBLE.size : PREAMBLE.size + length])
+    header, body = split(data)
     mutate(header)
-    raw = json.dumps(header).encode()
-    return PREAMBLE.pack(MAGIC, 1, 0, len(raw), zlib.crc32(raw)) + raw + data[PREAMBLE.size + length :]
+    return resign(header, body, fix_sections=False)
 
 
 @pytest.mark.parametrize(

@@ -6,7 +6,6 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
-from rich.table import Table
 
 from alexcompress.cli.base import (
     _announce,
@@ -112,15 +111,6 @@ def _grid(text: str, what: str, convert: Callable[[str], Any], low: float, high:
     return values
 
 
-def _nats(value: float) -> str:
-    """A divergence in at most five characters: 0.283, 4e-05, 0.
-
-    >>> _nats(0.28312), _nats(0.0000412), _nats(0.0)
-    ('0.283', '4e-05', '0')
-    """
-    return "0" if value == 0 else f"{value:.3f}" if value >= 0.001 else f"{value:.0e}"
-
-
 @app.command()
 @command
 @option_group(images=ImageOptions)
@@ -154,6 +144,7 @@ def sensitivity(
     paper's sensitivity curves), and how far the predictions move (KL divergence, what automatic allocation
     ranks by): the tables (stdout), --save for automatic allocation, --plot for the figure."""
     from alexcompress import api
+    from alexcompress.cli.tables import print_curves
 
     keeps = _grid(keep_grid, "--keep-grid", float, 1e-4, 1.0)
     widths = _grid(bits_grid, "--bits-grid", int, 1, 8)
@@ -181,19 +172,7 @@ def sensitivity(
         if not group.is_main:  # under torchrun, rank 0 alone prints and writes
             return
         out = _console(quiet, stderr=True) if save == STDIO else _console(stderr=False)  # stdout carries the JSON then
-        for what, grid, label in (("keep", keeps, lambda k: f"{k:.0%}"), ("bits", widths, lambda b: f"{b} bits")):
-            changed = "pruned" if what == "keep" else "quantized"
-            for suffix, title, cell in (
-                ("", f"validation top-1 with one layer {changed} (baseline {curves.baseline:.2%})", lambda v: f"{100 * v:.1f}"),
-                ("_kl", f"divergence from the original's predictions (mean KL, nats) with one layer {changed}", _nats),
-            ):
-                table = Table(title=title)
-                table.add_column("layer")
-                for point in grid:
-                    table.add_column(label(point), justify="right")
-                for layer in curves.layers:
-                    table.add_row(printable(layer.name), *(cell(getattr(layer, what + suffix)[p]) for p in grid))
-                out.print(table)
+        print_curves(out, curves, keeps, widths)
         out.print(
             f"{curves.samples:,} validation images, {len(curves.layers) * (len(keeps) + len(widths)) + 2} evaluations, {curves.seconds:.0f} s"
         )

@@ -217,3 +217,29 @@ def print_allocation(console: Console, allocation: Any, arch: str) -> None:
             f"({before:.2%} as given: {0.0 - allocation.measured_drop:+.2f} pp; {samples:,} validation images)",
             markup=False,
         )
+
+
+def _nats(value: float) -> str:
+    """A divergence in at most five characters: 0.283, 4e-05, 0.
+
+    >>> _nats(0.28312), _nats(0.0000412), _nats(0.0)
+    ('0.283', '4e-05', '0')
+    """
+    return "0" if value == 0 else f"{value:.3f}" if value >= 0.001 else f"{value:.0e}"
+
+
+def print_curves(console: Console, curves: Any, keeps: Any, widths: Any) -> None:
+    """The sensitivity curves as four tables: top-1 and divergence, per keep rate and per width."""
+    for what, grid, label in (("keep", keeps, lambda k: f"{k:.0%}"), ("bits", widths, lambda b: f"{b} bits")):
+        changed = "pruned" if what == "keep" else "quantized"
+        for suffix, title, cell in (
+            ("", f"validation top-1 with one layer {changed} (baseline {curves.baseline:.2%})", lambda v: f"{100 * v:.1f}"),
+            ("_kl", f"divergence from the original's predictions (mean KL, nats) with one layer {changed}", _nats),
+        ):
+            table = Table(title=title)
+            table.add_column("layer")
+            for point in grid:
+                table.add_column(label(point), justify="right")
+            for layer in curves.layers:
+                table.add_row(printable(layer.name), *(cell(getattr(layer, what + suffix)[p]) for p in grid))
+            console.print(table)
