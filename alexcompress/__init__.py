@@ -10,9 +10,9 @@ torchvision are imported only by the functions that need them. Module names are 
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING
+import typing
 
-if TYPE_CHECKING:  # what type checkers and IDEs see; at run time `__getattr__` imports each name on first use
+if typing.TYPE_CHECKING:  # what type checkers and IDEs see; at run time `__getattr__` imports each name on first use
     from alexcompress.api import load as load
     from alexcompress.codec.container import read_dcz as read_dcz
     from alexcompress.compression.quantization import kmeans_1d as kmeans_1d, quantize as quantize

@@ -109,7 +109,7 @@ def test_the_package_declares_its_lazy_names_to_type_checkers():
     import alexcompress
 
     tree = ast.parse(Path(alexcompress.__file__).read_text())
-    guarded = next(node for node in tree.body if isinstance(node, ast.If) and getattr(node.test, "id", "") == "TYPE_CHECKING")
+    guarded = next(node for node in tree.body if isinstance(node, ast.If) and ast.unparse(node.test) == "typing.TYPE_CHECKING")
     declared = {alias.asname or alias.name: node.module for node in guarded.body for alias in node.names}
     assert declared == {name: f"alexcompress.{module}" for name, module in alexcompress._EXPORTS.items()}
     for name in declared:

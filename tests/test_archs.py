@@ -186,3 +186,63 @@ def test_iterative_schedule_reaches_the_target_and_refuses_unknown_presets(alexn
     assert alexcompress.PruneSpec(sparsity=0.9).step(3, 3, arch).sparsity == pytest.approx(0.9)
     with pytest.raises(alexcompress.AlexCompressError, match="has no preset .nope. \\(its presets: paper\\)"):
         alexcompress.PruneSpec(preset="nope").step(1, 2, arch)
+
+
+def test_pretrained_download_has_a_timeout_checks_the_hash_and_caches(tmp_path, monkeypatch):
+    """The weights download (torch.hub has no timeout): urlopen is given one, the file's SHA-256 must start
+    with the digits in its name, a good file lands in torch's cache and is read from there next time."""
+    import hashlib
+    import io
+    import urllib.request
+
+    import torch
+
+    from alexcompress.errors import ModelError
+    from alexcompress.models import torchvision_archs
+
+    buffer = io.BytesIO()
+    torch.save({"w": torch.ones(2)}, buffer)
+    payload = buffer.getvalue()
+    digest = hashlib.sha256(payload).hexdigest()[:8]
+    calls = []
+
+    def fake_urlopen(url, timeout=None):
+        calls.append(timeout)
+        return io.BytesIO(payload)
+
+    monkeypatch.setattr(urllib.request, "urlopen", fake_urlopen)
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
+    good = f"https://example.invalid/models/tiny-{digest}.pth"
+    assert torchvision_archs._fetch_checkpoint(good)["w"].tolist() == [1.0, 1.0]
+    assert calls == [10.0] and (tmp_path / "checkpoints" / f"tiny-{digest}.pth").exists()
+    assert torchvision_archs._fetch_checkpoint(good)["w"].tolist() == [1.0, 1.0] and len(calls) == 1  # cached
+
+    class Weights:
+        url = "https://example.invalid/models/tiny-00000000.pth"
+
+    with pytest.raises(ModelError, match="hash mismatch"):
+        torchvision_archs._download(Weights())
+    assert not any(p.name.startswith(".partial") for p in (tmp_path / "checkpoints").iterdir())
+    assert not (tmp_path / "checkpoints" / "tiny-00000000.pth").exists()
+
+
+def test_skipping_parameter_init_patches_nothing():
+    """Building a skeleton without initialising weights is a torch function mode around the build, not a
+    replacement of torch.nn.init for the whole process."""
+    from alexcompress.models import torchvision_archs
+
+    functions = {name: getattr(torch.nn.init, name) for name in dir(torch.nn.init) if name.endswith("_")}
+    seen = []
+
+    class Probe(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.weight = torch.nn.Parameter(torch.full((3,), 7.0))
+            torch.nn.init.zeros_(self.weight)  # skipped inside the mode: the parameter keeps its 7s
+            seen.append(self.weight.detach().clone())
+
+    with torchvision_archs._skip_parameter_init():
+        Probe()
+        assert {name: getattr(torch.nn.init, name) for name in functions} == functions
+    Probe()
+    assert seen[0].tolist() == [7.0] * 3 and seen[1].tolist() == [0.0] * 3

@@ -304,3 +304,21 @@ def test_retraining_in_a_batch_job_logs_plain_lines_and_keeps_the_best_epoch(tmp
     assert sum(line.startswith("retrain epoch") and " done: " in line and "val top-1" in line for line in lines) == 2
     assert any(line.startswith("retrain: keeping ") and "validation top-1" in line for line in lines)
     assert out.exists() and not (tmp_path / "p.pt.ckpt").exists()
+
+
+def test_library_rules_name_the_flags(tmp_path):
+    """A range is checked once, by the library, naming its field; the command line names the flag."""
+    (tmp_path / "empty").mkdir()
+    training = ["-o", tmp_path / "x.pt", "--data", tmp_path / "empty"]
+    assert one_error_line(run("prune", "random:0:2", *training, "--warmup", "5")).endswith(
+        "--warmup must be between 0 and the 1 epochs, got 5.0"
+    )
+    assert one_error_line(run("prune", "random:0:2", *training, "--batch-size", "0")).endswith(
+        "--batch-size must be between 1 and 1048576, got 0"
+    )
+    assert one_error_line(run("quantize", "random:0:2", "--seed", "-1", "-o", tmp_path / "q.pt")).endswith(
+        "--seed must be between 0 and 9223372036854775807, got -1"
+    )
+    assert one_error_line(run("eval", "random:0:2", "--data", tmp_path / "empty", "--limit", "0")).endswith(
+        "--limit must be at least 1, got 0"
+    )

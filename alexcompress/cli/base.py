@@ -20,7 +20,6 @@ from alexcompress.fileio import (
     stop_requested,
     write_output,
 )
-from alexcompress.models.state import check_seed
 from alexcompress.sources import InferenceModel, ModelInput
 
 if TYPE_CHECKING:
@@ -62,6 +61,8 @@ def command(func: F) -> F:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             if "seed" in kwargs:  # every command's --seed, checked before anything else
+                from alexcompress.models.state import check_seed
+
                 check_seed(kwargs["seed"])
             return func(*args, **kwargs)
         except AlexCompressError as exc:
@@ -89,10 +90,18 @@ def command(func: F) -> F:
     return wrapper
 
 
+#: the flag of each library field whose name is not `--` + the field with dashes: errors that name a field
+#: (`AlexCompressError.field`) name its flag on the command line
+FLAG_OF = {"warmup_epochs": "--warmup"}
+
+
+def flag_of(field: str) -> str:
+    """`batch_size` -> `--batch-size` (and the exceptions in `FLAG_OF`)."""
+    return FLAG_OF.get(field, "--" + field.replace("_", "-"))
+
+
 def _flagged(exc: AlexCompressError) -> str:
     """The error's message, its field (`batch_size must be ...`) named as its flag (`--batch-size must be ...`)."""
-    from alexcompress.cli.options import flag_of
-
     message = str(exc)
     if exc.field is not None and message.startswith(exc.field + " "):
         return flag_of(exc.field) + message[len(exc.field) :]

@@ -17,7 +17,6 @@ import typer
 
 from alexcompress.cli.base import F
 from alexcompress.codec.encodings import CODERS
-from alexcompress.compression.specs import parse_assignments
 from alexcompress.errors import AlexCompressError, check_range
 from alexcompress.fileio import check_output, check_outputs
 
@@ -130,16 +129,6 @@ class InitMethod(str, Enum):
     random = "random"
 
 
-#: the flag of each library field whose name is not `--` + the field with dashes: errors that name a field
-#: (`AlexCompressError.field`) name its flag on the command line
-FLAG_OF = {"warmup_epochs": "--warmup", "weight_decay": "--weight-decay"}
-
-
-def flag_of(field: str) -> str:
-    """`batch_size` -> `--batch-size` (and the exceptions in `FLAG_OF`)."""
-    return FLAG_OF.get(field, "--" + field.replace("_", "-"))
-
-
 MAX_IMAGE_SIDE = 4096
 
 
@@ -234,6 +223,8 @@ class PruneOptions:
             raise AlexCompressError("--target-ratio/--max-drop work on prune and compress; give --rates there")
         if sum(x is not None for x in (self.sparsity, self.rates, self.preset, self.std_scale)) > 1:
             raise typer.BadParameter("give only one of --sparsity, --rates, --preset, --std-scale")
+        from alexcompress.compression.specs import parse_assignments
+
         rates = parse_assignments(self.rates, "--rates", float) if self.rates is not None else None
         return PruneSpec(sparsity=self.sparsity, rates=rates, preset=self.preset, std_scale=self.std_scale)
 
@@ -289,6 +280,8 @@ class QuantOptions:
         for what, value in (("--conv-bits", self.conv_bits), ("--fc-bits", self.fc_bits), ("--bits", self.bits)):
             if value is not None:
                 check_bits(what, value)
+        from alexcompress.compression.specs import parse_assignments
+
         layer_bits = parse_assignments(self.layer_bits, "--layer-bits", int) if self.layer_bits is not None else {}
         for name, value in layer_bits.items():
             check_bits(f"--layer-bits {name}", value)
@@ -440,7 +433,7 @@ class TrainOptions:
             checkpoint_every=self.checkpoint_every,
             amp=Amp(self.amp).value,
         )
-        config.check_ranges()  # the library's rules; messages name the flags (`FLAGS`)
+        config.check_ranges()  # the library's rules; messages name the flags (`base.flag_of`)
         check_range("log_every", self.log_every, 1)
         if self.val is not None and self.val_fraction is not None:
             raise AlexCompressError("give --val or --val-fraction, not both")

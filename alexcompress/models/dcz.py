@@ -1,4 +1,4 @@
-"""State dicts to and from `.dcz` files, and `load()` for users' code.
+"""State dicts to and from `.dcz` files (`alexcompress.load` / `api.load` builds the module from one).
 
 `encode` is lossless: coded tensors are stored with their distinct nonzero values as codebook, so
 decode(encode(q)) == q bit for bit. Which tensors are coded is the architecture's call (`archs`); how they
