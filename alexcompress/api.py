@@ -212,16 +212,18 @@ def quantize(
     events: Optional[Events] = None,
 ) -> "tuple[Mapping[str, Any], QuantizeResult]":
     """Stage 2 (`alexcompress quantize`): per-layer weight sharing; with `training`, the importance it asks
-    for and centroid fine-tuning. Returns (state, the quantization's report)."""
+    for and centroid fine-tuning. Returns (state, the quantization's report). A state dict given as it is
+    is left untouched; a `ModelInput`'s arrays are worked on in place, like every stage here."""
     from alexcompress.models.state import resolve_arch
 
+    inplace = isinstance(source, ModelInput)
     if not isinstance(source, ModelInput):
         source = ModelInput(dict(source), resolve_arch(source, None).name, "state")
     events = events or Events()
     spec = spec or QuantizeSpec()
     dataset, config = (training.dataset, training.config) if training is not None else (None, None)
     importance = spec.importances(source.state, source.arch, dataset, config, log=events.note)
-    result = spec.apply(source.state, arch=source.arch, inplace=True, importance=importance)
+    result = spec.apply(source.state, arch=source.arch, inplace=inplace, importance=importance)
     state = result.state
     if training is not None:
         from alexcompress.train.trainer import finetune_centroids

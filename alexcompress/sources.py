@@ -35,7 +35,8 @@ _RANDOM = re.compile(r"random(?::(\d+))?(?::(\d+))?")
 
 @dataclass
 class ModelInput:
-    """A model as numpy arrays (coded weights float32), whatever its source."""
+    """A model as numpy arrays (coded weights float32), whatever its source. The `api` stages work on these
+    arrays in place (a model read from a file is not needed twice); copy `state` first to keep it."""
 
     state: "dict[str, np.ndarray]"
     arch: str
