@@ -209,6 +209,37 @@ def test_validation_keeps_the_best_epoch_and_patience_stops_early():
     assert any("keeping the starting point (epoch 0)" in n for n in log.notes)
 
 
+def test_a_tie_in_top1_is_broken_by_the_validation_loss():
+    """A model that already scores 100% on its validation set: every epoch ties the start in top-1, so the
+    loss decides, and gentle training that lowers it is kept (before, the start won every tie)."""
+    net = tiny_net()
+    net.load_state_dict(prune_global(OrderedDict(net.state_dict()), 0.3, arch="none").state)
+    data = tiny_data()
+    _train(net, MaskedRetraining(net, coded(net)), data, TrainConfig(epochs=30, lr=0.05, batch_size=8, device="cpu"), stage="retrain")
+    log = Recorder()
+    config = TrainConfig(epochs=2, lr=0.01, batch_size=8, device="cpu")
+    _train(net, MaskedRetraining(net, coded(net)), data, config, stage="retrain", validation=data, log=log)
+    assert all(e.val_top1 == 1.0 for e in log.epochs)  # ties throughout: only the loss separates the epochs
+    assert log.epochs[-1].best_epoch == 2 and any("keeping epoch 2" in n for n in log.notes)
+
+
+def test_an_earlier_round_of_iterative_pruning_keeps_its_retraining():
+    """Round 1 of 2 never hands back its unretrained start, however the epochs score (a learning rate that
+    wrecks the model): the next round prunes from what this one trained."""
+    from alexcompress.models.state import random_model
+
+    arch = "mobilenet_v3_small"  # a twentieth of AlexNet's weights: the same code paths, faster
+    data, log = alexnet_small_data(), Recorder()
+
+    def prune_round(state, r):
+        return prune_global(state, 0.2 * r, arch=arch).state
+
+    config = TrainConfig(epochs=1, lr=50.0, batch_size=4, device="cpu")
+    retrain_pruned(random_model(arch, num_classes=2, seed=0), arch, data, config, validation=data, prune_round=prune_round, rounds=2, log=log)
+    kept = [n for n in log.notes if "keeping" in n]
+    assert len(kept) == 2 and "keeping epoch 1" in kept[0]  # the wreck, which the start would have beaten
+
+
 def test_learning_rate_schedules():
     step = TrainConfig(epochs=6, schedule="step", step_size=2, gamma=0.5)
     assert [step.lr_factor(e * 10, 10) for e in range(6)] == [1, 1, 0.5, 0.5, 0.25, 0.25]

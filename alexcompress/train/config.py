@@ -36,7 +36,7 @@ class TrainConfig:
     step_size: int = 0  # epochs between decays of the step schedule; 0: a third of the run
     gamma: float = 0.1
     label_smoothing: float = 0.0
-    keep: str = "best"  # with a validation set: the best epoch by validation top-1, or the last
+    keep: str = "best"  # with a validation set: the best epoch by validation top-1 (ties: lower loss), or the last
     patience: Optional[int] = None  # with a validation set: stop after this many epochs without improvement
     checkpoint: Optional[str] = None  # written every epoch and on Ctrl-C; removed after a successful run
     resume: bool = False

@@ -15,7 +15,7 @@ class EpochSummary:
     images_per_second: float
     seconds: float
     val_top1: Optional[float] = None
-    best_epoch: Optional[int] = None  # the best so far by validation top-1 (0: the starting point)
+    best_epoch: Optional[int] = None  # the best so far by validation top-1, ties by loss (0: the starting point)
 
 
 class TrainingLog(Protocol):

@@ -9,7 +9,9 @@ fixed, so every layer keeps at most 2**bits distinct values and `encode` takes t
 
 The recipe is the caller's (`TrainConfig`): optimizer, learning-rate schedule with warm-up, weight decay,
 label smoothing. With a validation set, every epoch is evaluated (and the starting point, epoch 0), the
-best epoch by top-1 is what comes out (`keep="last"` opts out), and `patience` stops early. A checkpoint is
+best epoch is what comes out (`keep="last"` opts out), and `patience` stops early. Best is the higher
+top-1, and on a tie the lower validation loss: on a small validation set top-1 moves in steps of one image
+and ties are the rule, so retraining that lowers the loss is not thrown away for the unretrained start. A checkpoint is
 written after every epoch, every `checkpoint_every` batches and on Ctrl-C, and removed when the run succeeds
 (`keep_checkpoint` keeps it); `resume` continues the same run, mid-epoch included: batches depend only on
 (seed, epoch), the sampler restarts at the saved batch and the RNG states are saved, so a resumed run
@@ -21,6 +23,7 @@ share of every global batch; the hooks act on the averaged gradients, so all ran
 
 from __future__ import annotations
 
+import math
 import time
 from collections import OrderedDict
 from collections.abc import Callable
@@ -48,6 +51,8 @@ if TYPE_CHECKING:
     import torch
     from torch.utils.data import Dataset
 
+    from alexcompress.train.evaluate import Accuracy
+
 
 def _make_optimizer(params: list, config: TrainConfig) -> "torch.optim.Optimizer":
     import torch
@@ -59,6 +64,11 @@ def _make_optimizer(params: list, config: TrainConfig) -> "torch.optim.Optimizer
 
 def validation_top1(model: "torch.nn.Module", validation: "Dataset", config: TrainConfig) -> float:
     """Global validation top-1: each rank evaluates its shard, the counts are summed over the ranks."""
+    return validation_score(model, validation, config).top1
+
+
+def validation_score(model: "torch.nn.Module", validation: "Dataset", config: TrainConfig) -> "Accuracy":
+    """Global validation top-1 and loss: each rank evaluates its shard, the totals are summed over the ranks."""
     from alexcompress.train.evaluate import evaluate
 
     group = current()
@@ -73,7 +83,7 @@ def validation_top1(model: "torch.nn.Module", validation: "Dataset", config: Tra
     )
     result = evaluate(model, batches, device=device)
     model.train()
-    return result.top1
+    return result
 
 
 class Trainer:
@@ -95,6 +105,7 @@ class Trainer:
         stage: str,
         validation: "Optional[Dataset]" = None,
         round_index: int = 0,
+        start_competes: bool = True,
         resume_from: Optional[dict[str, Any]] = None,
         log: Optional[TrainingLog] = None,
     ) -> None:
@@ -103,7 +114,7 @@ class Trainer:
         from alexcompress.train.global_batch import DropoutClock, for_training
 
         self.model, self.hooks, self.dataset, self.config, self.stage = model, hooks, dataset, config, stage
-        self.validation, self.round_index = validation, round_index
+        self.validation, self.round_index, self.start_competes = validation, round_index, start_competes
         self.group = current()
         self.log = (log or SilentLog()) if self.group.is_main else SilentLog()
         self.device = next(model.parameters()).device  # callers move the model before building its hooks
@@ -123,7 +134,7 @@ class Trainer:
         ckpt = resume_from or {}
         self._resume(ckpt)
         self.start_epoch, self.start_batch = int(ckpt.get("epoch", 0)), int(ckpt.get("batch", 0))
-        self.best: Optional[dict[str, Any]] = ckpt.get("best")  # {"epoch", "top1", "model"}
+        self.best: Optional[dict[str, Any]] = ckpt.get("best")  # {"epoch", "top1", "loss", "model"}
         self.stale = int(ckpt.get("stale", 0))
         partials = ckpt.get("partial") or [(0, 0, 0.0, 0.0)] * self.group.world  # per rank: seen, correct, loss sum, seconds
         # where the run stands: the epoch, its batches done, this rank's running totals (what a checkpoint saves)
@@ -153,9 +164,13 @@ class Trainer:
 
     def run(self) -> None:
         """Every epoch left; on Ctrl-C a checkpoint of the exact point (one process) and the interrupt again."""
-        if self.validation is not None and self.best is None:  # the starting point competes too: retraining must earn its keep
-            self.best = {"epoch": 0, "top1": validation_top1(self.model, self.validation, self.config), "model": _state_of(self.model)}
-            self.log.note(f"{self.stage}: validation top-1 before retraining {self.best['top1']:.2%}")
+        if self.validation is not None and self.best is None:
+            score = validation_score(self.model, self.validation, self.config)
+            self.log.note(f"{self.stage}: validation top-1 before retraining {score.top1:.2%} (loss {score.loss:.4f})")
+            # the starting point competes too (retraining must earn its keep), except where the run is one
+            # round of several: the next round prunes from what this one trained, so its retraining stays
+            start = _state_of(self.model) if self.start_competes else None
+            self.best = {"epoch": 0, "top1": score.top1 if start else -1.0, "loss": score.loss if start else math.inf, "model": start}
         try:
             for epoch in range(self.start_epoch, self.config.epochs):
                 if not self._epoch(epoch):
@@ -166,10 +181,10 @@ class Trainer:
             else:
                 self.checkpoint(self.epoch, self.done, self.totals)  # exact: the interrupt landed between two steps
             raise
-        if self.best is not None and self.config.keep == "best":
+        if self.best is not None and self.best["model"] is not None and self.config.keep == "best":
             self.model.load_state_dict(self.best["model"])
             which = "the starting point (epoch 0)" if self.best["epoch"] == 0 else f"epoch {self.best['epoch']}"
-            self.log.note(f"{self.stage}: keeping {which}, validation top-1 {self.best['top1']:.2%}")
+            self.log.note(f"{self.stage}: keeping {which}, validation top-1 {self.best['top1']:.2%} (loss {self.best['loss']:.4f})")
         self.model.cpu()
 
     def _epoch(self, epoch: int) -> bool:
@@ -242,12 +257,12 @@ class Trainer:
         validation set)."""
         if self.validation is None or self.best is None:
             return None
-        top1 = validation_top1(self.model, self.validation, self.config)
-        if top1 > self.best["top1"]:
-            self.best, self.stale = {"epoch": epoch + 1, "top1": top1, "model": _state_of(self.model)}, 0
+        score = validation_score(self.model, self.validation, self.config)
+        if better(score.top1, score.loss, self.best["top1"], self.best.get("loss", math.inf)):
+            self.best, self.stale = {"epoch": epoch + 1, "top1": score.top1, "loss": score.loss, "model": _state_of(self.model)}, 0
         else:
             self.stale += 1
-        return top1
+        return score.top1
 
     def checkpoint(self, next_epoch: int, batch: int, partial: Optional[tuple]) -> None:
         """Every rank calls this at the same point (it gathers the ranks' RNG states); rank 0 writes."""
@@ -326,6 +341,16 @@ class Trainer:
             ) from None
 
 
+def better(top1: float, loss: float, best_top1: float, best_loss: float) -> bool:
+    """Whether a validation score beats the best so far: a higher top-1, or the same top-1 at a lower loss
+    (the measure of small validation sets, where top-1 moves in whole images and ties are the rule).
+
+    >>> better(0.9, 0.5, 0.9, 0.6), better(0.9, 0.7, 0.9, 0.6), better(0.91, 9.0, 0.9, 0.1)
+    (True, False, True)
+    """
+    return top1 > best_top1 or (top1 == best_top1 and loss < best_loss)
+
+
 def _train(model: "torch.nn.Module", hooks: Hooks, dataset: "Dataset", config: TrainConfig, **options: Any) -> None:
     """`Trainer(...).run()`: train `model` in place (see `Trainer`)."""
     Trainer(model, hooks, dataset, config, **options).run()
@@ -389,6 +414,7 @@ def retrain_pruned(
             stage="retrain",
             validation=validation,
             round_index=r,
+            start_competes=r == rounds,  # rounds build on each other: an earlier round keeps its retraining
             resume_from=ckpt if resuming else None,
             log=log,
         )
