@@ -235,7 +235,9 @@ def test_an_earlier_round_of_iterative_pruning_keeps_its_retraining():
         return prune_global(state, 0.2 * r, arch=arch).state
 
     config = TrainConfig(epochs=1, lr=50.0, batch_size=4, device="cpu")
-    retrain_pruned(random_model(arch, num_classes=2, seed=0), arch, data, config, validation=data, prune_round=prune_round, rounds=2, log=log)
+    retrain_pruned(
+        random_model(arch, num_classes=2, seed=0), arch, data, config, validation=data, prune_round=prune_round, rounds=2, log=log
+    )
     kept = [n for n in log.notes if "keeping" in n]
     assert len(kept) == 2 and "keeping epoch 1" in kept[0]  # the wreck, which the start would have beaten
 

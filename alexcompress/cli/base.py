@@ -203,8 +203,8 @@ def _print_pruning(console: Console, result: Any) -> None:
     console.print(f"Achieved sparsity: {result.sparsity:.2%}")
 
 
-def _print_quantization(console: Console, result: Any, shared: bool) -> None:
-    table = Table(title="quantization: per-layer k-means" + (" (shared codebook)" if shared else ""), title_justify="left")
+def _print_quantization(console: Console, result: Any) -> None:
+    table = Table(title=f"quantization: {result.method}", title_justify="left")
     for column in ("layer", "bits", "nonzeros", "clusters", "mean |error|", "iterations"):
         table.add_column(column, justify="left" if column == "layer" else "right")
     for layer in result.layers:

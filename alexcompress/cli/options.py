@@ -379,10 +379,19 @@ class TrainOptions:
             "--val-fraction", help="Hold out this fraction of every class of --data for validation (seeded by --seed).", show_default=False
         ),
     ] = None
-    keep: Annotated[Keep, typer.Option("--keep", help="With validation: keep the best epoch by validation top-1 (a tie: the lower validation loss), or the last.")] = Keep.best
+    keep: Annotated[
+        Keep,
+        typer.Option(
+            "--keep", help="With validation: keep the best epoch by validation top-1 (a tie: the lower validation loss), or the last."
+        ),
+    ] = Keep.best
     patience: Annotated[
         Optional[int],
-        typer.Option("--patience", help="With validation: stop after this many epochs without a better one (top-1, ties by loss).", show_default=False),
+        typer.Option(
+            "--patience",
+            help="With validation: stop after this many epochs without a better one (top-1, ties by loss).",
+            show_default=False,
+        ),
     ] = None
     batch_size: BatchOpt = 64
     workers: WorkersOpt = 0

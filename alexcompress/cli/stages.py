@@ -166,7 +166,7 @@ def quantize(
         ) as log:  # the tables follow the run, so that a refused checkpoint stays a one-line error
             state, result = api.quantize(source, spec, training=job, events=_events(console, log, source.arch))
         _announce(console, source)
-        _print_quantization(console, result, spec.shared_codebook)
+        _print_quantization(console, result)
         if group.is_main:  # under torchrun, rank 0 alone writes
             _save_state(target, state, source.arch)
             _wrote(console, target)
@@ -249,7 +249,7 @@ def compress(
     )
     _announce(console, source)
     _print_pruning(console, result.pruning)
-    _print_quantization(console, result.quantization, quant_spec.shared_codebook)
+    _print_quantization(console, result.quantization)
     if verify:
         console.print("verified: the file decodes bit for bit to the quantized model")
     write_output(target, result.data)

@@ -12,6 +12,7 @@ from rich.table import Table
 
 from alexcompress.codec.accounting import breakdown, ladder, layer_rows, original_bytes
 from alexcompress.codec.container import DczHeader, streams_of
+from alexcompress.compression.sensitivity import nats
 from alexcompress.errors import ModelError
 from alexcompress.models.alexnet import PAPER_KEEP_RATES
 from alexcompress.models.archs import get_arch
@@ -219,22 +220,13 @@ def print_allocation(console: Console, allocation: Any, arch: str) -> None:
         )
 
 
-def _nats(value: float) -> str:
-    """A divergence in at most five characters: 0.283, 4e-05, 0.
-
-    >>> _nats(0.28312), _nats(0.0000412), _nats(0.0)
-    ('0.283', '4e-05', '0')
-    """
-    return "0" if value == 0 else f"{value:.3f}" if value >= 0.001 else f"{value:.0e}"
-
-
 def print_curves(console: Console, curves: Any, keeps: Any, widths: Any) -> None:
     """The sensitivity curves as four tables: top-1 and divergence, per keep rate and per width."""
     for what, grid, label in (("keep", keeps, lambda k: f"{k:.0%}"), ("bits", widths, lambda b: f"{b} bits")):
         changed = "pruned" if what == "keep" else "quantized"
         for suffix, title, cell in (
             ("", f"validation top-1 with one layer {changed} (baseline {curves.baseline:.2%})", lambda v: f"{100 * v:.1f}"),
-            ("_kl", f"divergence from the original's predictions (mean KL, nats) with one layer {changed}", _nats),
+            ("_kl", f"divergence from the original's predictions (mean KL, nats) with one layer {changed}", nats),
         ):
             table = Table(title=title)
             table.add_column("layer")

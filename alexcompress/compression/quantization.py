@@ -41,6 +41,7 @@ class LayerQuantization:
 class QuantizeResult:
     state: "OrderedDict[str, torch.Tensor]"
     layers: list[LayerQuantization]
+    method: str = "per-layer k-means"  # what the report's title says was done
 
 
 def initial_centroids(sorted_values: np.ndarray, k: int, init: str, seed: int = 0) -> np.ndarray:
@@ -374,4 +375,5 @@ def quantize(
         flat[where] = new_values
         clusters = int(np.unique(codebook[np.bincount(labels, minlength=codebook.size) > 0]).size)
         layers.append(LayerQuantization(architecture.display_name(key), key, widths[key], int(where.size), clusters, error, iters))
-    return QuantizeResult(out, layers)
+    method = "per-layer k-means" if quantizer == "kmeans" else f"per-layer ECSQ (rate weight {rate_weight:g})"
+    return QuantizeResult(out, layers, method + (", one shared codebook" if shared_codebook else ""))

@@ -179,6 +179,15 @@ def _in_range(value: Any, kind: type, low: float, high: float, what: str) -> Any
     return kind(value)
 
 
+def nats(value: float) -> str:
+    """A divergence in at most five characters, as the logs and tables print it: 0.283, 4e-05, 0.
+
+    >>> nats(0.28312), nats(0.0000412), nats(0.0)
+    ('0.283', '4e-05', '0')
+    """
+    return "0" if value == 0 else f"{value:.3f}" if value >= 0.001 else f"{value:.0e}"
+
+
 def _prune_one(values: np.ndarray, keep: float) -> np.ndarray:
     from alexcompress.compression.pruning import prune_by_rates
 
@@ -226,7 +235,7 @@ def measure(
                 getattr(curve, what)[point] = top1
                 getattr(curve, f"{what}_kl")[point] = kl
                 if on_step:
-                    on_step(curve.name, f"{what} {point}: top-1 {top1:.2%}, KL {kl:.4f}")
+                    on_step(curve.name, f"{what} {point}: top-1 {top1:.2%}, KL {nats(kl)}")
         with torch.no_grad():
             param.copy_(torch.from_numpy(original))
         layers.append(curve)
