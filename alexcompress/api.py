@@ -168,6 +168,8 @@ def prune(
 
     events = events or Events()
     check_range("iterations", iterations, 1, MAX_ITERATIONS)
+    if training is not None:
+        check_validation(training, events)
     if iterations > 1 and training is None:
         raise AlexCompressError("iterations > 1 needs training data: iterative pruning retrains between rounds")
     spec = spec or PruneSpec()
@@ -221,6 +223,8 @@ def quantize(
         source = ModelInput(dict(source), resolve_arch(source, None).name, "state")
     events = events or Events()
     spec = spec or QuantizeSpec()
+    if training is not None:
+        check_validation(training, events)
     dataset, config = (training.dataset, training.config) if training is not None else (None, None)
     importance = spec.importances(source.state, source.arch, dataset, config, log=events.note)
     result = spec.apply(source.state, arch=source.arch, inplace=inplace, importance=importance)
@@ -397,6 +401,37 @@ def predict(
     return predict_images(
         model.module, paths, preprocessing or Preprocessing(), topk=topk, batch_size=batch_size, device=target, on_error=on_error
     )
+
+
+def held_out(root: str, preprocessing: Any, fraction: float, seed: int = 0) -> "Dataset":
+    """The validation images `--val-fraction` holds out of the ImageFolder tree `root` (every class's
+    `fraction`, chosen by `seed`): the same images the stages validate on."""
+    from alexcompress.train.data import split_folder
+
+    return split_folder(root, preprocessing, "none", fraction, seed)[1]
+
+
+def curves_warning(curves: "Curves") -> Optional[str]:
+    """A warning when sensitivity curves cannot rank anything (images the model was trained on), or None."""
+    from alexcompress.compression.sensitivity import warning
+
+    return warning(curves)
+
+
+def check_validation(training: Training, events: Events) -> None:
+    """Warnings about a validation set that would mislead every choice made on it: images that are also in
+    the training set (they score what the model memorised), or a set too small to see a drop of `--max-drop`
+    (said where the budget is known)."""
+    from alexcompress.train.data import shared_images
+
+    if training.validation is None:
+        return
+    shared, compared = shared_images(training.dataset, training.validation)
+    if shared:
+        events.note(
+            f"warning: {shared:,} of {compared:,} validation images are also training images (--data): "
+            "they score what retraining fits, not what it generalises to; give held-out images (--val-fraction splits them)"
+        )
 
 
 def check_batches(batch_size: int, workers: int, limit: Optional[int]) -> None:

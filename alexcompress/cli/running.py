@@ -26,6 +26,7 @@ from alexcompress.cli.options import (
     ImageOptions,
     ModelArg,
     QuietOpt,
+    SeedOpt,
     SparseOpt,
     WorkersOpt,
     option_group,
@@ -117,8 +118,24 @@ def _grid(text: str, what: str, convert: Callable[[str], Any], low: float, high:
 def sensitivity(
     model: ModelArg,
     data: Annotated[
-        str, typer.Option("--data", help="ImageFolder tree of validation images (not the test set you report).", show_default=False)
+        str,
+        typer.Option(
+            "--data",
+            help="ImageFolder tree of validation images (not the test set you report); with --val-fraction, the retraining "
+            "images the stages split.",
+            show_default=False,
+        ),
     ],
+    val_fraction: Annotated[
+        Optional[float],
+        typer.Option(
+            "--val-fraction",
+            help="Measure on this fraction of every class of --data, held out as prune/quantize/compress --val-fraction hold "
+            "it out (the same --seed, the same images).",
+            show_default=False,
+        ),
+    ] = None,
+    seed: SeedOpt = 0,
     save: Annotated[
         Optional[str], typer.Option("--save", help="Write the curves as JSON, for prune/compress --curves.", show_default=False)
     ] = None,
@@ -154,7 +171,13 @@ def sensitivity(
     check_outputs(((save, "--save"), (plot, "--plot")), inputs=(model,), trees=(data,), force=force)
     with _job(device=device) as group:  # under torchrun: each rank scores a shard, the figures summed
         console = _console(quiet or not group.is_main)
-        dataset = _dataset(data, images)
+        dataset = (
+            _dataset(data, images)
+            if val_fraction is None
+            else api.held_out(data, images.preprocessing(), val_fraction, seed)
+            if val_fraction is None
+            else api.held_out(data, images.preprocessing(), val_fraction, seed)
+        )
         _device(device)
         source = read_model(model, arch)
         _announce(console, source)
@@ -176,6 +199,9 @@ def sensitivity(
         out.print(
             f"{curves.samples:,} validation images, {len(curves.layers) * (len(keeps) + len(widths)) + 2} evaluations, {curves.seconds:.0f} s"
         )
+        warning = api.curves_warning(curves)
+        if warning:
+            console.print(warning, markup=False)
         if save is not None:
             write_output(save, (curves.to_json() + "\n").encode())
             _wrote(console, save)

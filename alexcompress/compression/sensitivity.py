@@ -243,6 +243,19 @@ def measure(
     return Curves(arch, baseline, samples, layers, raw, time.perf_counter() - started)
 
 
+def warning(curves: Curves) -> Optional[str]:
+    """A warning when the curves cannot rank anything: the images score 100% as given and at (nearly) every
+    point, as images the model was trained on do; an allocation built on them takes the narrowest widths
+    everywhere (measured: 2 bits almost everywhere, then a -4.76 pp drop on held-out images)."""
+    points = [v for layer in curves.layers for v in (*layer.keep.values(), *layer.bits.values())]
+    if curves.baseline < 1.0 or not points or sum(v >= 1.0 for v in points) < 0.9 * len(points):
+        return None
+    return (
+        f"warning: the {curves.samples:,} images score 100% as given and at {sum(v >= 1.0 for v in points) / len(points):.0%} of the "
+        "curve points: images the model was trained on? Measure on images it has not seen, or nothing here can be ranked"
+    )
+
+
 # ------------------------------------------------------------------------------------------ allocation
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Optional
 
 from alexcompress.errors import AlexCompressError
 
@@ -150,6 +150,53 @@ def split_folder(root: str, preprocessing: Preprocessing, augment: str, fraction
         raise AlexCompressError(f"{root}: too few images to hold out a validation fraction of {fraction}")
     keep = np.setdiff1d(np.arange(targets.size), held)
     return Subset(train, keep.tolist()), Subset(plain, sorted(held))
+
+
+MAX_OVERLAP_CHECK = 20_000  # validation images compared with the training set's (the check reads each once)
+
+
+def files_of(dataset: Any) -> Optional[list[str]]:
+    """The image files an ImageFolder (or a Subset of one) reads, or None for a dataset of another kind."""
+    from torch.utils.data import Subset
+
+    if isinstance(dataset, Subset):
+        inner = files_of(dataset.dataset)
+        return None if inner is None else [inner[i] for i in dataset.indices]
+    samples = getattr(dataset, "samples", None)
+    return [path for path, _ in samples] if isinstance(samples, list) else None
+
+
+def shared_images(training: Any, validation: Any) -> tuple[int, int]:
+    """(validation images that are also training images, validation images compared): the same file, or a
+    copy of its bytes. Only files of equal size are read and hashed, and at most MAX_OVERLAP_CHECK
+    validation images are compared; datasets that are not image folders compare nothing."""
+    import hashlib
+
+    train_files, val_files = files_of(training), files_of(validation)
+    if not train_files or not val_files:
+        return 0, 0
+    val_files = val_files[:MAX_OVERLAP_CHECK]
+
+    def size(path: str) -> int:
+        try:
+            return os.stat(path).st_size
+        except OSError:
+            return -1
+
+    def digest(path: str) -> Optional[bytes]:
+        try:
+            with open(path, "rb") as handle:
+                return hashlib.blake2b(handle.read(1 << 24), digest_size=16).digest()
+        except OSError:
+            return None
+
+    val_sizes = {size(path) for path in val_files}
+    candidates = [path for path in train_files if size(path) in val_sizes]
+    train_sizes = {size(path) for path in candidates}
+    real = {os.path.realpath(path) for path in candidates}
+    hashes = {digest(path) for path in candidates} - {None}
+    shared = sum(1 for path in val_files if size(path) in train_sizes and (os.path.realpath(path) in real or digest(path) in hashes))
+    return shared, len(val_files)
 
 
 def epoch_order(
