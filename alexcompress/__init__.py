@@ -16,6 +16,7 @@ if typing.TYPE_CHECKING:  # what type checkers and IDEs see; at run time `__geta
     from alexcompress.api import load as load
     from alexcompress.codec.container import read_dcz as read_dcz
     from alexcompress.compression.quantization import kmeans_1d as kmeans_1d, quantize as quantize
+    from alexcompress.compression.search import SearchSpec as SearchSpec
     from alexcompress.compression.specs import (
         Compressed as Compressed,
         PruneSpec as PruneSpec,
@@ -52,6 +53,7 @@ _EXPORTS = {
     "QuantizeSpec": "compression.specs",
     "compress": "compression.specs",
     "prune": "compression.specs",
+    "SearchSpec": "compression.search",
     "kmeans_1d": "compression.quantization",
     "quantize": "compression.quantization",
 }

@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Optional
 
+from alexcompress.compression.search import SearchResult, SearchSpec
 from alexcompress.compression.specs import Compressed, PruneSpec, QuantizeSpec
 from alexcompress.errors import AlexCompressError, check_range
 from alexcompress.sources import DEFAULT_ARCH, InferenceModel, ModelInput, inference_model, read_model
@@ -32,6 +33,7 @@ if TYPE_CHECKING:
 
     from alexcompress.compression.pruning import PruneResult
     from alexcompress.compression.quantization import QuantizeResult
+    from alexcompress.compression.search import Candidate
     from alexcompress.compression.sensitivity import Allocation, Curves
     from alexcompress.runtime.predict import Prediction
     from alexcompress.train.config import TrainConfig
@@ -45,6 +47,8 @@ __all__ = [
     "ModelInput",
     "PruneSpec",
     "QuantizeSpec",
+    "SearchResult",
+    "SearchSpec",
     "Training",
     "compress",
     "decode",
@@ -57,6 +61,7 @@ __all__ = [
     "prune",
     "quantize",
     "read_model",
+    "search",
     "sensitivity",
     "verify",
 ]
@@ -77,6 +82,7 @@ class Events:
     pruned: "Callable[[PruneResult], None]" = _ignore  # each pruning (each round's, when retraining)
     probe: "Callable[[Allocation, float], None]" = _ignore  # each allocation measured on validation (its drop, pp)
     allocation: "Callable[[Allocation], None]" = _ignore  # the allocation chosen
+    candidate: "Callable[[Candidate], None]" = _ignore  # each file the search tried (encoded and scored)
     log: "Optional[TrainingLog]" = None  # training progress (None: silent)
 
 
@@ -302,6 +308,69 @@ def verify(data: "bytes | memoryview", state: "Mapping[str, Any]") -> None:
     bad += [k for k in decoded if k not in state]
     if bad:
         raise AlexCompressError(f"verification failed: {', '.join(bad)} differ after decoding (a bug: please report it)")
+
+
+def search(
+    source: ModelInput,
+    training: Training,
+    spec: SearchSpec,
+    work: "str | os.PathLike[str]",
+    *,
+    curves: "Optional[Curves]" = None,
+    resume: bool = False,
+    index_bits: Optional[int] = None,
+    coder: str = "auto",
+    events: Optional[Events] = None,
+) -> SearchResult:
+    """`alexcompress compress --data ... --max-drop PP` (or `--target-ratio R`): the smallest `.dcz` within a
+    validation budget, every stage's choice made on `training.validation` (`compression.search`); `work` is
+    the folder it resumes from (`resume=True`), removed when it succeeds."""
+    from alexcompress.compression.search import Hooks, search as run
+    from alexcompress.models.dcz import encode as encode_state
+
+    events = events or Events()
+    if training.validation is None:
+        raise AlexCompressError("the search chooses on validation images: give --val DIR or --val-fraction F")
+    spec.check()
+    check_validation(training, events)
+    config, arch = training.config, source.arch
+
+    def measure(state: "Mapping[str, Any]") -> "Curves":
+        layers: list[str] = []
+
+        def step(name: str, text: str) -> None:
+            if name not in layers:
+                layers.append(name)
+                events.note(f"sensitivity: {name}")
+
+        return sensitivity(
+            ModelInput(dict(state), arch, source.label),
+            training.validation,  # type: ignore[arg-type]
+            batch_size=max(config.batch_size, 64),
+            workers=config.workers,
+            device=config.device,
+            on_step=step,
+        )
+
+    def encode_one(state: "Mapping[str, Any]", quant: QuantizeSpec) -> bytes:
+        options = {"prune": "search", **quant.record(), "index_bits": "auto" if index_bits is None else index_bits, "coder": coder}
+        return encode_state(state, arch=arch, index_bits=index_bits, coder=coder, options=options)
+
+    hooks = Hooks(note=events.note, candidate=events.candidate, log=events.log)
+    return run(
+        source.state,
+        arch,
+        training.dataset,
+        training.validation,
+        config,
+        spec,
+        work,
+        curves=curves,
+        resume=resume,
+        sensitivity=measure,
+        encode=encode_one,
+        hooks=hooks,
+    )
 
 
 # ------------------------------------------------------------------------------------------ running

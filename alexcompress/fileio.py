@@ -258,6 +258,33 @@ def check_outputs(
         seen[real] = option
 
 
+def check_folder(folder: str, *, resume: bool, option: str, trees: "tuple[Optional[str], ...]" = (), what: str = "work folder") -> None:
+    """A folder a command fills as it goes (the search's work folder), checked before any work: not a link,
+    not inside an input tree, absent unless `resume` continues it, present when it does, in a writable
+    directory."""
+    if folder == STDIO:
+        raise AlexCompressError(f"{option}: a {what} is a directory, not stdout; give a path")
+    real = os.path.realpath(folder)
+    for tree in trees:
+        if tree is not None and tree != STDIO and os.path.commonpath([real, os.path.realpath(tree)]) == os.path.realpath(tree):
+            raise AlexCompressError(f"{folder}: is inside {tree}, which this command reads; put {option} elsewhere")
+    if os.path.islink(folder):
+        raise AlexCompressError(f"{folder}: is a symbolic link; refusing to write through it (remove it or choose another {option})")
+    if os.path.lexists(folder):
+        if not os.path.isdir(folder):
+            raise AlexCompressError(f"{folder}: is not a directory; the {what} ({option}) must be one")
+        if not resume:
+            raise AlexCompressError(f"{folder}: a {what} already exists: --resume continues it, or remove it to start over")
+        return
+    if resume:
+        raise AlexCompressError(f"{folder}: no {what} to resume (give the {option} of the interrupted run)")
+    parent = Path(folder).parent if str(Path(folder).parent) else Path(".")
+    if not parent.is_dir():
+        raise AlexCompressError(f"{folder}: directory {parent} does not exist")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise AlexCompressError(f"{folder}: directory {parent} is not writable")
+
+
 def same_file(a: str, b: str) -> bool:
     """The same file: the same resolved path, or the same inode (hard links, bind mounts)."""
     if os.path.realpath(a) == os.path.realpath(b):

@@ -415,8 +415,9 @@ class TrainOptions:
         int, typer.Option("--log-every", help="When stderr is not a terminal: a progress line every this many batches.")
     ] = 50
 
-    def config(self, model: str, output: str, seed: int) -> Any:
-        """The training configuration, every value checked before a model is read."""
+    def config(self, model: str, output: str, seed: int, *, checkpoints: bool = True) -> Any:
+        """The training configuration, every value checked before a model is read. `checkpoints` False: the
+        caller places the checkpoints itself (the search, in its work folder), --resume is its own."""
         from alexcompress.train.checkpoint import default_checkpoint
         from alexcompress.train.config import TrainConfig
         from alexcompress.train.data import resolve_device
@@ -449,7 +450,9 @@ class TrainOptions:
         if self.val is None and self.val_fraction is None and (self.patience is not None or self.keep is Keep.last):
             raise AlexCompressError("--patience and --keep need validation data: --val DIR or --val-fraction F")
         resolve_device(self.device, "--device")
-        checkpoint = self.checkpoint or default_checkpoint(output)
+        checkpoint = (self.checkpoint or default_checkpoint(output)) if checkpoints else None
+        if not checkpoints:
+            config = dataclasses.replace(config, resume=False)
         if checkpoint is not None:  # written as the run goes: the output policy, with --resume as its --force
             exists = "a checkpoint already exists: --resume continues it, or remove it to start over"
             check_output(checkpoint, inputs=(model,), force=self.resume, option="--checkpoint", exists=exists)
@@ -469,13 +472,13 @@ class TrainOptions:
         validation = image_folder(self.val, prep) if self.val is not None else None
         return image_folder(self.data, prep, self.augment.value), validation
 
-    def job(self, images: ImageOptions, model: str, output: str, seed: int, *, regrow: bool = False) -> Any:
+    def job(self, images: ImageOptions, model: str, output: str, seed: int, *, regrow: bool = False, checkpoints: bool = True) -> Any:
         """The retraining `api.Training` these options ask for, or None without --data."""
         from alexcompress.api import Training
 
         if self.data is None:
             return None
-        config = self.config(model, output, seed)
+        config = self.config(model, output, seed, checkpoints=checkpoints)
         if regrow:
             config = dataclasses.replace(config, regrow=True)
         dataset, validation = self.datasets(images, seed)

@@ -220,3 +220,27 @@ def sensitivity_figure(path: Path, curves: Any) -> Path:
     fig.suptitle(f"Sensitivity of {curves.arch} ({curves.samples:,} validation images, baseline {curves.baseline:.2%})")
     fig.tight_layout()
     return _save(fig, path)
+
+
+def search_figure(path: Path, result: Any, spec: Any) -> Path:
+    """The search's candidates: file ratio against validation top-1, one colour per rung, the chosen file
+    (after fine-tuning) and the budget marked."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(8, 5))
+    for rung in result.rungs:
+        if rung.candidates:
+            ax.scatter([c.ratio for c in rung.candidates], [100 * c.top1 for c in rung.candidates], s=18, label=f"rung {rung.index}")
+    chosen = result.chosen
+    ax.scatter([chosen.ratio], [100 * result.top1], marker="*", s=160, color="black", label="chosen, fine-tuned")
+    ax.axhline(100 * result.reference[0], color="grey", lw=0.8, ls="--", label="the model as given")
+    if spec.max_drop is not None:
+        ax.axhline(100 * result.reference[0] - spec.max_drop, color="red", lw=0.8, ls=":", label=f"budget ({spec.max_drop:g} pp)")
+    else:
+        ax.axvline(spec.target_ratio, color="red", lw=0.8, ls=":", label=f"target {spec.target_ratio:g}x")
+    ax.set_xlabel("compression ratio of the .dcz")
+    ax.set_ylabel("validation top-1 (%)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.suptitle(f"Search over {len(result.candidates)} files ({result.validation_images:,} validation images)")
+    fig.tight_layout()
+    return _save(fig, path)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
@@ -40,7 +40,9 @@ from alexcompress.cli.options import (
 from alexcompress.errors import AlexCompressError, check_range
 from alexcompress.fileio import (
     STDIO,
+    check_folder,
     check_output,
+    check_outputs,
     write_output,
 )
 from alexcompress.sources import DEFAULT_ARCH, plan_output, read_model
@@ -219,7 +221,12 @@ def decode(
 
 @app.command()
 @command
-@option_group(method=PruneOptions, quant=QuantOptions)
+@option_group(
+    method=PruneOptions,
+    quant=QuantOptions,
+    training=(TrainOptions, {"epochs": 2, "lr": 1e-4, "optimizer": "adam"}),
+    images=ImageOptions,
+)
 def compress(
     model: ModelArg,
     output: OutputOpt = None,
@@ -227,17 +234,30 @@ def compress(
     index_bits: IndexBitsOpt = "auto",
     coder: CoderOpt = "auto",  # type: ignore[assignment]
     verify: Annotated[bool, typer.Option("--verify", help="Decode the written file and check it against the quantized model.")] = False,
+    plot: Annotated[
+        Optional[str],
+        typer.Option("--plot", help="With --data: draw the candidates' ratio against validation top-1 to this PNG.", show_default=False),
+    ] = None,
     arch: ArchOpt = None,
     force: ForceOpt = False,
     quiet: QuietOpt = False,
     method: PruneOptions = PruneOptions(),
     quant: QuantOptions = QuantOptions(),
+    training: TrainOptions = TrainOptions(),
+    images: ImageOptions = ImageOptions(),
 ) -> None:
-    """All three stages in one process (AlexNet defaults to --preset paper, others to --sparsity 0.9)."""
+    """All three stages in one process (AlexNet defaults to --preset paper, others to --sparsity 0.9). With
+    --data, --val/--val-fraction and --max-drop PP (or --target-ratio R): the search for the smallest file
+    within PP of validation top-1, every choice (keep rates, widths, quantizer) made on validation, with
+    retraining; resumable (--resume) from its work folder (--checkpoint, default OUTPUT.search)."""
     from alexcompress import api
     from alexcompress.cli.tables import print_info, print_ladder
     from alexcompress.codec.container import parse_header
 
+    if training.data is not None:
+        return _search(model, output, seed, index_bits, coder, verify, plot, arch, force, quiet, method, quant, training, images)
+    if plot is not None:
+        raise AlexCompressError("--plot draws the search's candidates: give --data (and --val or --val-fraction)")
     allocation = method.allocation()
     spec, quant_spec, width = method.spec(allocation), quant.spec(seed), _parse_index_bits(index_bits)
     console = _console(quiet)
@@ -256,3 +276,84 @@ def compress(
     header = parse_header(result.data)
     print_info(console, header, target if target != STDIO else "<stdout>")
     print_ladder(console, header)
+
+
+def _search(
+    model: str,
+    output: Optional[str],
+    seed: int,
+    index_bits: str,
+    coder: str,
+    verify: bool,
+    plot: Optional[str],
+    arch: Optional[str],
+    force: bool,
+    quiet: bool,
+    method: PruneOptions,
+    quant: QuantOptions,
+    training: TrainOptions,
+    images: ImageOptions,
+) -> None:
+    """compress --data: `api.search`, its table and plot, the file."""
+    from alexcompress import api
+    from alexcompress.cli.tables import print_info, print_search
+    from alexcompress.codec.container import parse_header
+
+    if any(x is not None for x in (method.sparsity, method.rates, method.preset, method.std_scale)):
+        raise AlexCompressError("compress --data searches the keep rates: drop --sparsity, --rates, --preset and --std-scale")
+    if quant != QuantOptions():
+        raise AlexCompressError(
+            "compress --data chooses the widths and the quantizer (k-means and ECSQ) on validation: drop the quantize options"
+        )
+    if not training.validates:
+        raise AlexCompressError("compress --data chooses on validation images: give --val DIR or --val-fraction F")
+    spec = api.SearchSpec(max_drop=method.max_drop, target_ratio=method.target_ratio, seed=seed)
+    spec.check()
+    width = _parse_index_bits(index_bits)
+    if plot == STDIO:
+        raise AlexCompressError("--plot needs a file name (a PNG does not go to stdout)")
+    with _job(training) as group:
+        console = _console(quiet or not group.is_main)
+        target = plan_output(model, arch, output, ".dcz", force)
+        work = training.checkpoint or search_folder(target, model, arch)
+        check_folder(work, resume=training.resume, option="--checkpoint", trees=(training.data, training.val))
+        check_outputs(((plot, "--plot"),), inputs=(model,), trees=(training.data, training.val), force=force)
+        job = training.job(images, model, target, seed, checkpoints=False)
+        curves = method.read_curves() if method.curves is not None else None
+        source = read_model(model, arch)
+        _announce(console, source)
+        with _training_log(console, training.log_every, job) as log:
+            events = _events(console, log, source.arch)
+            events.candidate = lambda c: console.print(
+                f"rung {c.rung}, {c.label}: {c.ratio:.1f}x, validation top-1 {c.top1:.2%} ({-c.drop:+.2f} pp), loss {c.loss:.4f}",
+                markup=False,
+            )
+            result = api.search(
+                source, job, spec, work, curves=curves, resume=training.resume, index_bits=width, coder=Coder(coder).value, events=events
+            )
+        if verify:
+            api.decode(result.data)  # the file decodes (its tensors were checked against the model as it was encoded)
+        if not group.is_main:  # under torchrun, rank 0 alone writes
+            return
+        print_search(console, result, spec)
+        write_output(target, result.data)
+        print_info(console, parse_header(result.data), target if target != STDIO else "<stdout>")
+        if plot is not None:
+            from pathlib import Path
+
+            from alexcompress.cli.plots import search_figure
+
+            search_figure(Path(plot), result, spec)
+            _wrote(console, plot)
+
+
+def search_folder(target: str, model: str, arch: Optional[str]) -> str:
+    """The search's work folder: beside the output (`out.dcz.search`), or after the model for stdout."""
+    from alexcompress.fileio import default_output
+    from alexcompress.sources import keyword_stem
+
+    if target != STDIO:
+        return target + ".search"
+    if model == STDIO:
+        raise AlexCompressError("from stdin to stdout the search has no name for its work folder: give --checkpoint DIR")
+    return default_output(model, ".search", keyword_stem(model, arch))

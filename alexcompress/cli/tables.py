@@ -235,3 +235,35 @@ def print_curves(console: Console, curves: Any, keeps: Any, widths: Any) -> None
             for layer in curves.layers:
                 table.add_row(printable(layer.name), *(cell(getattr(layer, what + suffix)[p]) for p in grid))
             console.print(table)
+
+
+def print_search(console: Console, result: Any, spec: Any) -> None:
+    """Every file the search tried (before fine-tuning), the chosen one marked, then what it became."""
+    budget = f"within {spec.max_drop:g} pp" if spec.max_drop is not None else f"at least {spec.target_ratio:g}x"
+    table = Table(title=f"Search: the smallest file {budget} on {result.validation_images:,} validation images", title_style="bold")
+    for column in ("rung", "pruned to", "quantization", "ratio", "val top-1", "vs model", "val loss", ""):
+        table.add_column(column, justify="left" if column in ("quantization", "") else "right")
+    predicted = {rung.index: rung.predicted_ratio for rung in result.rungs}
+    for c in result.candidates:
+        mark = "<- chosen" if c == result.chosen else ""
+        table.add_row(
+            str(c.rung),
+            f"{predicted[c.rung]:.1f}x",
+            c.label,
+            f"{c.ratio:.1f}x",
+            f"{c.top1:.2%}",
+            f"{-c.drop:+.2f} pp",
+            f"{c.loss:.4f}",
+            mark,
+        )
+    console.print(table)
+    c = result.chosen
+    console.print(
+        f"chosen: rung {c.rung}, {c.label}, widths {', '.join(f'{display_name(result.curves.arch, k)}={b}' for k, b in c.widths.items())}",
+        markup=False,
+    )
+    console.print(
+        f"after centroid fine-tuning: validation top-1 {result.top1:.2%} ({-result.drop:+.2f} pp against the model as given, "
+        f"{result.reference[0]:.2%}), loss {result.loss:.4f}",
+        markup=False,
+    )
