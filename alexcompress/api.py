@@ -346,6 +346,8 @@ def search(
         return sensitivity(
             ModelInput(dict(state), arch, source.label),
             training.validation,  # type: ignore[arg-type]
+            keep_grid=spec.keep_grid,
+            bits_grid=spec.bits_grid,
             batch_size=max(config.batch_size, 64),
             workers=config.workers,
             device=config.device,

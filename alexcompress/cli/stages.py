@@ -238,6 +238,7 @@ def compress(
         Optional[str],
         typer.Option("--plot", help="With --data: draw the candidates' ratio against validation top-1 to this PNG.", show_default=False),
     ] = None,
+    rungs: Annotated[int, typer.Option("--rungs", help="With --data: at most this many pruning steps, each retrained for --epochs.")] = 5,
     arch: ArchOpt = None,
     force: ForceOpt = False,
     quiet: QuietOpt = False,
@@ -255,7 +256,7 @@ def compress(
     from alexcompress.codec.container import parse_header
 
     if training.data is not None:
-        return _search(model, output, seed, index_bits, coder, verify, plot, arch, force, quiet, method, quant, training, images)
+        return _search(model, output, seed, index_bits, coder, verify, plot, rungs, arch, force, quiet, method, quant, training, images)
     if plot is not None:
         raise AlexCompressError("--plot draws the search's candidates: give --data (and --val or --val-fraction)")
     allocation = method.allocation()
@@ -286,6 +287,7 @@ def _search(
     coder: str,
     verify: bool,
     plot: Optional[str],
+    rungs: int,
     arch: Optional[str],
     force: bool,
     quiet: bool,
@@ -307,7 +309,7 @@ def _search(
         )
     if not training.validates:
         raise AlexCompressError("compress --data chooses on validation images: give --val DIR or --val-fraction F")
-    spec = api.SearchSpec(max_drop=method.max_drop, target_ratio=method.target_ratio, seed=seed)
+    spec = api.SearchSpec(max_drop=method.max_drop, target_ratio=method.target_ratio, rungs=rungs, seed=seed)
     spec.check()
     width = _parse_index_bits(index_bits)
     if plot == STDIO:

@@ -285,7 +285,7 @@ def quantize(
     seed: int = 0,
     shared_codebook: bool = False,
     quantizer: str = "kmeans",
-    rate_weight: float = 0.02,
+    rate_weight: float = 0.002,
     importance: Mapping[str, np.ndarray] | None = None,
     arch: str | None = None,
     inplace: bool = False,

@@ -3,18 +3,18 @@ stage of the paper, with each choice made on validation images rather than by ha
 
 1. The sensitivity curves of the model as given, on the validation images (`sensitivity.measure`), or
    curves measured before.
-2. A ladder of *rungs* along the allocation path (`sensitivity._Planner.path`): rung 1 is the smallest
-   allocation whose layers, pruned and quantized together, stay within the budget before any retraining
-   (`allocate_measured`); each next rung is the first allocation past the last one's predicted ratio times
-   a growth factor (larger while the last rung had room to spare). A rung prunes *the previous rung's
-   retrained weights* to its keep rates and retrains them (masked): the rungs are the rounds of iterative
-   pruning, so each builds on the one before.
+2. *Rungs* along the allocation path (`sensitivity._Planner.path`): rung 1 is the smallest allocation
+   whose layers, pruned and quantized together, stay within the budget before any retraining
+   (`allocate_measured`); from the rung of the largest ratio within the budget, the next one climbs by a
+   growth factor (x2 while that rung had room to spare, else x1.4), and once a rung has failed, the next
+   is halfway (geometrically) between the best rung and the lowest failed one: a bisection on the ratio.
+   A rung prunes *the best rung's retrained weights* further to its keep rates and retrains them (masked):
+   the rungs are the rounds of iterative pruning, each building on the one before.
 3. At every rung, quantization candidates, each quantized, encoded (its real size) and scored on the
    validation images: k-means at the allocation's widths, and ECSQ at the widths + 1 and + 2 bits with
    each of the rate weights (ECSQ needs room to drop codes: at the allocation's own widths it gains
    nothing; measured 112.35x-112.68x against k-means' 112.4x).
-4. The ladder stops at the first rung with no candidate within the budget (or at the last rung). The chosen
-   candidate is the smallest file within the budget (files within 1% of each other: the lower validation
+4. The climb stops after `rungs` rungs, or when the bisection is within 10%. The chosen candidate is the smallest file within the budget (files within 1% of each other: the lower validation
    loss), and its centroids are fine-tuned (`finetune_epochs`, at a tenth of the learning rate).
 
 With `target_ratio` instead, candidates must reach the ratio (their real file, not a prediction) and the
@@ -53,7 +53,7 @@ FORMAT = "alexcompress-search-1"
 RATE_WEIGHTS = (0.001, 0.002, 0.004)  # ECSQ's rate weights tried (0.002 -> 0.004 can be a cliff: chosen on validation)
 WIDEN = (1, 2)  # ECSQ's widths: the allocation's + these
 MAX_RUNGS = 5
-GROWTH = (1.2, 1.4)  # the next rung's predicted ratio over this one's: (little room left, room to spare)
+GROWTH = (1.4, 2.0)  # the next rung's predicted ratio over the best one's: (little room left, room to spare)
 NEAR = 0.01  # files within 1% of the smallest are judged by their validation loss
 
 
@@ -69,6 +69,8 @@ class SearchSpec:
     widen: tuple[int, ...] = WIDEN
     finetune_epochs: Optional[int] = None  # None: the retraining's epochs
     seed: int = 0
+    keep_grid: Optional[tuple[float, ...]] = None  # the sensitivity curves' points (None: sensitivity's own grids)
+    bits_grid: Optional[tuple[int, ...]] = None
 
     def check(self) -> None:
         if (self.max_drop is None) == (self.target_ratio is None):
@@ -111,6 +113,13 @@ class Rung:
     predicted_ratio: float
     trained: bool = False
     candidates: list[Candidate] = field(default_factory=list)
+    parent: int = 0  # the rung whose retrained weights this one prunes further (0: the model as given)
+
+
+def _rung_of(saved: dict) -> Rung:
+    """A rung as the work folder's record holds it."""
+    fields = {**saved, "bits": {k: int(v) for k, v in saved["bits"].items()}, "candidates": [Candidate(**c) for c in saved["candidates"]]}
+    return Rung(**fields)
 
 
 @dataclass
@@ -179,34 +188,25 @@ def search(
     hooks.note(f"search: the model as given scores {reference[0]:.2%} on {len(validation):,} validation images (loss {reference[1]:.4f})")  # type: ignore[arg-type]
     curves = _curves(folder, record, curves, sensitivity, state, hooks)
     check_allocation(least_compression(curves), state, arch)  # curves of this model
-    rungs = [
-        Rung(
-            r["index"],
-            r["rates"],
-            {k: int(v) for k, v in r["bits"].items()},
-            r["predicted_ratio"],
-            r["trained"],
-            [Candidate(**c) for c in r["candidates"]],
-        )
-        for r in record["rungs"]
-    ]
-    current_state: Mapping[str, Any] = state
+    rungs = [_rung_of(r) for r in record["rungs"]]
     for n in range(1, spec.rungs + 1):
         if n > len(rungs):
-            allocation = _next_allocation(curves, rungs, spec, state, arch, validation, config, reference, hooks)
-            if allocation is None:
-                hooks.note("search: the allocation path ends here: no smaller allocation to try")
+            step = _next_rung(curves, rungs, spec, state, arch, validation, config)
+            if step is None:
                 break
-            rungs.append(Rung(n, dict(allocation.rates), dict(allocation.bits), allocation.predicted_ratio))
+            allocation, parent = step
+            rungs.append(Rung(n, dict(allocation.rates), dict(allocation.bits), allocation.predicted_ratio, parent=parent))
             folder.save(record, rungs)
         rung = rungs[n - 1]
-        current_state = _retrained(folder, rung, current_state, arch, dataset, validation, config, hooks)
-        if not rung.trained:
+        if rung.trained:
+            weights = folder.load_state(folder.path / f"rung-{rung.index}.pt", arch)
+        else:
+            start = state if rung.parent == 0 else folder.load_state(folder.path / f"rung-{rung.parent}.pt", arch)
+            weights = _retrained(folder, rung, start, arch, dataset, validation, config, hooks)
             rung.trained = True
             folder.save(record, rungs)
-        _candidates(folder, record, rungs, rung, current_state, arch, validation, config, spec, reference, encode, hooks)
-        if _rung_done(rung, spec):
-            break
+        if len(rung.candidates) < len(_options(rung, spec)):
+            _candidates(folder, record, rungs, rung, weights, arch, validation, config, spec, reference, encode, hooks)
     chosen = _choose([c for r in rungs for c in r.candidates], spec)
     if chosen is None:
         best = max((c for r in rungs for c in r.candidates), key=lambda c: (c.top1, -c.loss, c.ratio))
@@ -253,40 +253,49 @@ def _curves(folder: "Work", record: dict, curves: "Optional[Curves]", sensitivit
     return curves
 
 
-def _next_allocation(
-    curves: "Curves",
-    rungs: list[Rung],
-    spec: SearchSpec,
-    state: Any,
-    arch: str,
-    validation: "Dataset",
-    config: "TrainConfig",
-    reference: tuple[float, float],
-    hooks: Hooks,
-) -> "Optional[Allocation]":
-    """The next rung's allocation: rung 1 within the budget before retraining (or at the target); then up
-    the path by a growth factor."""
+def _next_rung(
+    curves: "Curves", rungs: list[Rung], spec: SearchSpec, state: Any, arch: str, validation: "Dataset", config: "TrainConfig"
+) -> "Optional[tuple[Allocation, int]]":
+    """The next rung's allocation and the rung it prunes from, or None when the search is done.
+
+    Rung 1: within the budget before any retraining (with a target: the first allocation predicted to reach
+    it). Then, with a budget: from the rung of the largest ratio within it, up by GROWTH while no rung
+    above it failed, else halfway (geometrically) to the lowest rung that failed, until the two are within
+    10%. With a target: up from the last rung until a file reaches it."""
     from alexcompress.compression.sensitivity import _Planner
 
     path = _Planner(curves).path()
     if not rungs:
         if spec.target_ratio is not None:
-            return next((a for a in path if a.predicted_ratio >= spec.target_ratio), path[-1])
-        assert spec.max_drop is not None
+            return next((a for a in path if a.predicted_ratio >= spec.target_ratio), path[-1]), 0
         try:
-            return measure_allocation(state, arch, curves, None, validation, config, max_drop=spec.max_drop)  # type: ignore[no-any-return]
+            return measure_allocation(state, arch, curves, None, validation, config, max_drop=spec.max_drop), 0
         except AlexCompressError:  # even the least compression loses more before retraining: retraining may win it back
-            return path[0]
-    last = rungs[-1]
+            return path[0], 0
     if spec.target_ratio is not None:
+        last = rungs[-1]
+        if any(_fits(c, spec) for c in last.candidates):
+            return None
         best = max((c.ratio for c in last.candidates), default=last.predicted_ratio)
-        growth = max(GROWTH[0], 1.02 * spec.target_ratio / max(best, 1e-9))
+        want = last.predicted_ratio * max(GROWTH[0], 1.02 * spec.target_ratio / max(best, 1e-9))
+        found = next((a for a in path if a.predicted_ratio >= want), None)
+        return None if found is None else (found, last.index)
+    assert spec.max_drop is not None
+    passing = [r for r in rungs if any(_fits(c, spec) for c in r.candidates)]
+    if not passing:
+        return None
+    base = max(passing, key=lambda r: r.predicted_ratio)
+    failed = [r.predicted_ratio for r in rungs if r not in passing and r.predicted_ratio > base.predicted_ratio]
+    if failed:
+        ceiling = min(failed)
+        if ceiling / base.predicted_ratio < 1.1:
+            return None
+        want = math.sqrt(base.predicted_ratio * ceiling)
+        found = next((a for a in path if a.predicted_ratio >= want and a.predicted_ratio < ceiling), None)
     else:
-        assert spec.max_drop is not None
-        spare = min((c.drop for c in last.candidates), default=math.inf) <= spec.max_drop / 2
-        growth = GROWTH[1] if spare else GROWTH[0]
-    want = last.predicted_ratio * growth
-    return next((a for a in path if a.predicted_ratio >= want), None)
+        spare = min(c.drop for c in base.candidates) <= spec.max_drop / 2
+        found = next((a for a in path if a.predicted_ratio >= base.predicted_ratio * GROWTH[1 if spare else 0]), None)
+    return None if found is None else (found, base.index)
 
 
 def _retrained(
@@ -306,7 +315,8 @@ def _retrained(
     saved = folder.path / f"rung-{rung.index}.pt"
     if rung.trained:
         return folder.load_state(saved, arch)
-    hooks.note(f"search: rung {rung.index}, pruned to the allocation of {rung.predicted_ratio:.1f}x (predicted), retraining")
+    origin = "the model as given" if rung.parent == 0 else f"rung {rung.parent}'s retrained weights"
+    hooks.note(f"search: rung {rung.index}: {origin} pruned to the allocation of {rung.predicted_ratio:.1f}x (predicted), retraining")
     pruned = prune_state(previous, PruneSpec(rates=dict(rung.rates)), arch=arch).state
     checkpoint = folder.path / f"rung-{rung.index}.ckpt"
     run = dataclasses.replace(config, checkpoint=str(checkpoint), resume=checkpoint.exists(), keep_checkpoint=False)
@@ -358,12 +368,6 @@ def _fits(candidate: Candidate, spec: SearchSpec) -> bool:
     if spec.max_drop is not None:
         return candidate.drop <= spec.max_drop + 1e-9
     return candidate.ratio >= spec.target_ratio  # type: ignore[operator]
-
-
-def _rung_done(rung: Rung, spec: SearchSpec) -> bool:
-    """Whether the ladder stops after this rung: nothing within the budget (max-drop), or the target met."""
-    fits = any(_fits(c, spec) for c in rung.candidates)
-    return not fits if spec.max_drop is not None else fits
 
 
 def _choose(candidates: Sequence[Candidate], spec: SearchSpec) -> Optional[Candidate]:

@@ -127,7 +127,7 @@ class QuantizeSpec:
     seed: int = 0
     shared_codebook: bool = False
     quantizer: str = "kmeans"  # kmeans | ecsq (see quantization.QUANTIZERS)
-    rate_weight: float = 0.02  # ecsq: weight of the code length against the squared error
+    rate_weight: float = 0.002  # ecsq: weight of the code length against the squared error (what the search tries: 0.001-0.004)
     importance: str = "none"  # none | grad2 (see importance.IMPORTANCES): needs training images
     importance_batches: int = 16
 
