@@ -162,15 +162,17 @@ def prune(
     allocation: "Optional[Allocation]" = None,
     curves: "Optional[Curves]" = None,
     max_drop: Optional[float] = None,
+    target_ratio: Optional[float] = None,
     training: Optional[Training] = None,
     iterations: int = 1,
     events: Optional[Events] = None,
 ) -> Pruned:
-    """Stage 1 (`alexcompress prune`): `spec`'s pruning, or an automatic `allocation` (from `curves`); with
+    """Stage 1 (`alexcompress prune`): `spec`'s pruning, or an automatic `allocation` (from `curves`; with
+    `target_ratio`, moved along the path until the real file, k-means at its widths, meets the ratio); with
     `training`, retraining after each of `iterations` rounds, and an allocation checked on the validation
     images first (with `max_drop`: the smallest along the allocation path within it)."""
     from alexcompress.compression.sensitivity import check_allocation
-    from alexcompress.compression.specs import measure_allocation, prune as prune_state, prune_and_retrain
+    from alexcompress.compression.specs import calibrate, measure_allocation, prune as prune_state, prune_and_retrain
 
     events = events or Events()
     check_range("iterations", iterations, 1, MAX_ITERATIONS)
@@ -181,6 +183,8 @@ def prune(
     spec = spec or PruneSpec()
     if allocation is not None:
         check_allocation(allocation, source.state, source.arch)
+        if target_ratio is not None and curves is not None:
+            allocation = calibrate(source.state, source.arch, curves, target_ratio)
         if training is not None and training.validation is not None and curves is not None:
             validation = training.validation
             one_image = 100 / max(len(validation), 1)  # type: ignore[arg-type]  # pp
@@ -272,20 +276,25 @@ def compress(
     quantization: Optional[QuantizeSpec] = None,
     *,
     allocation: "Optional[Allocation]" = None,
+    curves: "Optional[Curves]" = None,
+    target_ratio: Optional[float] = None,
     index_bits: Optional[int] = None,
     coder: str = "auto",
     check: bool = False,
     events: Optional[Events] = None,
 ) -> Compressed:
     """All three stages (`alexcompress compress`); `allocation` sets keep rates and widths (under the
-    spec's own `layer_bits`); `check` decodes the file and compares it with the quantized model."""
+    spec's own `layer_bits`; with `curves` and `target_ratio`, moved along the path until the real file
+    meets the ratio); `check` decodes the file and compares it with the quantized model."""
     from alexcompress.compression.sensitivity import check_allocation
-    from alexcompress.compression.specs import compress as compress_state
+    from alexcompress.compression.specs import calibrate, compress as compress_state
 
     events = events or Events()
     pruning, quantization = pruning or PruneSpec(), quantization or QuantizeSpec()
     if allocation is not None:
         check_allocation(allocation, source.state, source.arch)
+        if target_ratio is not None and curves is not None:
+            allocation = calibrate(source.state, source.arch, curves, target_ratio, quantization)
         events.allocation(allocation)
         pruning = PruneSpec(rates=dict(allocation.rates))
         quantization = dataclasses.replace(quantization, layer_bits={**allocation.bits, **quantization.layer_bits})

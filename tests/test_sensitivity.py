@@ -309,7 +309,10 @@ def test_sensitivity_and_allocation_through_the_cli(tmp_path):
     assert "Automatic allocation" in result.stderr and "paper keep" in result.stderr
     predicted = float(result.stderr.split("predicted: ")[1].split("x,")[0].split(", ")[1])
     actual = 57_012_034 * 4 / out.stat().st_size
-    assert predicted >= 60 and abs(actual / predicted - 1) < 0.03, (predicted, actual)
+    assert abs(actual / predicted - 1) < 0.03, (predicted, actual)  # the size model, on uniform weights
+    # the allocation is moved until the real file meets the target (a prediction can fall either side)
+    real = float(result.stderr.split("(k-means, encoded): ")[1].split("x")[0])
+    assert 60 <= actual < 63 and abs(real - actual) < 0.1, (real, actual)
     result = run("prune", "random:0:2", "--max-drop", "1", "--curves", curves, "-o", tmp_path / "p.pt")
     assert result.exit_code == 0 and "quantize the result with: --layer-bits 'conv1=" in result.stderr
     assert "measured:" not in result.stderr  # no validation images: the curves' prediction

@@ -124,8 +124,9 @@ def prune(
                 source,
                 spec,
                 allocation=allocation,
-                curves=method.read_curves() if allocation is not None and job is not None and job.validation is not None else None,
+                curves=method.read_curves() if allocation is not None else None,
                 max_drop=method.max_drop,
+                target_ratio=method.target_ratio,
                 training=job,
                 iterations=iterations,
                 events=events,
@@ -266,7 +267,16 @@ def compress(
     source = read_model(model, arch)
     events = _events(console, None, source.arch)
     result = api.compress(
-        source, spec, quant_spec, allocation=allocation, index_bits=width, coder=Coder(coder).value, check=verify, events=events
+        source,
+        spec,
+        quant_spec,
+        allocation=allocation,
+        curves=method.read_curves() if allocation is not None else None,
+        target_ratio=method.target_ratio,
+        index_bits=width,
+        coder=Coder(coder).value,
+        check=verify,
+        events=events,
     )
     _announce(console, source)
     _print_pruning(console, result.pruning)

@@ -211,6 +211,12 @@ def print_allocation(console: Console, allocation: Any, arch: str) -> None:
         f"{divergence}, before retraining (the layers' figures added)",
         markup=False,
     )
+    if allocation.real_ratio is not None:
+        console.print(
+            f"the file at these rates and widths (k-means, encoded): {allocation.real_ratio:.1f}x; the allocation was moved along "
+            "the path until the real file met the target",
+            markup=False,
+        )
     if allocation.measured is not None:
         before, after, samples = allocation.measured
         console.print(

@@ -303,6 +303,7 @@ class Allocation:
     original_bytes: int
     predicted_kl: Optional[float] = None  # nats, summed over the layers (None: the curves carry no divergence)
     measured: Optional[tuple[float, float, int]] = None  # (top-1 as given, top-1 with every layer changed, images)
+    real_ratio: Optional[float] = None  # of the file it makes (k-means at its widths), where that was measured (`specs.calibrate`)
 
     @property
     def measured_drop(self) -> Optional[float]:

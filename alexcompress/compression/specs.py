@@ -280,3 +280,42 @@ def measure_allocation(
         return allocate_measured(curves, max_drop, top1, on_probe=on_probe)
     (before, samples), (after, _) = top1(None), top1(allocation)
     return replace(allocation, measured=(before, after, samples))
+
+
+CALIBRATION_TRIES = 3
+
+
+def calibrate(
+    state: Mapping[str, "torch.Tensor | np.ndarray"],
+    arch: str,
+    curves: Any,
+    target_ratio: float,
+    quantization: Optional[QuantizeSpec] = None,
+    *,
+    tries: int = CALIBRATION_TRIES,
+) -> Any:
+    """The allocation along the path whose *real* file reaches `target_ratio` most closely from above: the
+    curves' size model predicts a layer's codes at its full width, and trained, bell-shaped weights code
+    smaller (`--target-ratio 108` gave 112.4x on digits: 4% more pruning than asked). Each try compresses a
+    copy of `state` at an allocation (k-means, or `quantization`'s quantizer, under its widths), and the next
+    try scales the predicted ratio it asks for by the prediction's measured error; the smallest real ratio
+    of at least the target wins (none: the largest). The allocation carries `real_ratio`."""
+    from alexcompress.compression.sensitivity import _Planner, allocate
+
+    path = _Planner(curves).path()
+    quantization = quantization or QuantizeSpec()
+    tried: list[tuple[Any, float]] = []
+    allocation = allocate(curves, target_ratio=target_ratio)
+    for _ in range(tries):
+        if any(a is allocation for a, _ in tried):
+            break
+        spec = replace(quantization, layer_bits={**allocation.bits, **quantization.layer_bits})
+        real = compress(state, arch=arch, pruning=PruneSpec(rates=dict(allocation.rates)), quantization=spec).ratio
+        tried.append((allocation, real))
+        if target_ratio <= real <= target_ratio * 1.01:
+            break
+        want = allocation.predicted_ratio * target_ratio / real
+        allocation = next((a for a in path if a.predicted_ratio >= want), path[-1])
+    reached = [(a, r) for a, r in tried if r >= target_ratio]
+    chosen, real = min(reached, key=lambda t: t[1]) if reached else max(tried, key=lambda t: t[1])
+    return replace(chosen, real_ratio=real)
