@@ -295,6 +295,8 @@ def _next_rung(
     else:
         spare = min(c.drop for c in base.candidates) <= spec.max_drop / 2
         found = next((a for a in path if a.predicted_ratio >= base.predicted_ratio * GROWTH[1 if spare else 0]), None)
+        if found is None and path[-1].predicted_ratio >= 1.1 * base.predicted_ratio:  # the path ends sooner: its end
+            found = path[-1]
     return None if found is None else (found, base.index)
 
 
