@@ -342,6 +342,9 @@ def search(
         raise AlexCompressError("the search chooses on validation images: give --val DIR or --val-fraction F")
     spec.check()
     check_validation(training, events)
+    from alexcompress.train.data import in_memory
+
+    training = Training(training.dataset, training.config, in_memory(training.validation))  # scored hundreds of times
     config, arch = training.config, source.arch
 
     def measure(state: "Mapping[str, Any]") -> "Curves":
@@ -441,6 +444,9 @@ def sensitivity(
     from alexcompress.train.evaluate import evaluate as run, log_probabilities
 
     check_batches(batch_size, workers, limit)
+    from alexcompress.train.data import in_memory
+
+    dataset = in_memory(dataset)  # scored a hundred times: decoded once (when it fits in memory)
     group = current()
     target = rank_device(device, "--device")
     net = build_model(source.state, source.arch).to(target)

@@ -66,7 +66,7 @@ def training(data, epochs: int = 1) -> api.Training:
 
 
 SMALL = SearchSpec(
-    max_drop=0.0, rungs=2, rate_weights=(0.002,), widen=(1,), keep_grid=(1, 0.3, 0.1), bits_grid=(8, 4, 2)
+    max_drop=0.0, rungs=2, rate_weights=(0.002,), widen=(1,), keep_grid=(1, 0.3, 0.1), bits_grid=(4, 2)
 )  # three files a rung
 
 

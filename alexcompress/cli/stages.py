@@ -239,7 +239,7 @@ def compress(
         Optional[str],
         typer.Option("--plot", help="With --data: draw the candidates' ratio against validation top-1 to this PNG.", show_default=False),
     ] = None,
-    rungs: Annotated[int, typer.Option("--rungs", help="With --data: at most this many pruning steps, each retrained for --epochs.")] = 5,
+    rungs: Annotated[int, typer.Option("--rungs", help="With --data: at most this many pruning steps, each retrained for --epochs.")] = 6,
     arch: ArchOpt = None,
     force: ForceOpt = False,
     quiet: QuietOpt = False,

@@ -5,16 +5,16 @@ stage of the paper, with each choice made on validation images rather than by ha
    curves measured before.
 2. *Rungs* along the allocation path (`sensitivity._Planner.path`): rung 1 is the smallest allocation
    whose layers, pruned and quantized together, stay within the budget before any retraining
-   (`allocate_measured`); from the rung of the largest ratio within the budget, the next one climbs by a
-   growth factor (x2 while that rung had room to spare, else x1.4), and once a rung has failed, the next
-   is halfway (geometrically) between the best rung and the lowest failed one: a bisection on the ratio.
-   A rung prunes *the best rung's retrained weights* further to its keep rates and retrains them (masked):
-   the rungs are the rounds of iterative pruning, each building on the one before.
+   (`allocate_measured`); each next rung starts from the rung with the smallest file within the budget
+   and climbs by a step (`_step`): x2 to begin with, the square root of the last step after a rung that
+   failed (a bisection), x1.4 at most after one that passed with little room. A rung prunes *the best
+   rung's retrained weights* further to its keep rates and retrains them (masked): the rungs are the
+   rounds of iterative pruning, each building on the one before.
 3. At every rung, quantization candidates, each quantized, encoded (its real size) and scored on the
-   validation images: k-means at the allocation's widths, and ECSQ at the widths + 1 and + 2 bits with
-   each of the rate weights (ECSQ needs room to drop codes: at the allocation's own widths it gains
-   nothing; measured 112.35x-112.68x against k-means' 112.4x).
-4. The climb stops after `rungs` rungs, or when the bisection is within 10%. The chosen candidate is the smallest file within the budget (files within 1% of each other: the lower validation
+   validation images: k-means at the allocation's widths, and ECSQ at the widths + 1 bit with each of the
+   rate weights (ECSQ needs room to drop codes: at the allocation's own widths it gains nothing; measured
+   112.35x-112.68x against k-means' 112.4x).
+4. The climb stops after `rungs` rungs, or when its step falls below 10%. The chosen candidate is the smallest file within the budget (files within 1% of each other: the lower validation
    loss), and its centroids are fine-tuned (`finetune_epochs`, at a tenth of the learning rate).
 
 With `target_ratio` instead, candidates must reach the ratio (their real file, not a prediction) and the
@@ -51,10 +51,11 @@ if TYPE_CHECKING:
 
 FORMAT = "alexcompress-search-1"
 RATE_WEIGHTS = (0.001, 0.002, 0.004)  # ECSQ's rate weights tried (0.002 -> 0.004 can be a cliff: chosen on validation)
-WIDEN = (1, 2)  # ECSQ's widths: the allocation's + these
-MAX_RUNGS = 5
+WIDEN = (1,)  # ECSQ's widths: the allocation's + these (+2 never won on digits: 7 of 7 rungs)
+MAX_RUNGS = 6
 GROWTH = (1.4, 2.0)  # the next rung's predicted ratio over the best one's: (little room left, room to spare)
 NEAR = 0.01  # files within 1% of the smallest are judged by their validation loss
+MIN_STEP = 1.1  # the climb stops when its step falls below 10%
 
 
 @dataclass(frozen=True)
@@ -284,20 +285,33 @@ def _next_rung(
     passing = [r for r in rungs if any(_fits(c, spec) for c in r.candidates)]
     if not passing:
         return None
-    base = max(passing, key=lambda r: r.predicted_ratio)
-    failed = [r.predicted_ratio for r in rungs if r not in passing and r.predicted_ratio > base.predicted_ratio]
-    if failed:
-        ceiling = min(failed)
-        if ceiling / base.predicted_ratio < 1.1:
-            return None
-        want = math.sqrt(base.predicted_ratio * ceiling)
-        found = next((a for a in path if a.predicted_ratio >= want and a.predicted_ratio < ceiling), None)
-    else:
-        spare = min(c.drop for c in base.candidates) <= spec.max_drop / 2
-        found = next((a for a in path if a.predicted_ratio >= base.predicted_ratio * GROWTH[1 if spare else 0]), None)
-        if found is None and path[-1].predicted_ratio >= 1.1 * base.predicted_ratio:  # the path ends sooner: its end
-            found = path[-1]
-    return None if found is None else (found, base.index)
+    best = max(passing, key=lambda r: max(c.ratio for c in r.candidates if _fits(c, spec)))
+    step = _step(rungs, passing, spec)
+    if step < MIN_STEP:
+        return None
+    found = next((a for a in path if a.predicted_ratio >= best.predicted_ratio * step), None)
+    if found is None and path[-1].predicted_ratio >= MIN_STEP * best.predicted_ratio:  # the path ends sooner: its end
+        found = path[-1]
+    return None if found is None else (found, best.index)
+
+
+def _step(rungs: list[Rung], passing: list[Rung], spec: SearchSpec) -> float:
+    """The next rung's predicted ratio over the best rung's: x2 (GROWTH[1]) to begin with; after a rung that
+    failed, the square root of the step it took (a bisection); after one that passed, the same step again,
+    at most x1.4 (GROWTH[0]) when it had little room left (a drop above half the budget)."""
+    step = GROWTH[1]
+    for rung in rungs:
+        spare = rung in passing and min(c.drop for c in rung.candidates) <= spec.max_drop / 2  # type: ignore[operator]
+        if rung.parent == 0:  # rung 1 took no step
+            step = step if spare or rung not in passing else GROWTH[0]
+            continue
+        taken = rung.predicted_ratio / _parent_ratio(rungs, rung)
+        step = math.sqrt(taken) if rung not in passing else taken if spare else min(taken, GROWTH[0])
+    return step
+
+
+def _parent_ratio(rungs: list[Rung], rung: Rung) -> float:
+    return next(r.predicted_ratio for r in rungs if r.index == rung.parent)
 
 
 def _retrained(

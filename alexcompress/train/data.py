@@ -152,6 +152,28 @@ def split_folder(root: str, preprocessing: Preprocessing, augment: str, fraction
     return Subset(train, keep.tolist()), Subset(plain, sorted(held))
 
 
+MAX_IN_MEMORY = 1 << 29  # bytes of preprocessed images `in_memory` holds (a validation set scored many times)
+
+
+def in_memory(dataset: "Dataset", limit: int = MAX_IN_MEMORY) -> "Dataset":
+    """`dataset` decoded and preprocessed once, as tensors, when it fits in `limit` bytes (else as it is):
+    for a validation set (deterministic preprocessing) that a search scores hundreds of times, which would
+    otherwise decode every image file each time."""
+    import torch
+    from torch.utils.data import TensorDataset
+
+    count = len(dataset)  # type: ignore[arg-type]
+    if count == 0:
+        return dataset
+    first, _ = dataset[0]
+    if not isinstance(first, torch.Tensor) or first.numel() * first.element_size() * count > limit:
+        return dataset
+    images, labels = zip(*(dataset[i] for i in range(count)))
+    cached = TensorDataset(torch.stack(images), torch.as_tensor(labels))
+    cached.classes = getattr(dataset, "classes", None) or getattr(getattr(dataset, "dataset", None), "classes", [])  # type: ignore[attr-defined]
+    return cached
+
+
 MAX_OVERLAP_CHECK = 20_000  # validation images compared with the training set's (the check reads each once)
 
 
