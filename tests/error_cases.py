@@ -257,6 +257,18 @@ CASES = [
     ("images too small for the model", "eval random:0:10 --data images --image-size 16 --resize 16"),
     ("--regrow without training images", "prune alexnet.pt -o r.pt --regrow"),
     ("--importance grad2 without training images", "quantize alexnet.pt -o i.pt --importance grad2"),
+    ("compress --data (the search) without validation images", "compress alexnet.pt -o s.dcz --data images --max-drop 1"),
+    (
+        "compress --data with --rates (the search chooses them)",
+        "compress alexnet.pt -o s.dcz --data images --val images --max-drop 1 --rates fc6=0.1",
+    ),
+    ("compress --data without --max-drop or --target-ratio", "compress alexnet.pt -o s.dcz --data images --val images"),
+    ("compress --data --resume without a work folder", "compress alexnet.pt -o s.dcz --data images --val images --max-drop 1 --resume"),
+    (
+        "compress --data --checkpoint naming a file (the work folder)",
+        "compress alexnet.pt -o s.dcz --data images --val images --max-drop 1 --resume --checkpoint notes.txt",
+    ),
+    ("compress --plot without --data", "compress alexnet.pt -o s.dcz --plot s.png"),
 ]
 
 

@@ -65,9 +65,7 @@ def training(data, epochs: int = 1) -> api.Training:
     return api.Training(train, config, validation)
 
 
-SMALL = SearchSpec(
-    max_drop=0.0, rungs=2, rate_weights=(0.002,), widen=(1,), keep_grid=(1, 0.3, 0.1), bits_grid=(4, 2)
-)  # three files a rung
+SMALL = SearchSpec(max_drop=0.0, rungs=2, rate_weights=(0.002,), widen=(1,), keep_grid=(1, 0.3, 0.1), bits_grid=(4, 2))  # two files a rung
 
 
 def test_the_search_returns_a_file_within_its_budget_on_validation(trained, tmp_path):
@@ -255,3 +253,31 @@ def test_the_search_spec_is_checked():
         with pytest.raises(api.AlexCompressError, match=message):
             spec.check()
     assert np.isfinite(SearchSpec(target_ratio=20).target_ratio)
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("[" * 100_000 + "]" * 100_000, "not a search record"),
+        ('{"format": "alexcompress-search-1", "rungs": {}}', "not a search record written by this version"),
+        ("\x00" * 100, "not a search record"),
+        ("x" * (1 << 25), "larger than"),
+    ],
+)
+def test_a_hostile_work_folder_is_refused_in_one_line(tmp_path, text, message):
+    from alexcompress.compression.search import Work
+
+    (tmp_path / "w").mkdir()
+    (tmp_path / "w" / "search.json").write_text(text)
+    with pytest.raises(api.AlexCompressError, match=message):
+        Work(tmp_path / "w").open({"model": "x"}, resume=True)
+
+
+def test_an_edited_rung_is_refused_in_one_line():
+    from alexcompress.compression.search import _rung_of
+
+    good = {"index": 1, "rates": {"w": 0.5}, "bits": {"w": 4}, "predicted_ratio": 9.5, "trained": True, "candidates": [], "parent": 0}
+    assert _rung_of(good, "s.json").index == 1
+    for bad in ({**good, "index": "1"}, {**good, "bits": {"w": "4"}}, {**good, "evil": 1}, {**good, "candidates": [{"rung": 1}]}, []):
+        with pytest.raises(api.AlexCompressError, match="s.json: not a search record written by this version"):
+            _rung_of(bad, "s.json")

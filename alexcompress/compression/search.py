@@ -117,10 +117,30 @@ class Rung:
     parent: int = 0  # the rung whose retrained weights this one prunes further (0: the model as given)
 
 
-def _rung_of(saved: dict) -> Rung:
-    """A rung as the work folder's record holds it."""
-    fields = {**saved, "bits": {k: int(v) for k, v in saved["bits"].items()}, "candidates": [Candidate(**c) for c in saved["candidates"]]}
-    return Rung(**fields)
+def _rung_of(saved: Any, where: str) -> Rung:
+    """A rung as the work folder's record holds it, every field checked (the file may have been edited)."""
+    try:
+        rung = Rung(**saved)
+        rung.candidates = [Candidate(**c) for c in rung.candidates]
+        _typed(rung, where)
+        for candidate in rung.candidates:
+            _typed(candidate, where)
+    except (TypeError, ValueError, AttributeError) as exc:
+        raise AlexCompressError(f"{where}: not a search record written by this version ({' '.join(str(exc).split())[:120]})") from None
+    return rung
+
+
+def _typed(record: Any, where: str) -> None:
+    """Each field of a rung or candidate of the type it is declared with (ints where floats are declared too)."""
+    kinds = {"int": int, "float": (int, float), "str": str, "bool": bool, "dict[str, int]": dict, "dict[str, float]": dict}
+    for f in dataclasses.fields(record):
+        value, kind = getattr(record, f.name), kinds.get(str(f.type).replace("typing.", ""))
+        if kind is None:
+            continue
+        if not isinstance(value, kind) or (kind is not bool and isinstance(value, bool)):
+            raise ValueError(f"field {f.name!r} is {type(value).__name__}")
+        if isinstance(value, dict) and not all(isinstance(k, str) and isinstance(v, (int, float)) for k, v in value.items()):
+            raise ValueError(f"field {f.name!r} holds a value that is not a number")
 
 
 @dataclass
@@ -189,7 +209,7 @@ def search(
     hooks.note(f"search: the model as given scores {reference[0]:.2%} on {len(validation):,} validation images (loss {reference[1]:.4f})")  # type: ignore[arg-type]
     curves = _curves(folder, record, curves, sensitivity, state, hooks)
     check_allocation(least_compression(curves), state, arch)  # curves of this model
-    rungs = [_rung_of(r) for r in record["rungs"]]
+    rungs = [_rung_of(r, str(folder.path / "search.json")) for r in record["rungs"]]
     for n in range(1, spec.rungs + 1):
         if n > len(rungs):
             step = _next_rung(curves, rungs, spec, state, arch, validation, config)
@@ -487,7 +507,9 @@ class Work:
             raise AlexCompressError(f"{self.path}: no search to resume here (no search.json)")
         from alexcompress.fileio import read_file, read_upto
 
-        raw = read_file(str(record_path), lambda handle: read_upto(handle, MAX_RECORD_BYTES))
+        raw = read_file(str(record_path), lambda handle: read_upto(handle, MAX_RECORD_BYTES + 1))
+        if len(raw) > MAX_RECORD_BYTES:
+            raise AlexCompressError(f"{record_path}: larger than {MAX_RECORD_BYTES >> 20} MB, not a search record (a few KB)")
         try:
             record = jsontext.loads(raw, 12)
         except ValueError as exc:
