@@ -324,12 +324,13 @@ def _search(
     width = _parse_index_bits(index_bits)
     if plot == STDIO:
         raise AlexCompressError("--plot needs a file name (a PNG does not go to stdout)")
+    target = plan_output(model, arch, output, ".dcz", force)
+    work = training.checkpoint or search_folder(target, model, arch)
+    # before torchrun's ranks meet (the rendezvous waits for every rank): rank 0 then creates the folder
+    check_folder(work, resume=training.resume, option="--checkpoint", trees=(training.data, training.val))
+    check_outputs(((plot, "--plot"),), inputs=(model,), trees=(training.data, training.val), force=force)
     with _job(training) as group:
         console = _console(quiet or not group.is_main)
-        target = plan_output(model, arch, output, ".dcz", force)
-        work = training.checkpoint or search_folder(target, model, arch)
-        check_folder(work, resume=training.resume, option="--checkpoint", trees=(training.data, training.val))
-        check_outputs(((plot, "--plot"),), inputs=(model,), trees=(training.data, training.val), force=force)
         job = training.job(images, model, target, seed, checkpoints=False)
         curves = method.read_curves() if method.curves is not None else None
         source = read_model(model, arch)

@@ -490,6 +490,8 @@ class Work:
         from alexcompress import jsontext
 
         record_path = self.path / "search.json"
+        if not resume and not self.writes:  # another rank of a torchrun: rank 0 creates the folder
+            return {"format": FORMAT, "fingerprint": fingerprint, "rungs": []}
         if not resume:
             if self.path.exists():
                 raise AlexCompressError(
