@@ -158,7 +158,7 @@ def test_a_resumed_search_refuses_other_settings(trained, tmp_path):
             curves=read_curves(curves),
             events=api.Events(candidate=lambda c: _raise()),
         )
-    other = SearchSpec(max_drop=1.0, rungs=2, rate_weights=(0.002,), widen=(1,), keep_grid=(1, 0.3, 0.1), bits_grid=(4, 2))
+    other = SearchSpec(max_drop=0.0, rungs=2, rate_weights=(0.004,), widen=(1,), keep_grid=(1, 0.3, 0.1), bits_grid=(4, 2))
     with pytest.raises(api.AlexCompressError, match="other settings \\(search differ\\)"):
         api.search(api.read_model(str(base)), training(data), other, work, resume=True)
     with pytest.raises(api.AlexCompressError, match="already exists: --resume continues it"):

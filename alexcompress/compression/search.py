@@ -219,14 +219,15 @@ def search(
             rungs.append(Rung(n, dict(allocation.rates), dict(allocation.bits), allocation.predicted_ratio, parent=parent))
             folder.save(record, rungs)
         rung = rungs[n - 1]
-        if rung.trained:
-            weights = folder.load_state(folder.path / f"rung-{rung.index}.pt", arch)
-        else:
+        weights = None
+        if not rung.trained:
             start = state if rung.parent == 0 else folder.load_state(folder.path / f"rung-{rung.parent}.pt", arch)
             weights = _retrained(folder, rung, start, arch, dataset, validation, config, hooks)
             rung.trained = True
             folder.save(record, rungs)
         if len(rung.candidates) < len(_options(rung, spec)):
+            if weights is None:
+                weights = folder.load_state(folder.path / f"rung-{rung.index}.pt", arch)
             _candidates(folder, record, rungs, rung, weights, arch, validation, config, spec, reference, encode, hooks)
     chosen = _choose([c for r in rungs for c in r.candidates], spec)
     if chosen is None:
@@ -234,7 +235,7 @@ def search(
         want = f"within {spec.max_drop:g} pp" if spec.max_drop is not None else f"of {spec.target_ratio:g}x"
         raise AlexCompressError(
             f"no file {want} was found: the nearest was {best.ratio:.1f}x at {best.drop:+.2f} pp below the model "
-            f"(rung {best.rung}, {best.label}); give more --epochs or a looser budget (the work folder {folder.path} resumes)"
+            f"(rung {best.rung}, {best.label}); a looser budget or more --rungs with --resume continue from {folder.path}"
         )
     data, top1, loss = _finetuned(folder, record, rungs, chosen, state, arch, dataset, validation, config, spec, encode, hooks)
     folder.done()
@@ -257,7 +258,7 @@ def _score(state: Mapping[str, Any], arch: str, validation: "Dataset", config: "
 def _curves(folder: "Work", record: dict, curves: "Optional[Curves]", sensitivity: Any, state: Any, hooks: Hooks) -> "Curves":
     from alexcompress.compression.sensitivity import Curves, warning
 
-    if curves is None and record.get("curves"):
+    if record.get("curves"):  # a resumed search keeps the curves its rungs were chosen from
         curves = Curves.from_json(json.dumps(record["curves"]), str(folder.path / "search.json"))
         hooks.note("search: sensitivity curves from the work folder")
     if curves is None:
@@ -437,9 +438,12 @@ def _finetuned(
     fine-tuned, encoded and scored; or what an earlier run saved."""
     from alexcompress.train.trainer import finetune_centroids
 
-    final = folder.path / "final.dcz"
-    if record.get("final") and final.exists():
-        return final.read_bytes(), record["final"]["top1"], record["final"]["loss"]
+    final, which = folder.path / "final.dcz", {"rung": chosen.rung, "label": chosen.label}
+    done = record.get("final")
+    if isinstance(done, dict) and {k: done.get(k) for k in which} == which and final.exists():
+        top1, loss = done.get("top1"), done.get("loss")
+        if isinstance(top1, (int, float)) and isinstance(loss, (int, float)):
+            return final.read_bytes(), float(top1), float(loss)
     quant = chosen.spec(spec.seed)
     state = quant.apply(folder.load_state(folder.path / f"rung-{chosen.rung}.pt", arch), arch=arch).state
     epochs = config.epochs if spec.finetune_epochs is None else spec.finetune_epochs
@@ -452,7 +456,7 @@ def _finetuned(
         state = finetune_centroids(state, arch, dataset, run, validation=validation, log=hooks.log)
     data = encode(state, quant)
     top1, loss = _score(state, arch, validation, config)
-    record["final"] = {"top1": top1, "loss": loss}
+    record["final"] = {**which, "top1": top1, "loss": loss}
     folder.write_bytes(final, data)
     folder.write(record)
     return data, top1, loss
@@ -471,10 +475,11 @@ def _fingerprint(state: Mapping[str, Any], config: "TrainConfig", spec: SearchSp
         digest.update(key.encode() + str(array.dtype).encode() + str(array.shape).encode())
         digest.update(memoryview(array.reshape(-1).view("uint8")))
     skip = ("checkpoint", "resume", "keep_checkpoint", "device", "workers")
+    free = ("max_drop", "target_ratio", "rungs")  # a resumed search may loosen its budget or climb further
     return {
         "model": digest.hexdigest(),
         "train": {k: v for k, v in asdict(config).items() if k not in skip},
-        "search": asdict(spec),
+        "search": {k: v for k, v in asdict(spec).items() if k not in free},
         "validation_images": validation,
     }
 
