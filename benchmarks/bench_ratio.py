@@ -22,6 +22,7 @@ on the test set and >= 1.6x (a)'s ratio, in <= 2x (a)'s time.
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
 import tempfile
 import time
@@ -31,7 +32,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_training import IMAGES, RATES, add_run_arguments, cli, export, ratio, run_datasets, top1  # noqa: E402
+from bench_training import IMAGES, add_run_arguments, cli, export, paper_recipe, ratio, run_datasets, top1  # noqa: E402
 
 
 def split(images: np.ndarray, labels: np.ndarray, fraction: float, seed: int):
@@ -95,30 +96,14 @@ def run(name: str, train, test, args: argparse.Namespace) -> None:
         data = ["--data", dirs["train"], "--val", dirs["val"], *IMAGES, "--log-every", "100000"]
         rows = []
         t0 = time.perf_counter()
-        training = ["--optimizer", "adam", "--seed", args.seed]
-        cli(
-            "prune",
-            base,
-            "-o",
-            tmp / "a.p.pt",
-            "--rates",
-            RATES,
-            "--iterations",
-            args.rounds,
-            "--epochs",
-            args.retrain_epochs,
-            "--lr",
-            "1e-4",
-            *training,
-            *data,
-            "--force",
-        )
-        cli("quantize", tmp / "a.p.pt", "-o", tmp / "a.q.pt", "--epochs", args.finetune_epochs, "--lr", "1e-5", *training, *data, "--force")
+        training = ["--optimizer", "adam", "--seed", args.seed, "--force"]
+        paper_recipe(base, tmp / "a.p.pt", tmp / "a.q.pt", [*training, *data], args)
         paper_seconds = time.perf_counter() - t0
         cli("encode", tmp / "a.q.pt", "-o", tmp / "a.dcz", "-q", "--force")
         rows.append(("(a) paper recipe: fixed rates (95.6% pruned), 8/5 bits, k-means, 3x2 + 2 epochs", tmp / "a.dcz", paper_seconds, ""))
         for drop in args.drops:
             out = tmp / f"search-{drop:g}.dcz"
+            shutil.rmtree(tmp / f"{out.name}.search", ignore_errors=True)  # an earlier run's, interrupted
             _, log, seconds = cli("compress", base, "-o", out, *data, "--max-drop", drop, "--force", "--plot", out.with_suffix(".png"))
             chosen = next(line for line in log.splitlines() if line.startswith("chosen: "))
             rows.append((f"`compress --max-drop {drop:g}` (defaults)", out, seconds, chosen[:160]))

@@ -122,6 +122,29 @@ def ratio(dcz: Path) -> float:
     return original_bytes(parse_header(dcz.read_bytes())) / dcz.stat().st_size
 
 
+def paper_recipe(base: Path, pruned: Path, quantized: Path, train_opts: list, args: argparse.Namespace) -> tuple[str, str, float, float]:
+    """The paper's recipe through the CLI: `prune --rates RATES` in --rounds rounds of --retrain-epochs masked
+    retraining (Adam 1e-4), then `quantize` 8/5 bits with --finetune-epochs of centroid fine-tuning (1e-5).
+    Returns (prune's log, quantize's log, prune's seconds, quantize's seconds)."""
+    _, prune_log, t_prune = cli(
+        "prune",
+        base,
+        "-o",
+        pruned,
+        "--rates",
+        RATES,
+        "--iterations",
+        args.rounds,
+        "--epochs",
+        args.retrain_epochs,
+        "--lr",
+        "1e-4",
+        *train_opts,
+    )
+    _, quant_log, t_quant = cli("quantize", pruned, "-o", quantized, "--epochs", args.finetune_epochs, "--lr", "1e-5", *train_opts)
+    return prune_log, quant_log, t_prune, t_quant
+
+
 def epochs_of(log: str) -> tuple[list[str], float, float]:
     """The 'keeping ...' lines, and the median seconds and images/s per epoch, from a plain training log."""
     kept = [line for line in log.splitlines() if ": keeping " in line]
@@ -149,25 +172,8 @@ def run(name: str, train, test, args: argparse.Namespace) -> None:
         acc_p, acc_pq, ratio_pq = top1(tmp / "p.pt", test_dir), top1(tmp / "pq.dcz", test_dir), ratio(tmp / "pq.dcz")
         # the paper's recipe with retraining: iterative pruning with masked retraining, then trained centroids
         train_opts = ["--data", train_dir, "--val-fraction", "0.1", "--optimizer", "adam", "--seed", str(args.seed), *IMAGES]
-        _, prune_log, t_prune = cli(
-            "prune",
-            base,
-            "-o",
-            tmp / "r.pt",
-            "--rates",
-            RATES,
-            "--iterations",
-            args.rounds,
-            "--epochs",
-            args.retrain_epochs,
-            "--lr",
-            "1e-4",
-            *train_opts,
-        )
+        prune_log, quant_log, t_prune, t_quant = paper_recipe(base, tmp / "r.pt", tmp / "rq.pt", train_opts, args)
         acc_r = top1(tmp / "r.pt", test_dir)
-        _, quant_log, t_quant = cli(
-            "quantize", tmp / "r.pt", "-o", tmp / "rq.pt", "--epochs", args.finetune_epochs, "--lr", "1e-5", *train_opts
-        )
         cli("encode", tmp / "rq.pt", "-o", tmp / "final.dcz", "-q")
         acc_final, ratio_final = top1(tmp / "final.dcz", test_dir), ratio(tmp / "final.dcz")
         size = (tmp / "final.dcz").stat().st_size
