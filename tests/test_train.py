@@ -367,3 +367,13 @@ def test_regrow_resumes_the_same_run_and_spans_pruning_rounds(tmp_path):
     total = sum(two[k].numel() for k in coded)
     assert kept / total == pytest.approx(0.2, abs=0.002)
     assert sum("came back" in line for line in notes.notes) == 1  # one epoch per round: at round 2's pruning
+
+
+@pytest.mark.parametrize("best", [5, {"epoch": 1, "top1": "x", "model": None}, {"epoch": 1, "top1": 0.5, "loss": "y", "model": {}}])
+def test_a_checkpoint_whose_best_epoch_is_malformed_is_refused(best):
+    from alexcompress.train.checkpoint import _check_checkpoint_fields
+
+    ckpt = {"epoch": 1, "model": {}, "optimizer": {}, "masks": {}, "rng": [torch.get_rng_state()], "best": best}
+    with pytest.raises(AlexCompressError, match="field 'best' must hold the best epoch"):
+        _check_checkpoint_fields(ckpt, "c.ckpt", "retrain")
+    _check_checkpoint_fields({**ckpt, "best": {"epoch": 0, "top1": 0.5, "model": None}}, "c.ckpt", "retrain")  # before 0.7.0: no loss

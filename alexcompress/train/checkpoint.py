@@ -74,6 +74,15 @@ def _check_checkpoint_fields(ckpt: dict[str, Any], path: str, stage: str) -> Non
     for field in _STAGE_FIELDS.get(stage, ()):
         if not isinstance(ckpt.get(field), dict):
             raise AlexCompressError(f"{path}: field '{field}' is missing (a checkpoint of '{stage}' holds it)")
+    best = ckpt.get("best")  # the best epoch so far: {"epoch", "top1", "loss" (0.7.0 on), "model" (None: none yet)}
+    if best is not None and not (
+        isinstance(best, dict)
+        and isinstance(best.get("epoch"), int)
+        and isinstance(best.get("top1"), float)
+        and isinstance(best.get("loss", 0.0), float)
+        and (best.get("model") is None or isinstance(best.get("model"), dict))
+    ):
+        raise AlexCompressError(f"{path}: field 'best' must hold the best epoch (epoch, top-1, loss, weights)")
     rng = ckpt.get("rng")  # one state per rank (files of 0.2.0: one state)
     states = rng if isinstance(rng, (list, tuple)) else [rng]
     if not states or not all(isinstance(t, torch.Tensor) and t.dtype == torch.uint8 for t in states):
