@@ -281,9 +281,9 @@ def _next_rung(
     """The next rung's allocation and the rung it prunes from, or None when the search is done.
 
     Rung 1: within the budget before any retraining (with a target: the first allocation predicted to reach
-    it). Then, with a budget: from the rung of the largest ratio within it, up by GROWTH while no rung
-    above it failed, else halfway (geometrically) to the lowest rung that failed, until the two are within
-    10%. With a target: up from the last rung until a file reaches it."""
+    it). Then, with a budget: from the rung with the smallest file within it, up by `_step`, until the
+    step falls below MIN_STEP (an allocation already tried from the same rung halves the step again). With
+    a target: up from the last rung until a file reaches it."""
     from alexcompress.compression.sensitivity import _Planner
 
     path = _Planner(curves).path()
@@ -307,13 +307,18 @@ def _next_rung(
     if not passing:
         return None
     best = max(passing, key=lambda r: max(c.ratio for c in r.candidates if _fits(c, spec)))
+    tried = {r.predicted_ratio for r in rungs if r.parent == best.index}
     step = _step(rungs, passing, spec)
-    if step < MIN_STEP:
-        return None
-    found = next((a for a in path if a.predicted_ratio >= best.predicted_ratio * step), None)
-    if found is None and path[-1].predicted_ratio >= MIN_STEP * best.predicted_ratio:  # the path ends sooner: its end
-        found = path[-1]
-    return None if found is None else (found, best.index)
+    while step >= MIN_STEP:
+        found = next((a for a in path if a.predicted_ratio >= best.predicted_ratio * step), None)
+        if found is None and path[-1].predicted_ratio >= MIN_STEP * best.predicted_ratio:  # the path ends sooner: its end
+            found = path[-1]
+        if found is None:
+            return None
+        if found.predicted_ratio not in tried:
+            return found, best.index
+        step = math.sqrt(step)  # the path is discrete: this step lands where a rung already stood
+    return None
 
 
 def _step(rungs: list[Rung], passing: list[Rung], spec: SearchSpec) -> float:
