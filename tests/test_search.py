@@ -281,3 +281,21 @@ def test_an_edited_rung_is_refused_in_one_line():
     for bad in ({**good, "index": "1"}, {**good, "bits": {"w": "4"}}, {**good, "evil": 1}, {**good, "candidates": [{"rung": 1}]}, []):
         with pytest.raises(api.AlexCompressError, match="s.json: not a search record written by this version"):
             _rung_of(bad, "s.json")
+
+
+def test_the_climb_doubles_then_bisects_after_a_failure():
+    from alexcompress.compression.search import Candidate, Rung, _step
+
+    def rung(index, parent, ratio, drop):
+        candidate = Candidate(index, "k-means +0", "kmeans", {}, 0.0, 100, ratio, 0.9, 0.1, drop)
+        return Rung(index, {}, {}, ratio, True, [candidate], parent)
+
+    spec = SearchSpec(max_drop=0.5)
+    one, two = rung(1, 0, 20.0, 0.0), rung(2, 1, 40.0, 0.0)
+    assert _step([one], [one], spec) == 2.0  # room to spare: x2
+    assert _step([one, two], [one, two], spec) == 2.0
+    three = rung(3, 2, 80.0, 3.0)  # failed: the square root of its step
+    assert _step([one, two, three], [one, two], spec) == pytest.approx(2**0.5)
+    four = rung(4, 2, 56.6, 0.4)  # passed with little room: at most x1.4
+    assert _step([one, two, three, four], [one, two, four], spec) == pytest.approx(1.4)
+    assert _step([rung(1, 0, 20.0, 0.4)], [rung(1, 0, 20.0, 0.4)], spec) == 1.4
