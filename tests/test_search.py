@@ -299,3 +299,17 @@ def test_the_climb_doubles_then_bisects_after_a_failure():
     four = rung(4, 2, 56.6, 0.4)  # passed with little room: at most x1.4
     assert _step([one, two, three, four], [one, two, four], spec) == pytest.approx(1.4)
     assert _step([rung(1, 0, 20.0, 0.4)], [rung(1, 0, 20.0, 0.4)], spec) == 1.4
+
+
+def test_compress_refuses_the_search_options_without_data(tmp_path):
+    from alexcompress.cli import stages
+    from alexcompress.compression import search
+
+    assert stages.MAX_RUNGS == search.MAX_RUNGS
+    for args, flags in (
+        (("--epochs", "3"), "--epochs"),
+        (("--val", tmp_path), "--val"),
+        (("--rungs", "2", "--image-size", "64"), "--image-size, --rungs"),
+    ):
+        line = one_error_line(run("compress", "random:0:2", "-o", tmp_path / "x.dcz", "--sparsity", "0.5", *args))
+        assert f"{flags}: the search's options; give --data" in line, line

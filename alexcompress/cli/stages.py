@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
 
@@ -20,6 +20,7 @@ from alexcompress.cli.base import (
     _wrote,
     app,
     command,
+    flag_of,
 )
 from alexcompress.cli.options import (
     ArchOpt,
@@ -220,12 +221,23 @@ def decode(
     _wrote(console, target)
 
 
+COMPRESS_TRAINING = {"epochs": 2, "lr": 1e-4, "optimizer": "adam"}  # the search's retraining (the paper recipe's)
+MAX_RUNGS = 6  # compression.search.MAX_RUNGS, without importing numpy to draw --help (tests hold the two equal)
+
+
+def _changed(options: Any, defaults: Any) -> list[str]:
+    """The fields of an option group given other than their defaults."""
+    import dataclasses
+
+    return [f.name for f in dataclasses.fields(options) if getattr(options, f.name) != getattr(defaults, f.name)]
+
+
 @app.command()
 @command
 @option_group(
     method=PruneOptions,
     quant=QuantOptions,
-    training=(TrainOptions, {"epochs": 2, "lr": 1e-4, "optimizer": "adam"}),
+    training=(TrainOptions, COMPRESS_TRAINING),
     images=ImageOptions,
 )
 def compress(
@@ -239,7 +251,9 @@ def compress(
         Optional[str],
         typer.Option("--plot", help="With --data: draw the candidates' ratio against validation top-1 to this PNG.", show_default=False),
     ] = None,
-    rungs: Annotated[int, typer.Option("--rungs", help="With --data: at most this many pruning steps, each retrained for --epochs.")] = 6,
+    rungs: Annotated[
+        int, typer.Option("--rungs", help="With --data: at most this many pruning steps, each retrained for --epochs.")
+    ] = MAX_RUNGS,
     arch: ArchOpt = None,
     force: ForceOpt = False,
     quiet: QuietOpt = False,
@@ -260,6 +274,13 @@ def compress(
         return _search(model, output, seed, index_bits, coder, verify, plot, rungs, arch, force, quiet, method, quant, training, images)
     if plot is not None:
         raise AlexCompressError("--plot draws the search's candidates: give --data (and --val or --val-fraction)")
+    given = (
+        _changed(training, TrainOptions(**COMPRESS_TRAINING)) + _changed(images, ImageOptions()) + (["rungs"] if rungs != MAX_RUNGS else [])
+    )
+    if given:
+        raise AlexCompressError(
+            f"{', '.join(flag_of(name) for name in given)}: the search's options; give --data (and --val or --val-fraction)"
+        )
     allocation = method.allocation()
     spec, quant_spec, width = method.spec(allocation), quant.spec(seed), _parse_index_bits(index_bits)
     console = _console(quiet)
