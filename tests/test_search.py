@@ -313,3 +313,18 @@ def test_compress_refuses_the_search_options_without_data(tmp_path):
     ):
         line = one_error_line(run("compress", "random:0:2", "-o", tmp_path / "x.dcz", "--sparsity", "0.5", *args))
         assert f"{flags}: the search's options; give --data" in line, line
+
+
+def test_the_search_runs_under_torchrun(trained, tmp_path):
+    """Two ranks (gloo, CPU): one file written, by rank 0, the work folder gone, one table printed."""
+    from .test_distributed import torchrun
+
+    root, data, base, curves = trained
+    out = tmp_path / "m.dcz"
+    args = ["--data", data, "--val-fraction", "0.25", "--max-drop", "0", "--epochs", "1", "--rungs", "1", "--curves", curves]
+    done = torchrun(2, "-m", "alexcompress", "compress", base, "-o", out, *args, "--log-every", "1000", *IMAGES)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stderr.count("<- chosen") == 1 and out.stat().st_size > 0 and not (tmp_path / "m.dcz.search").exists()
+    single = torchrun(2, "-m", "alexcompress", "compress", base, "-o", tmp_path / "x.dcz", "--sparsity", "0.5")
+    assert single.returncode == 1 and "under torchrun compress runs only its search (--data)" in single.stderr
+    assert not (tmp_path / "x.dcz").exists()

@@ -33,7 +33,7 @@ def _version(value: bool) -> None:
 
 
 #: the commands that run data-parallel under torchrun (the others would have every rank write one output)
-DATA_PARALLEL = ("prune", "quantize", "eval", "sensitivity")
+DATA_PARALLEL = ("prune", "quantize", "eval", "sensitivity", "compress")  # compress: its search (--data) only
 
 
 @app.callback()

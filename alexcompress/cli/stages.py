@@ -274,6 +274,10 @@ def compress(
         return _search(model, output, seed, index_bits, coder, verify, plot, rungs, arch, force, quiet, method, quant, training, images)
     if plot is not None:
         raise AlexCompressError("--plot draws the search's candidates: give --data (and --val or --val-fraction)")
+    from alexcompress.train.distributed import launched
+
+    if launched().active:  # N processes would each write the same file
+        raise AlexCompressError("under torchrun compress runs only its search (--data); run it as one process")
     given = (
         _changed(training, TrainOptions(**COMPRESS_TRAINING)) + _changed(images, ImageOptions()) + (["rungs"] if rungs != MAX_RUNGS else [])
     )
