@@ -344,7 +344,7 @@ def search(
     check_validation(training, events)
     from alexcompress.train.data import in_memory
 
-    training = Training(training.dataset, training.config, in_memory(training.validation))  # scored hundreds of times
+    validation = in_memory(training.validation)  # scored hundreds of times: decoded once
     config, arch = training.config, source.arch
 
     def measure(state: "Mapping[str, Any]") -> "Curves":
@@ -357,7 +357,7 @@ def search(
 
         return sensitivity(
             ModelInput(dict(state), arch, source.label),
-            training.validation,  # type: ignore[arg-type]
+            validation,
             keep_grid=spec.keep_grid,
             bits_grid=spec.bits_grid,
             batch_size=max(config.batch_size, 64),
@@ -375,7 +375,7 @@ def search(
         source.state,
         arch,
         training.dataset,
-        training.validation,
+        validation,
         config,
         spec,
         work,
