@@ -328,3 +328,14 @@ def test_the_search_runs_under_torchrun(trained, tmp_path):
     single = torchrun(2, "-m", "alexcompress", "compress", base, "-o", tmp_path / "x.dcz", "--sparsity", "0.5")
     assert single.returncode == 1 and "under torchrun compress runs only its search (--data)" in single.stderr
     assert not (tmp_path / "x.dcz").exists()
+
+
+def test_the_overlap_check_never_opens_a_fifo(tmp_path):
+    """A FIFO among the images (in both sets) would block a hash forever: only regular files are read."""
+    import os
+
+    for name in ("train", "val"):
+        (tmp_path / name / "a").mkdir(parents=True)
+        os.mkfifo(tmp_path / name / "a" / "0.png")
+    train, val = image_folder(str(tmp_path / "train"), PREP), image_folder(str(tmp_path / "val"), PREP)
+    assert shared_images(train, val) == (0, 1)

@@ -7,6 +7,7 @@ is exactly the order of torchvision's pretrained AlexNet outputs.
 from __future__ import annotations
 
 import os
+import stat
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Optional
@@ -199,11 +200,12 @@ def shared_images(training: Any, validation: Any) -> tuple[int, int]:
         return 0, 0
     val_files = val_files[:MAX_OVERLAP_CHECK]
 
-    def size(path: str) -> int:
+    def size(path: str) -> int:  # -1: not a regular file (a FIFO would block the hash), or unreadable
         try:
-            return os.stat(path).st_size
+            info = os.stat(path)
         except OSError:
             return -1
+        return info.st_size if stat.S_ISREG(info.st_mode) else -1
 
     def digest(path: str) -> Optional[bytes]:
         try:
@@ -212,7 +214,7 @@ def shared_images(training: Any, validation: Any) -> tuple[int, int]:
         except OSError:
             return None
 
-    val_sizes = {size(path) for path in val_files}
+    val_sizes = {size(path) for path in val_files} - {-1}
     candidates = [path for path in train_files if size(path) in val_sizes]
     train_sizes = {size(path) for path in candidates}
     real = {os.path.realpath(path) for path in candidates}
