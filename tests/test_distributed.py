@@ -361,7 +361,10 @@ def test_commands_that_would_race_refuse_torchrun(tmp_path, monkeypatch):
 
     monkeypatch.setenv("WORLD_SIZE", "2")
     monkeypatch.setenv("RANK", "0")
-    assert "compress does not run under torchrun (only prune, quantize, eval, sensitivity do)" in one_error_line(
+    assert "encode does not run under torchrun (only prune, quantize, eval, sensitivity, compress do)" in one_error_line(
+        run("encode", "random:0:2", "-o", tmp_path / "c.dcz")
+    )
+    assert "under torchrun compress runs only its search (--data)" in one_error_line(
         run("compress", "random:0:2", "-o", tmp_path / "c.dcz")
     )
     assert "only retraining (--data), eval and sensitivity run data-parallel" in one_error_line(
