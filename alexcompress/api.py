@@ -329,11 +329,13 @@ def search(
     resume: bool = False,
     index_bits: Optional[int] = None,
     coder: str = "auto",
+    check: bool = False,
     events: Optional[Events] = None,
 ) -> SearchResult:
     """`alexcompress compress --data ... --max-drop PP` (or `--target-ratio R`): the smallest `.dcz` within a
     validation budget, every stage's choice made on `training.validation` (`compression.search`); `work` is
-    the folder it resumes from (`resume=True`), removed when it succeeds."""
+    the folder it resumes from (`resume=True`), removed when it succeeds. `check` decodes every file the
+    search encodes (the one written included) and compares it with the quantized model it came from."""
     from alexcompress.compression.search import Hooks, search as run
     from alexcompress.models.dcz import encode as encode_state
 
@@ -368,7 +370,10 @@ def search(
 
     def encode_one(state: "Mapping[str, Any]", quant: QuantizeSpec) -> bytes:
         options = {"prune": "search", **quant.record(), "index_bits": "auto" if index_bits is None else index_bits, "coder": coder}
-        return encode_state(state, arch=arch, index_bits=index_bits, coder=coder, options=options)
+        data = encode_state(state, arch=arch, index_bits=index_bits, coder=coder, options=options)
+        if check:
+            verify(data, state)
+        return data
 
     hooks = Hooks(note=events.note, candidate=events.candidate, log=events.log)
     return run(

@@ -367,13 +367,22 @@ def _search(
                 markup=False,
             )
             result = api.search(
-                source, job, spec, work, curves=curves, resume=training.resume, index_bits=width, coder=Coder(coder).value, events=events
+                source,
+                job,
+                spec,
+                work,
+                curves=curves,
+                resume=training.resume,
+                index_bits=width,
+                coder=Coder(coder).value,
+                check=verify,
+                events=events,
             )
-        if verify:
-            api.decode(result.data)  # the file decodes (its tensors were checked against the model as it was encoded)
         if not group.is_main:  # under torchrun, rank 0 alone writes
             return
         print_search(console, result, spec)
+        if verify:
+            console.print("verified: every file the search wrote decodes bit for bit to its quantized model")
         write_output(target, result.data)
         print_info(console, parse_header(result.data), target if target != STDIO else "<stdout>")
         if plot is not None:

@@ -237,7 +237,7 @@ def search(
             f"no file {want} was found: the nearest was {best.ratio:.1f}x at {best.drop:+.2f} pp below the model "
             f"(rung {best.rung}, {best.label}); a looser budget or more --rungs with --resume continue from {folder.path}"
         )
-    data, top1, loss = _finetuned(folder, record, rungs, chosen, state, arch, dataset, validation, config, spec, encode, hooks)
+    data, top1, loss = _finetuned(folder, record, chosen, arch, dataset, validation, config, spec, encode, hooks)
     folder.done()
     return SearchResult(data, chosen, top1, loss, reference, rungs, curves, len(validation))  # type: ignore[arg-type]
 
@@ -350,20 +350,16 @@ def _retrained(
     config: "TrainConfig",
     hooks: Hooks,
 ) -> Mapping[str, Any]:
-    """The rung's weights: the previous rung's pruned to its keep rates, then retrained (masked), or what an
-    earlier run of the search saved."""
+    """The rung's weights: the previous rung's pruned to its keep rates, then retrained (masked) and saved."""
     from alexcompress.train.trainer import retrain_pruned
 
-    saved = folder.path / f"rung-{rung.index}.pt"
-    if rung.trained:
-        return folder.load_state(saved, arch)
     origin = "the model as given" if rung.parent == 0 else f"rung {rung.parent}'s retrained weights"
     hooks.note(f"search: rung {rung.index}: {origin} pruned to the allocation of {rung.predicted_ratio:.1f}x (predicted), retraining")
     pruned = prune_state(previous, PruneSpec(rates=dict(rung.rates)), arch=arch).state
     checkpoint = folder.path / f"rung-{rung.index}.ckpt"
     run = dataclasses.replace(config, checkpoint=str(checkpoint), resume=checkpoint.exists(), keep_checkpoint=False)
     state = retrain_pruned(pruned, arch, dataset, run, validation=validation, log=hooks.log)
-    folder.save_state(saved, state, arch)
+    folder.save_state(folder.path / f"rung-{rung.index}.pt", state)
     return state
 
 
@@ -428,9 +424,7 @@ def _choose(candidates: Sequence[Candidate], spec: SearchSpec) -> Optional[Candi
 def _finetuned(
     folder: "Work",
     record: dict,
-    rungs: list[Rung],
     chosen: Candidate,
-    base: Mapping[str, Any],
     arch: str,
     dataset: "Dataset",
     validation: "Dataset",
@@ -498,20 +492,17 @@ class Work:
 
     def open(self, fingerprint: dict[str, Any], resume: bool) -> dict:
         from alexcompress import jsontext
+        from alexcompress.fileio import check_folder
 
         record_path = self.path / "search.json"
         if not resume and not self.writes:  # another rank of a torchrun: rank 0 creates the folder
             return {"format": FORMAT, "fingerprint": fingerprint, "rungs": []}
+        check_folder(str(self.path), resume=resume, option="work folder")
         if not resume:
-            if self.path.exists():
-                raise AlexCompressError(
-                    f"{self.path}: a search's work folder already exists: --resume continues it, or remove it to start over"
-                )
-            if self.writes:
-                try:
-                    self.path.mkdir(parents=True)
-                except OSError as exc:
-                    raise AlexCompressError(f"{self.path}: cannot create the work folder ({exc.strerror or exc})") from None
+            try:
+                self.path.mkdir()
+            except OSError as exc:
+                raise AlexCompressError(f"{self.path}: cannot create the work folder ({exc.strerror or exc})") from None
             record = {"format": FORMAT, "fingerprint": fingerprint, "rungs": []}
             self.write(record)
             return record
@@ -528,8 +519,9 @@ class Work:
             raise AlexCompressError(f"{record_path}: not a search record ({exc})") from None
         if not isinstance(record, dict) or record.get("format") != FORMAT or not isinstance(record.get("rungs"), list):
             raise AlexCompressError(f"{record_path}: not a search record written by this version")
-        if record.get("fingerprint") != json.loads(json.dumps(fingerprint)):
-            differ = [k for k in fingerprint if record["fingerprint"].get(k) != json.loads(json.dumps(fingerprint[k]))]
+        expected, found = json.loads(json.dumps(fingerprint)), record.get("fingerprint")
+        if found != expected:
+            differ = [k for k in expected if not isinstance(found, dict) or found.get(k) != expected[k]]
             raise AlexCompressError(
                 f"{self.path}: a search of another model or other settings ({', '.join(differ)} differ); remove it to start over"
             )
@@ -548,7 +540,7 @@ class Work:
         if self.writes:
             write_atomic(path, data)
 
-    def save_state(self, path: Path, state: Mapping[str, Any], arch: str) -> None:
+    def save_state(self, path: Path, state: Mapping[str, Any]) -> None:
         from alexcompress.models.state import state_dict_bytes
 
         self.write_bytes(path, state_dict_bytes(state))

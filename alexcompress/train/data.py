@@ -214,12 +214,13 @@ def shared_images(training: Any, validation: Any) -> tuple[int, int]:
         except OSError:
             return None
 
-    val_sizes = {size(path) for path in val_files} - {-1}
-    candidates = [path for path in train_files if size(path) in val_sizes]
-    train_sizes = {size(path) for path in candidates}
-    real = {os.path.realpath(path) for path in candidates}
-    hashes = {digest(path) for path in candidates} - {None}
-    shared = sum(1 for path in val_files if size(path) in train_sizes and (os.path.realpath(path) in real or digest(path) in hashes))
+    val_sizes = {path: size(path) for path in val_files}
+    wanted = set(val_sizes.values()) - {-1}
+    train_sizes = {path: n for path, n in ((path, size(path)) for path in train_files) if n in wanted}
+    real = {os.path.realpath(path) for path in train_sizes}
+    hashes = {digest(path) for path in train_sizes} - {None}
+    sizes = set(train_sizes.values())
+    shared = sum(1 for path, n in val_sizes.items() if n in sizes and (os.path.realpath(path) in real or digest(path) in hashes))
     return shared, len(val_files)
 
 
