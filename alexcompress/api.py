@@ -173,6 +173,7 @@ def prune(
     images first (with `max_drop`: the smallest along the allocation path within it)."""
     from alexcompress.compression.sensitivity import check_allocation
     from alexcompress.compression.specs import calibrate, measure_allocation, prune as prune_state, prune_and_retrain
+    from alexcompress.models.state import narrow
 
     events = events or Events()
     check_range("iterations", iterations, 1, MAX_ITERATIONS)
@@ -201,8 +202,9 @@ def prune(
     if training is None:
         result = prune_state(source.state, spec, arch=source.arch, inplace=True)
         events.pruned(result)
+        narrow(result.state, source.dtypes)
         return Pruned(result.state, source.arch, result, allocation)
-    state = prune_and_retrain(
+    state: Any = prune_and_retrain(
         source.state,
         training.dataset,
         training.config,
@@ -213,6 +215,7 @@ def prune(
         log=events.log,
         on_round=lambda r, result: events.pruned(result),
     )
+    narrow(state, source.dtypes)
     return Pruned(state, source.arch, None, allocation)
 
 
@@ -226,7 +229,7 @@ def quantize(
     """Stage 2 (`alexcompress quantize`): per-layer weight sharing; with `training`, the importance it asks
     for and centroid fine-tuning. Returns (state, the quantization's report). A state dict given as it is
     is left untouched; a `ModelInput`'s arrays are worked on in place, like every stage here."""
-    from alexcompress.models.state import resolve_arch
+    from alexcompress.models.state import narrow, resolve_arch
 
     inplace = isinstance(source, ModelInput)
     if not isinstance(source, ModelInput):
@@ -243,6 +246,8 @@ def quantize(
         from alexcompress.train.trainer import finetune_centroids
 
         state = finetune_centroids(state, source.arch, training.dataset, training.config, validation=training.validation, log=events.log)
+    state = dict(state)
+    narrow(state, source.dtypes)  # half-precision weights: their codebooks rounded to values their dtype holds
     return state, result
 
 
@@ -251,10 +256,12 @@ def encode(
 ) -> bytes:
     """Stage 3 (`alexcompress encode`): a quantized model as a `.dcz` file image (lossless)."""
     from alexcompress.models.dcz import encode as encode_state
+    from alexcompress.models.state import narrow
 
     state: Mapping[str, Any] = source.state if isinstance(source, ModelInput) else source
     if isinstance(source, ModelInput):
         arch = source.arch
+        narrow(source.state, source.dtypes)  # in place, like every stage: the weights in their own dtype
     options = {"index_bits": "auto" if index_bits is None else str(index_bits), "coder": coder}
     return encode_state(state, arch=arch, index_bits=index_bits, coder=coder, options=options)
 
@@ -299,7 +306,14 @@ def compress(
         pruning = PruneSpec(rates=dict(allocation.rates))
         quantization = dataclasses.replace(quantization, layer_bits={**allocation.bits, **quantization.layer_bits})
     result = compress_state(
-        source.state, arch=source.arch, pruning=pruning, quantization=quantization, index_bits=index_bits, coder=coder, inplace=True
+        source.state,
+        arch=source.arch,
+        pruning=pruning,
+        quantization=quantization,
+        index_bits=index_bits,
+        coder=coder,
+        inplace=True,
+        dtypes=source.dtypes,
     )
     if check:
         verify(result.data, result.quantization.state)

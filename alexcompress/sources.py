@@ -42,6 +42,8 @@ class ModelInput:
     arch: str
     label: str  # the file name, `<stdin>` or the keyword: what messages call it
     note: Optional[str] = None  # how the architecture was detected, for the log
+    #: the original dtype of each half-precision weight the stages work on in float32: what they write
+    dtypes: "dict[str, str]" = field(default_factory=dict)
 
 
 @dataclass
@@ -139,7 +141,7 @@ def read_model(spec: str, arch: Optional[str] = None) -> ModelInput:
     from alexcompress.models.architecture import AUTO
     from alexcompress.models.archs import get_arch
     from alexcompress.models.dcz import decode_arrays
-    from alexcompress.models.state import load_arrays, numpy_state, pretrained, random_model
+    from alexcompress.models.state import load_widened, numpy_state, pretrained, random_model, widen
 
     if arch not in (None, AUTO):
         get_arch(arch)  # an unknown name fails before anything is read
@@ -159,12 +161,13 @@ def read_model(spec: str, arch: Optional[str] = None) -> ModelInput:
     streamed = spec == STDIO or not is_regular(spec)
     data: Any = read_input(spec, "MODEL") if streamed or is_dcz(read_prefix(spec, len(MAGIC))) else None
     if data is not None and is_dcz(data):
-        state, found = decode_arrays(data)
+        decoded, found = decode_arrays(data)
         if arch not in (None, AUTO, found):
             raise AlexCompressError(f"{label}: holds a {found} model, not {arch}")
-        return ModelInput(state, found, label)
-    loaded = load_arrays(data if data is not None else spec, arch=arch, name=label)
-    return ModelInput(cast("dict[str, np.ndarray]", loaded.state), loaded.arch, label, loaded.note)
+        state, dtypes = widen(decoded, found)
+        return ModelInput(state, found, label, dtypes=dtypes)
+    loaded, dtypes = load_widened(data if data is not None else spec, arch=arch, name=label)
+    return ModelInput(cast("dict[str, np.ndarray]", loaded.state), loaded.arch, label, loaded.note, dtypes)
 
 
 def inference_model(spec: str, arch: Optional[str] = None, sparse: Optional[bool] = None) -> InferenceModel:

@@ -6,8 +6,6 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-import numpy as np
-
 from alexcompress.codec.container import DczHeader
 from alexcompress.codec.encodings import DTYPES, LayerSummary, get_encoding
 
@@ -69,7 +67,7 @@ def breakdown(header: DczHeader) -> Breakdown:
 
 def original_bytes(header: DczHeader) -> int:
     """The model's size as dense tensors of their own dtype (float32 for every weight)."""
-    return sum(t.numel * np.dtype(DTYPES[t.dtype]).itemsize for t in header.tensors)
+    return sum(t.numel * DTYPES[t.dtype].itemsize for t in header.tensors)
 
 
 @dataclass(frozen=True)

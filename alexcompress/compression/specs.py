@@ -207,15 +207,19 @@ def compress(
     index_bits: int | None = None,
     coder: str = "auto",
     inplace: bool = False,
+    dtypes: Mapping[str, str] | None = None,
 ) -> Compressed:
     """All three stages: prune, quantize, entropy-code into a `.dcz` file image (`Compressed.data`);
-    `coder` as in `dcz.encode`."""
+    `coder` as in `dcz.encode`; `dtypes`: the original dtypes of weights widened to float32 (`state.widen`),
+    which the quantized weights are narrowed back to before they are coded."""
     from alexcompress.models.dcz import encode
+    from alexcompress.models.state import narrow
 
     architecture = resolve_arch(state, arch)
     quantization = quantization or QuantizeSpec()
     pruned = prune(state, pruning, arch=architecture.name, inplace=inplace)
     quantized = quantization.apply(pruned.state, arch=architecture.name, inplace=True)
+    narrow(quantized.state, dtypes or {})
     options = {"prune": pruned.method, **quantization.record(), "index_bits": "auto" if index_bits is None else index_bits, "coder": coder}
     data = encode(quantized.state, arch=architecture.name, index_bits=index_bits, coder=coder, options=options)
     return Compressed(architecture.name, pruned, quantized, data)

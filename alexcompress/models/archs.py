@@ -122,14 +122,15 @@ def detect(state: Mapping[str, object]) -> Detection:
 
 def layer_keys(arch: Architecture, state: Mapping[str, object]) -> list[str]:
     """The compressible entries of `state`, in order."""
-    return [k for k, v in state.items() if arch.is_compressible(k, _shape_of(v), _is_floating(v))]
+    return [k for k, v in state.items() if arch.is_compressible(k, _shape_of(v), is_floating(v))]
 
 
-def _is_floating(value: object) -> bool:
+def is_floating(value: object) -> bool:
+    """A floating-point tensor or array (numpy's bfloat16 is `ml_dtypes`', of kind "V")."""
     import numpy as np
 
     if isinstance(value, np.ndarray):
-        return value.dtype.kind == "f"
+        return value.dtype.kind == "f" or value.dtype.name == "bfloat16"
     return bool(value.is_floating_point())  # type: ignore[attr-defined]
 
 

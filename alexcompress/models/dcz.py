@@ -16,7 +16,7 @@ import numpy as np
 
 from alexcompress import __version__
 from alexcompress.codec.container import DczHeader, decode_tensors, parse_header, write_dcz
-from alexcompress.codec.encodings import STORED, encode_coded, get_encoding
+from alexcompress.codec.encodings import CODED_DTYPES, STORED, dtype_name, encode_coded, get_encoding
 from alexcompress.errors import DczError, ModelError
 from alexcompress.models.architecture import NONE
 from alexcompress.models.archs import get_arch, layer_keys
@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     import torch
 
 PRODUCER = f"alexcompress {__version__}"
+FLOATING = ("float32", "float64", "float16", "bfloat16")
 
 
 def encode(
@@ -55,8 +56,8 @@ def encode(
     for key, value in state.items():
         array = c_contiguous(as_numpy(value))
         if key in coded:
-            if array.dtype != np.float32:
-                raise ModelError(f"{key} is {value.dtype}; encode expects float32 quantized weights")
+            if dtype_name(array.dtype) not in CODED_DTYPES:
+                raise ModelError(f"{key} is {value.dtype}; encode expects quantized float32, float16 or bfloat16 weights")
             tensors.append(encode_coded(key, array, index_bits=index_bits, coder=coder))
         else:
             tensors.append(get_encoding(STORED).encode(key, array))
@@ -90,7 +91,7 @@ def checked_header(data: "bytes | memoryview") -> DczHeader:
         )
         raise DczError(f"header: tensor table does not match torchvision {header.arch}({header.num_classes} classes): {detail}")
     for entry in header.tensors:  # an int32 bias would decode, then fail inside the model
-        if architecture.expects_floating(entry.name) != entry.dtype.startswith("float"):
+        if architecture.expects_floating(entry.name) != (entry.dtype in FLOATING):
             raise DczError(f"tensor {entry.name}: dtype {entry.dtype} does not fit {header.arch}'s {entry.name}")
     return header
 

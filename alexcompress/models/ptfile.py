@@ -32,6 +32,7 @@ from collections import OrderedDict
 from collections.abc import Mapping
 from typing import Any, BinaryIO, Optional
 
+import ml_dtypes
 import numpy as np
 
 from alexcompress.errors import ModelError
@@ -40,7 +41,7 @@ STORAGE_DTYPES = {
     "FloatStorage": np.dtype("<f4"),
     "DoubleStorage": np.dtype("<f8"),
     "HalfStorage": np.dtype("<f2"),
-    "BFloat16Storage": np.dtype("<u2"),  # read as its bits, widened to float32 (numpy has no bfloat16)
+    "BFloat16Storage": np.dtype(ml_dtypes.bfloat16),  # numpy has no bfloat16 of its own
     "LongStorage": np.dtype("<i8"),
     "IntStorage": np.dtype("<i4"),
     "ShortStorage": np.dtype("<i2"),
@@ -145,17 +146,15 @@ class _Unpickler(pickle.Unpickler):
             if start + info.file_size > len(self.buffer):
                 raise _Hostile(f"storage {key[:40]!r}: truncated")
             array = np.frombuffer(self.buffer, dtype=dtype, count=numel, offset=start)
-            view = memoryview(array).cast("B") if numel else memoryview(b"")
+            view = memoryview(array.view(np.uint8)) if numel else memoryview(b"")
             if zlib.crc32(view) != info.CRC:
                 raise _Hostile(f"storage {key[:40]!r}: damaged (CRC-32 mismatch)")
         else:
             array = np.empty(numel, dtype=dtype)
-            view = memoryview(array).cast("B")
+            view = memoryview(array.view(np.uint8))
             handle.seek(start)
             if handle.readinto(view) != len(view) or zlib.crc32(view) != info.CRC:
                 raise _Hostile(f"storage {key[:40]!r}: truncated or damaged (CRC-32 mismatch)")
-        if storage_type.name == "BFloat16Storage":  # bfloat16 is the top half of a float32: widen exactly
-            array = (array.astype(np.uint32) << 16).view(np.float32)
         self.storages[key] = array
         return array
 
@@ -329,7 +328,6 @@ def _checked_pickle(archive: zipfile.ZipFile, label: str) -> "tuple[bytes, str]"
 
 # ------------------------------------------------------------------------------------------------ writer
 
-STORAGE_NAMES = {dtype.str.replace("=", "<").replace("|", ""): name for name, dtype in STORAGE_DTYPES.items()}
 ALIGNMENT = 64  # torch aligns record data so that torch.load(mmap=True) can map it
 _ZIP_LIMIT = 0xFFFFFFFF  # no ZIP64 here: larger files go through torch.save
 
@@ -338,9 +336,14 @@ class Unwritable(Exception):
     """The state dict holds something this writer does not produce (the caller uses torch.save)."""
 
 
+def c_bytes(array: np.ndarray) -> np.ndarray:
+    """An array's bytes in C order, as uint8 (a view where it can be; any dtype, bfloat16 included)."""
+    return np.ascontiguousarray(array).reshape(-1).view(np.uint8)
+
+
 def _storage_name(array: np.ndarray) -> str:
-    code = array.dtype.newbyteorder("<").str if array.dtype.byteorder == "=" else array.dtype.str
-    name = STORAGE_NAMES.get(code.replace("|", ""))
+    little = array.dtype.newbyteorder("<") if array.dtype.byteorder == ">" else array.dtype
+    name = next((name for name, dtype in STORAGE_DTYPES.items() if dtype == little), None)
     if name is None:
         raise Unwritable(f"dtype {array.dtype}")
     return name
@@ -442,7 +445,7 @@ def write_state_dict(state: "Mapping[str, np.ndarray]", handle: BinaryIO, versio
         ("archive/.storage_alignment", str(ALIGNMENT).encode()),
         ("archive/byteorder", b"little"),
     ]
-    records += [(f"archive/data/{i}", memoryview(a).cast("B") if a.size else b"") for i, a in enumerate(arrays)]
+    records += [(f"archive/data/{i}", memoryview(c_bytes(a)) if a.size else b"") for i, a in enumerate(arrays)]
     records += [("archive/version", b"3\n")]
     if sum(len(data) for _, data in records) + ALIGNMENT * len(records) * 2 > _ZIP_LIMIT:
         raise Unwritable("larger than 4 GiB")

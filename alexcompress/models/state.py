@@ -19,11 +19,12 @@ from collections import OrderedDict
 from collections.abc import Mapping
 from typing import IO, TYPE_CHECKING, NamedTuple
 
+import ml_dtypes
 import numpy as np
 
 from alexcompress.errors import ModelError, check_range
 from alexcompress.models.architecture import AUTO, NONE, Architecture, check_num_classes
-from alexcompress.models.archs import detect, get_arch, layer_keys
+from alexcompress.models.archs import detect, get_arch, is_floating, layer_keys
 
 if TYPE_CHECKING:  # torch is imported lazily: `info` must not pay for it
     import torch
@@ -42,10 +43,6 @@ def is_array(value: object) -> bool:
     return isinstance(value, np.ndarray) or type(value).__module__.startswith("torch") and hasattr(value, "shape")
 
 
-def is_floating(value: "torch.Tensor | np.ndarray") -> bool:
-    return value.dtype.kind == "f" if isinstance(value, np.ndarray) else bool(value.is_floating_point())
-
-
 def is_compressible(arch: "str | Architecture", key: str, value: "torch.Tensor | np.ndarray") -> bool:
     """Whether `arch` prunes, quantizes and codes this entry (its conv and linear weights)."""
     a = get_arch(arch) if isinstance(arch, str) else arch
@@ -57,8 +54,15 @@ def compressible_keys(state: Mapping[str, object], arch: str) -> list[str]:
 
 
 def as_numpy(value: "torch.Tensor | np.ndarray") -> np.ndarray:
-    """A numpy view of a CPU tensor (no copy), or the array itself."""
-    return value if isinstance(value, np.ndarray) else value.detach().cpu().numpy()
+    """A numpy view of a CPU tensor (no copy; bfloat16 as `ml_dtypes.bfloat16`), or the array itself."""
+    if isinstance(value, np.ndarray):
+        return value
+    value = value.detach().cpu()
+    if str(value.dtype) == "torch.bfloat16":
+        import torch
+
+        return value.view(torch.int16).numpy().view(ml_dtypes.bfloat16)
+    return value.numpy()
 
 
 def c_contiguous(array: np.ndarray, dtype: "np.dtype | str | None" = None) -> np.ndarray:
@@ -79,9 +83,31 @@ def numpy_state(state: Mapping[str, "torch.Tensor | np.ndarray"]) -> "OrderedDic
 
 def torch_state(state: Mapping[str, "torch.Tensor | np.ndarray"]) -> "OrderedDict[str, torch.Tensor]":
     """Tensors sharing memory with the arrays (torch.from_numpy), for building models."""
+    return OrderedDict((k, to_torch(v) if isinstance(v, np.ndarray) else v) for k, v in state.items())
+
+
+def to_torch(array: np.ndarray) -> "torch.Tensor":
+    """A tensor sharing memory with `array` (C order; `ml_dtypes.bfloat16` as torch.bfloat16)."""
     import torch
 
-    return OrderedDict((k, torch.from_numpy(c_contiguous(v)) if isinstance(v, np.ndarray) else v) for k, v in state.items())
+    array = c_contiguous(array)
+    if array.dtype == BFLOAT16:
+        return torch.from_numpy(array.view(np.int16)).view(torch.bfloat16)
+    return torch.from_numpy(array)
+
+
+#: numpy's bfloat16 (numpy has none of its own: `ml_dtypes`, which the JAX project maintains)
+BFLOAT16 = np.dtype(ml_dtypes.bfloat16)
+#: the half-precision dtypes whose coded weights are widened to float32 for the stages and narrowed back
+HALF = {"float16": np.dtype("<f2"), "bfloat16": BFLOAT16}
+
+
+def narrow(state: "dict[str, torch.Tensor | np.ndarray]", dtypes: Mapping[str, str]) -> None:
+    """Give the entries `load_arrays` widened their original dtypes back, in place (round to nearest even:
+    quantized values become the nearest the dtype holds; pruned and raw ones were exact all along)."""
+    for key, name in dtypes.items():
+        if key in state:
+            state[key] = c_contiguous(as_numpy(state[key]).astype(HALF[name]))
 
 
 #: the largest seed a random initialisation (and training) takes: torch's generator seeds are 64-bit
@@ -192,8 +218,16 @@ def load_state_dict(source: "str | os.PathLike[str] | bytes", *, arch: str | Non
 def load_arrays(source: "str | os.PathLike[str] | bytes", *, arch: str | None = None, name: str | None = None) -> Loaded:
     """Like `load_state_dict`, as numpy arrays (coded weights float32), without importing torch for a plain
     state dict."""
+    return load_widened(source, arch=arch, name=name)[0]
+
+
+def load_widened(
+    source: "str | os.PathLike[str] | bytes", *, arch: str | None = None, name: str | None = None
+) -> "tuple[Loaded, dict[str, str]]":
+    """`load_arrays`, with the original dtype of each half-precision weight it widened (`widen`)."""
     state, found, note = _read(source, arch, name)
-    return Loaded(to_float32(state, found), found, note)
+    arrays, dtypes = widen(state, found)
+    return Loaded(arrays, found, note), dtypes
 
 
 def _read(source: "str | os.PathLike[str] | bytes", arch: str | None, name: str | None) -> Loaded:
@@ -313,22 +347,28 @@ def _few(keys: list[str], limit: int = 4) -> str:
     return shown + (f" and {len(keys) - limit} more" if len(keys) > limit else "")
 
 
-def to_float32(state: Mapping[str, "torch.Tensor | np.ndarray"], arch: str = "alexnet") -> "OrderedDict[str, np.ndarray]":
-    """The state as contiguous numpy arrays. Floating entries become float32 (half or bfloat16 checkpoints
-    load as float32; the module's own dtype) - for `none`, only the coded ones, so the rest round-trips in
-    its own dtype. No copy where an entry already is what it should be."""
+def widen(state: Mapping[str, "torch.Tensor | np.ndarray"], arch: str = "alexnet") -> "tuple[OrderedDict[str, np.ndarray], dict[str, str]]":
+    """The state as contiguous numpy arrays, every coded weight in float32 (what the stages compute in);
+    everything else in its own dtype (bfloat16 as `ml_dtypes.bfloat16`). Returns (arrays, the original dtype
+    of each float16/bfloat16 weight widened, for `narrow`). No copy where an entry already is what it
+    should be."""
     architecture = get_arch(arch)
     out: OrderedDict = OrderedDict()
+    dtypes: dict[str, str] = {}
     for key, value in state.items():
-        convert = is_floating(value) and (arch != NONE or is_compressible(architecture, key, value))
-        if not isinstance(value, np.ndarray):
-            import torch
+        array = as_numpy(value)
+        if is_floating(value) and is_compressible(architecture, key, value) and array.dtype != np.float32:
+            half = next((name for name, dtype in HALF.items() if array.dtype == dtype), None)
+            if half is not None:
+                dtypes[key] = half
+            array = array.astype(np.float32)
+        out[key] = c_contiguous(array)
+    return out, dtypes
 
-            if convert or value.dtype == torch.bfloat16:  # numpy has no bfloat16
-                value = value.to(torch.float32)
-            value = value.detach().cpu().contiguous().numpy()
-        out[key] = c_contiguous(value, np.float32 if convert else value.dtype)
-    return out
+
+def to_float32(state: Mapping[str, "torch.Tensor | np.ndarray"], arch: str = "alexnet") -> "OrderedDict[str, np.ndarray]":
+    """`widen`'s arrays: coded weights in float32, the rest in their own dtype."""
+    return widen(state, arch)[0]
 
 
 def state_dict_bytes(state: Mapping[str, "torch.Tensor | np.ndarray"]) -> bytes:
@@ -361,7 +401,7 @@ def save_state_dict(state: Mapping[str, "torch.Tensor | np.ndarray"], handle: "I
 
 
 def build_model(state: Mapping[str, "torch.Tensor | np.ndarray"], arch: str) -> "torch.nn.Module":
-    """The module for `state`, weights loaded (strictly), in eval mode."""
+    """The module for `state`, weights loaded (strictly), in eval mode, in float32."""
     architecture = get_arch(arch)
     if not architecture.buildable:
         raise ModelError(
@@ -369,7 +409,7 @@ def build_model(state: Mapping[str, "torch.Tensor | np.ndarray"], arch: str) -> 
             "e.g. alexcompress.load(path, model=MyNet())"
         )
     model = architecture.build_empty(num_classes_of(state, arch))
-    return load_into(model, state)
+    return load_into(model, state).float()  # a half-precision file runs as torchvision's float32 module
 
 
 def load_into(

@@ -8,12 +8,14 @@ line to `ENCODINGS` below (and, for a coded one, its name to `CODERS`).
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import numpy as np
 
 from alexcompress.codec.encodings import dense_ctx, dense_huffman, raw, sparse_ctx, sparse_huffman
 from alexcompress.codec.encodings.base import (
+    CODED_DTYPES,
     DTYPES,
     CodedEncoding,
     Deferred,
@@ -23,6 +25,7 @@ from alexcompress.codec.encodings.base import (
     SectionReader,
     TensorEncoding,
     TensorEntry,
+    dtype_name,
 )
 from alexcompress.errors import DczError
 
@@ -69,7 +72,10 @@ def encode_coded(name: str, array: np.ndarray, index_bits: int | None = None, co
     """
     if coder not in CODERS:
         raise DczError(f"unknown coder {coder!r}; choose one of {', '.join(CODERS)}")
-    prepared = sparse_huffman.prepare(name, array)
+    dtype = dtype_name(array.dtype)
+    if dtype not in CODED_DTYPES:
+        raise DczError(f"{name} is {array.dtype}; a coded weight is float32, float16 or bfloat16")
+    prepared = sparse_huffman.prepare(name, array)  # in float32, which holds every half-precision value
     nnz = prepared.positions.size
     dense_too = index_bits is None and array.size and (nnz >= DENSE_FROM * array.size or array.size <= SMALL)
     plans = []
@@ -88,6 +94,8 @@ def encode_coded(name: str, array: np.ndarray, index_bits: int | None = None, co
         if best is None or size < best_size:
             best, best_size = candidate, size
     assert best is not None
+    if dtype != best.entry.dtype:  # the codebook is the tensor's own values: the file decodes to its dtype
+        best = EncodedTensor(dataclasses.replace(best.entry, dtype=dtype), best.payloads)
     return best
 
 
@@ -103,6 +111,7 @@ def get_encoding(name: str) -> TensorEncoding:
 
 __all__ = [
     "CODED",
+    "CODED_DTYPES",
     "CODERS",
     "CodedEncoding",
     "Deferred",
@@ -116,5 +125,6 @@ __all__ = [
     "TensorEncoding",
     "TensorEntry",
     "encode_coded",
+    "dtype_name",
     "get_encoding",
 ]

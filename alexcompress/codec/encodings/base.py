@@ -7,22 +7,34 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+import ml_dtypes
 import numpy as np
 
 from alexcompress.errors import DczError
 
-#: dtype names of the format and their little-endian numpy codes
-DTYPES = {
-    "float32": "<f4",
-    "float64": "<f8",
-    "float16": "<f2",
-    "int64": "<i8",
-    "int32": "<i4",
-    "int16": "<i2",
-    "int8": "i1",
-    "uint8": "u1",
-    "bool": "|b1",
+#: dtype names of the format and their little-endian numpy dtypes (bfloat16 is `ml_dtypes`' numpy dtype:
+#: numpy has none of its own)
+DTYPES: dict[str, np.dtype] = {
+    "float32": np.dtype("<f4"),
+    "float64": np.dtype("<f8"),
+    "float16": np.dtype("<f2"),
+    "bfloat16": np.dtype(ml_dtypes.bfloat16),
+    "int64": np.dtype("<i8"),
+    "int32": np.dtype("<i4"),
+    "int16": np.dtype("<i2"),
+    "int8": np.dtype("i1"),
+    "uint8": np.dtype("u1"),
+    "bool": np.dtype("|b1"),
 }
+#: the dtypes a coded (quantized) weight may have: its codebook is float32 values the dtype holds exactly,
+#: and it decodes to its own dtype
+CODED_DTYPES = ("float32", "float16", "bfloat16")
+
+
+def dtype_name(dtype: np.dtype) -> str | None:
+    """The format's name of a numpy dtype (either byte order), or None if the format has none."""
+    little = dtype.newbyteorder("<") if dtype.byteorder == ">" else dtype
+    return next((name for name, known in DTYPES.items() if known == little), None)
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,17 @@ from typing import Any
 import numpy as np
 
 from alexcompress.codec import rans
-from alexcompress.codec.encodings.base import Deferred, EncodedTensor, LayerSummary, Plan, SectionReader, TensorEntry, field_int, numel_of
+from alexcompress.codec.encodings.base import (
+    CODED_DTYPES,
+    Deferred,
+    EncodedTensor,
+    LayerSummary,
+    Plan,
+    SectionReader,
+    TensorEntry,
+    field_int,
+    numel_of,
+)
 from alexcompress.codec.encodings.dense_huffman import dense_summary, symbols_to_nonzeros
 from alexcompress.codec.encodings.sparse_ctx import CHUNK, model_section, value_candidates
 from alexcompress.codec.encodings.sparse_huffman import MAX_CODEBOOK, Coded, Quantized, Streams, checked_codebook, scatter
@@ -30,8 +40,8 @@ class DenseContext(Coded):
     fields = ("nnz", "codebook_size", "value_classes", "chunk", "value_model_bytes", "value_words")
 
     def check(self, row: Mapping[str, Any], dtype: str, shape: tuple[int, ...], where: str) -> tuple[dict[str, int], dict[str, int]]:
-        if dtype != "float32" or not shape:
-            raise DczError(f"{where}: dense_ctx tensors must be float32 with at least one dimension")
+        if dtype not in CODED_DTYPES or not shape:
+            raise DczError(f"{where}: dense_ctx tensors must be float32, float16 or bfloat16 with at least one dimension")
         numel = numel_of(shape)
         nnz = field_int(row, "nnz", 0, numel, where)
         k = field_int(row, "codebook_size", 1 if nnz else 0, min(MAX_CODEBOOK, nnz), where)

@@ -19,7 +19,16 @@ from typing import Any
 import numpy as np
 
 from alexcompress.codec import huffman
-from alexcompress.codec.encodings.base import EncodedTensor, LayerSummary, Plan, SectionReader, TensorEntry, field_int, numel_of
+from alexcompress.codec.encodings.base import (
+    CODED_DTYPES,
+    EncodedTensor,
+    LayerSummary,
+    Plan,
+    SectionReader,
+    TensorEntry,
+    field_int,
+    numel_of,
+)
 from alexcompress.codec.encodings.sparse_huffman import MAX_CODEBOOK, Coded, Quantized, Streams, codebook_and_lengths, fixed_code_bits
 from alexcompress.errors import DczError
 
@@ -32,8 +41,8 @@ class DenseHuffman(Coded):
     fields = ("nnz", "codebook_size", "code_bits")
 
     def check(self, row: Mapping[str, Any], dtype: str, shape: tuple[int, ...], where: str) -> tuple[dict[str, int], dict[str, int]]:
-        if dtype != "float32" or not shape:
-            raise DczError(f"{where}: dense_huffman tensors must be float32 with at least one dimension")
+        if dtype not in CODED_DTYPES or not shape:
+            raise DczError(f"{where}: dense_huffman tensors must be float32, float16 or bfloat16 with at least one dimension")
         numel = numel_of(shape)
         nnz = field_int(row, "nnz", 0, numel, where)
         k = field_int(row, "codebook_size", 1 if nnz else 0, min(MAX_CODEBOOK, nnz), where)

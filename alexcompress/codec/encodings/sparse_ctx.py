@@ -24,7 +24,17 @@ from typing import Any
 import numpy as np
 
 from alexcompress.codec import rans
-from alexcompress.codec.encodings.base import Deferred, EncodedTensor, LayerSummary, Plan, SectionReader, TensorEntry, field_int, numel_of
+from alexcompress.codec.encodings.base import (
+    CODED_DTYPES,
+    Deferred,
+    EncodedTensor,
+    LayerSummary,
+    Plan,
+    SectionReader,
+    TensorEntry,
+    field_int,
+    numel_of,
+)
 from alexcompress.codec.encodings.sparse_huffman import (
     MAX_CODEBOOK,
     Coded,
@@ -94,8 +104,8 @@ class SparseContext(Coded):
     )
 
     def check(self, row: Mapping[str, Any], dtype: str, shape: tuple[int, ...], where: str) -> tuple[dict[str, int], dict[str, int]]:
-        if dtype != "float32" or not shape:
-            raise DczError(f"{where}: sparse_ctx tensors must be float32 with at least one dimension")
+        if dtype not in CODED_DTYPES or not shape:
+            raise DczError(f"{where}: sparse_ctx tensors must be float32, float16 or bfloat16 with at least one dimension")
         numel = numel_of(shape)
         nnz = field_int(row, "nnz", 0, numel, where)
         index_bits = field_int(row, "index_bits", MIN_INDEX_BITS, MAX_INDEX_BITS, where)

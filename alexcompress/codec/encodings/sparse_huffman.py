@@ -16,7 +16,17 @@ from typing import Any
 import numpy as np
 
 from alexcompress.codec import huffman
-from alexcompress.codec.encodings.base import EncodedTensor, LayerSummary, Plan, SectionReader, TensorEntry, field_int, numel_of
+from alexcompress.codec.encodings.base import (
+    CODED_DTYPES,
+    DTYPES,
+    EncodedTensor,
+    LayerSummary,
+    Plan,
+    SectionReader,
+    TensorEntry,
+    field_int,
+    numel_of,
+)
 from alexcompress.codec.sparse_index import (
     MAX_INDEX_BITS,
     MIN_INDEX_BITS,
@@ -92,9 +102,14 @@ def codebook_and_lengths(section: SectionReader, where: str) -> tuple[np.ndarray
 
 
 def scatter(entry: TensorEntry, positions: np.ndarray, symbols: np.ndarray, codebook: np.ndarray) -> np.ndarray:
-    """The dense float32 tensor from its nonzeros (what `nonzeros()` returns): the coded encodings' decode."""
-    out = np.zeros(entry.numel, dtype=np.float32)
-    out[positions] = codebook[symbols]
+    """The dense tensor, of the entry's dtype, from its nonzeros (what `nonzeros()` returns): the coded
+    encodings' decode. A half-precision tensor's codebook must hold values of its dtype, exactly."""
+    dtype = DTYPES[entry.dtype]
+    values = codebook.astype(dtype)
+    if dtype != np.float32 and not np.array_equal(values.astype(np.float32), codebook):
+        raise DczError(f"tensor {entry.name} section codebook: values that {entry.dtype} does not hold exactly")
+    out = np.zeros(entry.numel, dtype=dtype)
+    out[positions] = values[symbols]
     return out.reshape(entry.shape)
 
 
@@ -143,8 +158,8 @@ class SparseHuffman(Coded):
     fields = ("nnz", "entries", "index_bits", "codebook_size", "code_bits", "gap_bits")
 
     def check(self, row: Mapping[str, Any], dtype: str, shape: tuple[int, ...], where: str) -> tuple[dict[str, int], dict[str, int]]:
-        if dtype != "float32" or not shape:
-            raise DczError(f"{where}: sparse_huffman tensors must be float32 with at least one dimension")
+        if dtype not in CODED_DTYPES or not shape:
+            raise DczError(f"{where}: sparse_huffman tensors must be float32, float16 or bfloat16 with at least one dimension")
         numel = numel_of(shape)
         nnz = field_int(row, "nnz", 0, numel, where)
         index_bits = field_int(row, "index_bits", MIN_INDEX_BITS, MAX_INDEX_BITS, where)
