@@ -100,13 +100,18 @@ def read_stream(handle: BinaryIO, label: str) -> bytes:
     `.pt`; a `.dcz` is read no further than its header declares (plus one byte to notice trailing data). A
     `.pt` comes back as a bytearray, so its tensors can be views into it rather than copies."""
     from alexcompress.codec.container import MAGIC, read_dcz_stream
+    from alexcompress.models.safetensors import is_safetensors
 
     head = read_upto(handle, len(MAGIC))
     if not head:
-        raise AlexCompressError(f"{label}: empty input, expected a .dcz or a torch .pt file")
+        raise AlexCompressError(f"{label}: empty input, expected a .dcz, a torch .pt or a safetensors file")
     if head == MAGIC:
         return read_dcz_stream(handle, head)
-    if head[:4] == b"PK\x03\x04":  # a zip's directory is at its end: read it all, into one writable buffer
+    if len(head) == len(MAGIC):
+        head += read_upto(handle, 1)
+    # a zip's directory is at its end, a safetensors file is views of its data: either is read whole, into
+    # one writable buffer
+    if head[:4] == b"PK\x03\x04" or is_safetensors(head):
         data = bytearray(head)
         while chunk := handle.read(1 << 24):
             data += chunk
@@ -115,7 +120,7 @@ def read_stream(handle: BinaryIO, label: str) -> bytes:
         raise AlexCompressError(
             f"{label}: a plain pickle or a legacy (torch < 1.6) file, which is never unpickled here; re-save it with a current torch.save"
         )
-    raise AlexCompressError(f"{label}: neither a .dcz nor a torch .pt file (it starts with {head.hex(' ')})")
+    raise AlexCompressError(f"{label}: not a .dcz, a torch .pt or a safetensors file (it starts with {head.hex(' ')})")
 
 
 def is_dcz_file(spec: str) -> bool:

@@ -10,7 +10,9 @@ folder exactly as it was (nothing written, nothing replaced, no temporary file l
 
 from __future__ import annotations
 
+import json
 import os
+import struct
 import subprocess
 import sys
 from pathlib import Path
@@ -67,6 +69,8 @@ HOSTILE = {
         ("endless device", "/dev/zero"),
         ("zip bomb", "zipbomb.pt"),
         ("evil pickle", "evil.pt"),
+        ("safetensors with overlapping tensors", "overlap.safetensors"),
+        ("safetensors index naming a shard outside its folder", "escape.safetensors.index.json"),
     ],
     "image": [("endless device", "/dev/zero"), ("7000x1 image", "wide/a/0.png"), ("missing", "nope.png")],
     "tree": [("missing", "nope"), ("a file", "notes.txt"), ("symbolic link loop", "loop"), ("7000x1 image", "wide")],
@@ -177,6 +181,11 @@ def scratch(tmp_path_factory) -> Path:
             return (os.system, ("echo pwned > pwned.txt",))
 
     torch.save({"x": Evil()}, root / "evil.pt")
+    table = json.dumps(
+        {"a": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}, "b": {"dtype": "F32", "shape": [2], "data_offsets": [4, 12]}}
+    )
+    (root / "overlap.safetensors").write_bytes(struct.pack("<Q", len(table)) + table.encode() + bytes(12))
+    (root / "escape.safetensors.index.json").write_text(json.dumps({"weight_map": {"a": "../victim.txt"}}))
     return root
 
 

@@ -40,8 +40,20 @@ DATA_PARALLEL = ("prune", "quantize", "eval", "sensitivity", "compress")  # comp
 def _root(
     ctx: typer.Context,
     version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version and exit.")] = False,
+    max_elements: Annotated[
+        int,
+        typer.Option(
+            "--max-elements",
+            min=1,
+            max=1 << 48,
+            help="The most elements (weights and other tensor entries) a model or .dcz may hold in all; files declaring more are refused before any work.",
+        ),
+    ] = 1 << 33,
 ) -> None:
     """Deep Compression for AlexNet and any torchvision model: prune, quantize, Huffman-code into a real .dcz file, and back."""
+    from alexcompress.codec.container import set_max_elements
+
+    set_max_elements(max_elements)
     if ctx.invoked_subcommand not in DATA_PARALLEL and os.environ.get("WORLD_SIZE", "1") not in ("", "1"):
         raise _fail(f"{ctx.invoked_subcommand} does not run under torchrun (only {', '.join(DATA_PARALLEL)} do); run it as one process")
 

@@ -132,9 +132,9 @@ def _announce(console: Console, source: "ModelInput | InferenceModel") -> None:
 
 
 def _save_state(target: str, state: Any, arch: Optional[str] = None) -> None:
-    from alexcompress.models.state import save_state_dict
+    from alexcompress.models.state import save_state
 
-    write_output(target, lambda handle: save_state_dict(state, handle, arch))  # streamed: no 230 MB copy in memory
+    write_output(target, lambda handle: save_state(state, handle, arch, target))  # streamed: no 230 MB copy in memory
 
 
 def _wrote(console: Console, target: str) -> None:

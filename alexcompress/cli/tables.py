@@ -102,7 +102,7 @@ def bytes_table(header: DczHeader) -> Table:
         table.add_row(label, f"{value:,}", f"{value / parts.total:.2%}" if parts.total else "-")
     table.add_row("file size", f"{parts.total:,}", "100.00%", style="bold")
     original = original_bytes(header)
-    table.add_row("float32 original", f"{original:,}", _ratio(original, parts.total), style="bold")
+    table.add_row(f"original ({ladder(header).dtype}, as given)", f"{original:,}", _ratio(original, parts.total), style="bold")
     return table
 
 
@@ -158,8 +158,8 @@ def print_ladder(console: Console, header: DczHeader) -> None:
     table.add_column("stage")
     table.add_column("size", justify="right")
     table.add_column("ratio", justify="right")
-    table.add_row("original (float32)", _mb(steps.original), "1.00x")
-    table.add_row("after pruning (float32 + fixed-width indices)", _mb(steps.pruned), _ratio(steps.original, steps.pruned))
+    table.add_row(f"original ({steps.dtype})", _mb(steps.original), "1.00x")
+    table.add_row(f"after pruning ({steps.dtype} + fixed-width indices)", _mb(steps.pruned), _ratio(steps.original, steps.pruned))
     table.add_row("after pruning + quantization (fixed width)", _mb(steps.quantized), _ratio(steps.original, steps.quantized))
     table.add_row("after P + Q + Huffman: the file on disk", _mb(steps.huffman), _ratio(steps.original, steps.huffman), style="bold")
     console.print(table)

@@ -66,7 +66,8 @@ def breakdown(header: DczHeader) -> Breakdown:
 
 
 def original_bytes(header: DczHeader) -> int:
-    """The model's size as dense tensors of their own dtype (float32 for every weight)."""
+    """The model's size as dense tensors of their own dtype: the bytes the user had (a bfloat16 weight is
+    two bytes an element)."""
     return sum(t.numel * DTYPES[t.dtype].itemsize for t in header.tensors)
 
 
@@ -76,15 +77,19 @@ class Ladder:
     the same streams would take at fixed width, computed from the header."""
 
     original: int
-    pruned: int  # float32 values + fixed-width relative indices (fillers included) + raw tensors
+    pruned: int  # values of the weights' dtype + fixed-width relative indices (fillers included) + raw tensors
     quantized: int  # fixed-width codes + fixed-width indices + codebooks + raw tensors
     huffman: int  # the file on disk
+    dtype: str = "float32"  # the coded weights' dtype(s), e.g. "bfloat16" or "float16 + float32"
 
 
 def ladder(header: DczHeader) -> Ladder:
     """The sizes after each stage (see `Ladder`)."""
     rows = layer_rows(header)
     parts = breakdown(header)
-    pruned = sum(math.ceil(r.entries * (32 + r.index_bits) / 8) for r in rows) + parts.raw
+    coded = [t for t in header.tensors if get_encoding(t.encoding).summary(t) is not None]
+    bits = [8 * DTYPES[t.dtype].itemsize for t in coded]
+    pruned = sum(math.ceil(r.entries * (b + r.index_bits) / 8) for r, b in zip(rows, bits, strict=True)) + parts.raw
     quantized = sum(r.bytes_fixed for r in rows) + parts.raw
-    return Ladder(original_bytes(header), pruned, quantized, header.file_size)
+    dtypes = " + ".join(sorted({t.dtype for t in coded})) or "float32"
+    return Ladder(original_bytes(header), pruned, quantized, header.file_size, dtypes)

@@ -33,7 +33,26 @@ MAX_HEADER_NESTING = 32  # a header nests 5 deep (tensors, a tensor, its section
 MAX_TENSORS = 4096
 MAX_NAME_LENGTH = 256
 MAX_DIMS = 8
-MAX_TOTAL_ELEMENTS = 1 << 28  # 1 GiB of float32 once decoded: VGG-16 (138M weights) fits, a bomb does not
+#: the elements a file may declare in all unless the user raises it (`alexcompress --max-elements N`): a
+#: 7 B-parameter model fits. Memory is bounded tensor by tensor (a reader allocates what the header declares
+#: for the tensor at hand, and section lengths are checked against the file first); this bounds the total
+#: work and output a small file may ask for
+DEFAULT_MAX_ELEMENTS = 1 << 33
+_limits = {"elements": DEFAULT_MAX_ELEMENTS}
+
+
+def max_elements() -> int:
+    """The current limit on the elements a file declares in all."""
+    return _limits["elements"]
+
+
+def set_max_elements(limit: int) -> None:
+    """Raise or lower the limit for this process (`alexcompress --max-elements N`)."""
+    if not 1 <= limit <= 1 << 48:
+        raise DczError(f"--max-elements must be between 1 and {1 << 48:,}, got {limit:,}")
+    _limits["elements"] = limit
+
+
 MAX_NUM_CLASSES = 1_000_000
 
 
@@ -104,9 +123,6 @@ def is_dcz(prefix: bytes) -> bool:
     return prefix[: len(MAGIC)] == MAGIC
 
 
-MAX_STREAM_BYTES = 8 << 30  # what the limits allow: 2**28 elements of at most 8 bytes, plus tables and header
-
-
 def read_dcz_stream(handle: Any, head: bytes) -> bytes:
     """A `.dcz` from a pipe, FIFO or device, reading no further than the header declares (plus one byte, so
     that trailing data is noticed). Malformed headers are returned short, for `parse_header` to word."""
@@ -123,7 +139,7 @@ def read_dcz_stream(handle: Any, head: bytes) -> bytes:
         total = sum(int(section["length"]) for row in rows for section in row["sections"])
     except (ValueError, TypeError, KeyError, AttributeError, RecursionError):
         return data  # parse_header says what is wrong with it
-    if not 0 <= total <= MAX_STREAM_BYTES:
+    if not 0 <= total <= 8 * max_elements() + MAX_TENSORS * (1 << 20):  # elements of at most 8 bytes, and tables
         return data
     return data + read_upto(handle, total) + read_upto(handle, 1)
 
@@ -195,8 +211,10 @@ def _validate_header(obj: Any, data_start: int, file_size: int) -> DczHeader:
         for d in shape:
             numel *= d
         total_elements += numel
-        if total_elements > MAX_TOTAL_ELEMENTS:
-            raise DczError(f"{where}: the tensors hold more than {MAX_TOTAL_ELEMENTS} elements in all")
+        if total_elements > max_elements():
+            raise DczError(
+                f"{where}: the tensors hold more than {max_elements():,} elements in all (alexcompress --max-elements N raises the limit)"
+            )
         encoding = field(row, "encoding", str, where)
         sections_list = field(row, "sections", list, where)
         try:

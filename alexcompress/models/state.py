@@ -132,11 +132,14 @@ def random_model(arch: str = "alexnet", num_classes: int = 1000, seed: int = 0) 
     architecture = get_arch(arch)
     if not architecture.buildable:
         raise ModelError(f"architecture {arch!r} has no module, so no random initialisation; name a model")
-    from alexcompress.codec.container import MAX_TOTAL_ELEMENTS
+    from alexcompress.codec.container import max_elements
 
     total = sum(math.prod(shape) for shape in architecture.shapes(num_classes).values())
-    if total > MAX_TOTAL_ELEMENTS:
-        raise ModelError(f"{arch} with {num_classes} classes has {total:,} parameters, more than the {MAX_TOTAL_ELEMENTS:,} a .dcz holds")
+    if total > max_elements():
+        raise ModelError(
+            f"{arch} with {num_classes} classes has {total:,} parameters, more than the {max_elements():,} a .dcz holds "
+            "(alexcompress --max-elements N raises the limit)"
+        )
     with torch.random.fork_rng(devices=[]):  # seeded, without disturbing the caller's global RNG
         torch.manual_seed(seed)
         model = architecture.build(num_classes)
@@ -205,6 +208,21 @@ def read_model_file(source: "str | os.PathLike[str] | bytes", label: str) -> obj
     return obj if obj is not None else _torch_load(source, label)
 
 
+def _read_any(source: "str | os.PathLike[str] | bytes", label: str) -> object:
+    """What a model file holds, by its format: a safetensors file or index (sharded), else a `.pt`."""
+    from alexcompress.fileio import is_regular, read_prefix
+    from alexcompress.models import safetensors
+
+    if isinstance(source, (bytes, bytearray)):
+        return safetensors.loads(source, label) if safetensors.is_safetensors(bytes(source[:9])) else read_model_file(source, label)
+    path = os.fspath(source)
+    if safetensors.is_index(path) and is_regular(path):
+        return safetensors.load_index(path, label)
+    if is_regular(path) and safetensors.is_safetensors(read_prefix(path, 9)):
+        return safetensors.load(path, label)
+    return read_model_file(source, label)
+
+
 def load_state_dict(source: "str | os.PathLike[str] | bytes", *, arch: str | None = None, name: str | None = None) -> Loaded:
     """Read a `.pt` file (path or bytes) into a checked state dict of tensors, with its architecture.
 
@@ -231,9 +249,10 @@ def load_widened(
 
 
 def _read(source: "str | os.PathLike[str] | bytes", arch: str | None, name: str | None) -> Loaded:
-    """A `.pt`'s state dict as it was stored (tensors or arrays), matched to an architecture."""
+    """A `.pt` or safetensors file's state dict as it was stored (tensors or arrays), matched to an
+    architecture."""
     label = name or (os.fspath(source) if not isinstance(source, (bytes, bytearray)) else "<stdin>")
-    state = _unwrap(read_model_file(source, label), label)
+    state = _unwrap(_read_any(source, label), label)
     found, note = match_arch(state, arch, label)
     return Loaded(state, found, note)
 
@@ -398,6 +417,17 @@ def save_state_dict(state: Mapping[str, "torch.Tensor | np.ndarray"], handle: "I
     tensors = torch_state(state)
     tensors._metadata = OrderedDict((prefix, {"version": v}) for prefix, v in versions.items())  # type: ignore[attr-defined]
     torch.save(tensors, handle)
+
+
+def save_state(state: Mapping[str, "torch.Tensor | np.ndarray"], handle: "IO[bytes]", arch: str | None = None, path: str = "") -> None:
+    """Write a state dict in the format `path`'s name asks for: `.safetensors` (tensors in their own dtypes,
+    streamed tensor by tensor), else a torch `.pt` (`save_state_dict`); stdout is a `.pt`."""
+    if path.endswith(".safetensors"):
+        from alexcompress.models.safetensors import write
+
+        write(OrderedDict((k, as_numpy(v)) for k, v in state.items()), handle, {"format": "pt"})
+        return
+    save_state_dict(state, handle, arch)
 
 
 def build_model(state: Mapping[str, "torch.Tensor | np.ndarray"], arch: str) -> "torch.nn.Module":
