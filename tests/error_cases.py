@@ -11,6 +11,7 @@ import io
 import json
 import os
 import socket
+import struct
 import tempfile
 import zipfile
 import zlib
@@ -126,6 +127,12 @@ def _make_hostile(root: Path, good: bytes) -> None:
     torch.save({"w": torch.zeros(1).expand(10**9)}, root / "expanded.pt")
     torch.save({"w": torch.eye(4).to_sparse()}, root / "sparse.pt")
     torch.save({"w": torch.zeros(4, 4, device="meta")}, root / "meta.pt")
+    table = json.dumps(
+        {"a": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}, "b": {"dtype": "F32", "shape": [2], "data_offsets": [4, 12]}}
+    )
+    (root / "overlap.safetensors").write_bytes(struct.pack("<Q", len(table)) + table.encode() + bytes(12))
+    (root / "long.safetensors").write_bytes(struct.pack("<Q", 1 << 60) + b"{}")
+    (root / "escape.safetensors.index.json").write_text(json.dumps({"weight_map": {"a": "../a.safetensors"}}))
 
     def deep_header(header, body):
         nested: list = []
@@ -212,6 +219,10 @@ CASES = [
     ("a .pt holding a stride-0 view of 10**9 elements", "prune expanded.pt"),
     ("a .pt holding a sparse tensor", "prune sparse.pt"),
     ("a .pt holding a meta tensor", "prune meta.pt"),
+    ("a safetensors file whose tensors overlap", "prune overlap.safetensors"),
+    ("a safetensors header declaring 2**60 bytes", "prune long.safetensors"),
+    ("a safetensors index naming a shard outside its folder", "prune escape.safetensors.index.json"),
+    ("a .dcz holding more elements than --max-elements", "--max-elements 1000 info good.dcz"),
     ("an endless device as input", "info /dev/zero"),
     (".dcz header nested 100,000 deep (CRCs valid)", "info deep_header.dcz"),
     (".dcz with an int32 AlexNet bias (CRCs valid)", "decode int_bias.dcz -o int_bias.pt"),
@@ -245,7 +256,7 @@ CASES = [
     ("--image-size 0", "eval random:0:10 --data images --image-size 0"),
     ("--momentum outside [0, 1)", "prune alexnet.pt -o c.pt --data images --momentum 1.5"),
     ("a seed beyond 2**63 - 1 in random:SEED", "compress random:99999999999999999999 -o s.dcz"),
-    ("--num-classes at its maximum (the model would not fit a .dcz)", "init --num-classes 1000000 -o big.pt"),
+    ("--num-classes at its maximum (the model would not fit in memory)", "init --num-classes 1000000 -o big.pt"),
     ("predict --sparse of a .pt (dense weights)", "predict alexnet.pt images --sparse"),
     ("--data holding a 7000x1 PNG (resized: 256 x 1,792,000 pixels)", "eval random:0:10 --data wide"),
     ("predict with --classes reading an endless device", "predict random:0:10 images --classes /dev/zero"),

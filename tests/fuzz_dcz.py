@@ -147,8 +147,20 @@ def memory_budget(mutated: bytes) -> int:
     return MEMORY_SLACK + 4 * sum(t.numel for t in header.tensors)
 
 
-def run(cases: int, seed: int = 0, check: Callable[[dict], None] | None = None) -> FuzzReport:
-    """Run `cases` mutations; any exception other than DczError is recorded as a crash."""
+def run(cases: int, seed: int = 0, check: Callable[[dict], None] | None = None, max_elements: int = 1 << 28) -> FuzzReport:
+    """Run `cases` mutations under an element limit (`--max-elements`; the default keeps a case that
+    declares the most a header may within 1 GiB); any exception other than DczError is recorded as a crash."""
+    from alexcompress.codec.container import max_elements as current, set_max_elements
+
+    before = current()
+    set_max_elements(max_elements)
+    try:
+        return _run(cases, seed, check)
+    finally:
+        set_max_elements(before)
+
+
+def _run(cases: int, seed: int, check: Callable[[dict], None] | None) -> FuzzReport:
     rng = np.random.default_rng(seed)
     data = sample_file(seed)
     report = FuzzReport(crashes=[], over_budget=[])

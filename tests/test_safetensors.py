@@ -289,3 +289,16 @@ def test_the_command_line_default_is_the_container_s():
     from alexcompress.cli.app import _root
 
     assert inspect.signature(_root).parameters["max_elements"].default == DEFAULT_MAX_ELEMENTS
+
+
+def test_the_coder_names_of_the_command_line_are_the_codec_s():
+    from alexcompress.cli.options import CODER_NAMES
+    from alexcompress.codec.encodings import CODERS
+
+    assert CODER_NAMES == tuple(CODERS)
+
+
+def test_help_imports_neither_numpy_nor_torch():
+    code = "import sys\nfrom alexcompress.cli.app import app\nprint(sorted(m for m in ('numpy', 'torch') if m in sys.modules))"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0 and done.stdout.strip() == "[]", done.stderr

@@ -49,11 +49,23 @@ def _root(
             help="The most elements (weights and other tensor entries) a model or .dcz may hold in all; files declaring more are refused before any work.",
         ),
     ] = 1 << 33,
+    jobs: Annotated[
+        int,
+        typer.Option(
+            "--jobs",
+            "-j",
+            min=0,
+            max=256,
+            help="Threads for the per-tensor work (k-means/ECSQ of each layer, each tensor's coding); 0: one per core. The output is the same for any number.",
+        ),
+    ] = 1,
 ) -> None:
     """Deep Compression for AlexNet and any torchvision model: prune, quantize, Huffman-code into a real .dcz file, and back."""
     from alexcompress.codec.container import set_max_elements
+    from alexcompress.parallel import set_jobs
 
     set_max_elements(max_elements)
+    set_jobs(jobs)
     if ctx.invoked_subcommand not in DATA_PARALLEL and os.environ.get("WORLD_SIZE", "1") not in ("", "1"):
         raise _fail(f"{ctx.invoked_subcommand} does not run under torchrun (only {', '.join(DATA_PARALLEL)} do); run it as one process")
 

@@ -12,6 +12,7 @@ from alexcompress.cli.base import (
     _parse_index_bits,
     app,
     command,
+    printable,
 )
 from alexcompress.cli.options import (
     ArchOpt,
@@ -25,7 +26,6 @@ from alexcompress.cli.options import (
     SeedOpt,
     option_group,
 )
-from alexcompress.cli.tables import printable
 from alexcompress.errors import AlexCompressError
 from alexcompress.fileio import (
     STDIO,

@@ -16,7 +16,6 @@ from typing import Annotated, Any, Optional
 import typer
 
 from alexcompress.cli.base import F
-from alexcompress.codec.encodings import CODERS
 from alexcompress.errors import AlexCompressError, check_range
 from alexcompress.fileio import check_output, check_outputs
 
@@ -91,7 +90,9 @@ IndexBitsOpt = Annotated[
         "without an index) or 1-12 (paper: 4; every layer sparse, as readers before 0.4.0 need).",
     ),
 ]
-Coder = Enum("Coder", {name: name for name in CODERS}, type=str)  # type: ignore[misc]
+#: `codec.encodings.CODERS`' names, without importing numpy to draw --help (a test holds the two equal)
+CODER_NAMES = ("auto", "huffman", "context")
+Coder = Enum("Coder", {name: name for name in CODER_NAMES}, type=str)  # type: ignore[misc]
 CoderOpt = Annotated[
     Coder,
     typer.Option(

@@ -17,6 +17,7 @@ from alexcompress.cli.base import (
     _wrote,
     app,
     command,
+    printable,
 )
 from alexcompress.cli.options import (
     ArchOpt,
@@ -31,7 +32,6 @@ from alexcompress.cli.options import (
     WorkersOpt,
     option_group,
 )
-from alexcompress.cli.tables import printable
 from alexcompress.errors import AlexCompressError, check_range
 from alexcompress.fileio import (
     STDIO,

@@ -10,21 +10,13 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from alexcompress.cli.base import printable
 from alexcompress.codec.accounting import breakdown, ladder, layer_rows, original_bytes
 from alexcompress.codec.container import DczHeader, streams_of
 from alexcompress.compression.sensitivity import nats
 from alexcompress.errors import ModelError
 from alexcompress.models.alexnet import PAPER_KEEP_RATES
 from alexcompress.models.archs import get_arch
-
-
-def printable(text: str) -> str:
-    """`text` with control characters (newlines, escapes in file names) shown as escapes, never raw.
-
-    >>> printable("a\\nb\\x1b[31m.pt")
-    'a\\\\nb\\\\x1b[31m.pt'
-    """
-    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
 
 
 def display_name(arch: str, key: str) -> str:

@@ -361,8 +361,12 @@ def quantize(
             widths[key] = shared_bits
             start += n
     else:
-        for key in keys:
-            fits[key] = fit(flats[key][nonzero[key]], 2 ** widths[key], init=init, seed=seed, rate_weight=rate_weight, weights=weights[key])
+        from alexcompress.parallel import ordered_map
+
+        def fit_layer(key: str) -> tuple[np.ndarray, np.ndarray, int]:
+            return fit(flats[key][nonzero[key]], 2 ** widths[key], init=init, seed=seed, rate_weight=rate_weight, weights=weights[key])
+
+        fits = dict(zip(keys, ordered_map(fit_layer, keys), strict=True))  # each layer seeded alike: any --jobs, same result
 
     layers = []
     for key in keys:

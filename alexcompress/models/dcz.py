@@ -16,11 +16,12 @@ import numpy as np
 
 from alexcompress import __version__
 from alexcompress.codec.container import DczHeader, decode_tensors, parse_header, write_dcz
-from alexcompress.codec.encodings import CODED_DTYPES, STORED, dtype_name, encode_coded, get_encoding
+from alexcompress.codec.encodings import CODED_DTYPES, STORED, EncodedTensor, dtype_name, encode_coded, get_encoding
 from alexcompress.errors import DczError, ModelError
 from alexcompress.models.architecture import NONE
 from alexcompress.models.archs import get_arch, layer_keys
 from alexcompress.models.state import as_numpy, c_contiguous, match_arch, num_classes_of, torch_state
+from alexcompress.parallel import ordered_map
 
 if TYPE_CHECKING:
     import torch
@@ -52,15 +53,15 @@ def encode(
     found, _ = match_arch(state, arch)
     architecture = get_arch(found)
     coded = set(layer_keys(architecture, state))
-    tensors = []
-    for key, value in state.items():
-        array = c_contiguous(as_numpy(value))
-        if key in coded:
-            if dtype_name(array.dtype) not in CODED_DTYPES:
-                raise ModelError(f"{key} is {value.dtype}; encode expects quantized float32, float16 or bfloat16 weights")
-            tensors.append(encode_coded(key, array, index_bits=index_bits, coder=coder))
-        else:
-            tensors.append(get_encoding(STORED).encode(key, array))
+    for key in (k for k in state if k in coded):
+        if dtype_name(as_numpy(state[key]).dtype) not in CODED_DTYPES:
+            raise ModelError(f"{key} is {state[key].dtype}; encode expects quantized float32, float16 or bfloat16 weights")
+
+    def one(key: str) -> EncodedTensor:
+        array = c_contiguous(as_numpy(state[key]))
+        return encode_coded(key, array, index_bits=index_bits, coder=coder) if key in coded else get_encoding(STORED).encode(key, array)
+
+    tensors = ordered_map(one, list(state))  # the file's order is the state's, whatever --jobs
     num_classes = num_classes_of(state, found)
     return write_dcz(tensors, arch=found, num_classes=num_classes, producer=PRODUCER, options=options or {})
 

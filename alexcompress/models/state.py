@@ -135,6 +135,11 @@ def random_model(arch: str = "alexnet", num_classes: int = 1000, seed: int = 0) 
     from alexcompress.codec.container import max_elements
 
     total = sum(math.prod(shape) for shape in architecture.shapes(num_classes).values())
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") if hasattr(os, "sysconf") else 1 << 62
+    if 8 * total > memory:  # the module and its state dict, in float32
+        raise ModelError(
+            f"{arch} with {num_classes:,} classes has {total:,} parameters: building it twice in float32 needs more memory than this machine has"
+        )
     if total > max_elements():
         raise ModelError(
             f"{arch} with {num_classes} classes has {total:,} parameters, more than the {max_elements():,} a .dcz holds "
@@ -218,7 +223,7 @@ def _read_any(source: "str | os.PathLike[str] | bytes", label: str) -> object:
     path = os.fspath(source)
     if safetensors.is_index(path) and is_regular(path):
         return safetensors.load_index(path, label)
-    if is_regular(path) and safetensors.is_safetensors(read_prefix(path, 9)):
+    if is_regular(path) and (path.endswith(".safetensors") or safetensors.is_safetensors(read_prefix(path, 9))):
         return safetensors.load(path, label)
     return read_model_file(source, label)
 
