@@ -246,9 +246,9 @@ def quantize(
         from alexcompress.train.trainer import finetune_centroids
 
         state = finetune_centroids(state, source.arch, training.dataset, training.config, validation=training.validation, log=events.log)
-    state = dict(state)
-    narrow(state, source.dtypes)  # half-precision weights: their codebooks rounded to values their dtype holds
-    return state, result
+    written: dict[str, Any] = dict(state)
+    narrow(written, source.dtypes)  # half-precision weights: their codebooks rounded to values their dtype holds
+    return written, result
 
 
 def encode(

@@ -12,6 +12,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from alexcompress.cli.text import printable
 from alexcompress.errors import AlexCompressError
 from alexcompress.fileio import (
     STDIO,
@@ -40,15 +41,6 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 _reported = False  # whether the one error line has been printed
-
-
-def printable(text: str) -> str:
-    """`text` with control characters (newlines, escapes in file names) shown as escapes, never raw.
-
-    >>> printable("a\\nb\\x1b[31m.pt")
-    'a\\\\nb\\\\x1b[31m.pt'
-    """
-    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
 
 
 def _error_line(message: str) -> None:

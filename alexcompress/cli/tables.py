@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from alexcompress.cli.base import printable
+from alexcompress.cli.text import printable
 from alexcompress.codec.accounting import breakdown, ladder, layer_rows, original_bytes
 from alexcompress.codec.container import DczHeader, streams_of
 from alexcompress.compression.sensitivity import nats

@@ -16,8 +16,8 @@ import pickle
 import re
 import warnings
 from collections import OrderedDict
-from collections.abc import Mapping
-from typing import IO, TYPE_CHECKING, NamedTuple
+from collections.abc import Mapping, MutableMapping
+from typing import IO, TYPE_CHECKING, Any, NamedTuple
 
 import ml_dtypes
 import numpy as np
@@ -102,7 +102,7 @@ BFLOAT16 = np.dtype(ml_dtypes.bfloat16)
 HALF = {"float16": np.dtype("<f2"), "bfloat16": BFLOAT16}
 
 
-def narrow(state: "dict[str, torch.Tensor | np.ndarray]", dtypes: Mapping[str, str]) -> None:
+def narrow(state: "MutableMapping[str, Any]", dtypes: Mapping[str, str]) -> None:
     """Give the entries `load_arrays` widened their original dtypes back, in place (round to nearest even:
     quantized values become the nearest the dtype holds; pruned and raw ones were exact all along)."""
     for key, name in dtypes.items():
