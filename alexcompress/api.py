@@ -19,10 +19,11 @@ import dataclasses
 import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any, BinaryIO, Optional
 
 from alexcompress.compression.search import SearchResult, SearchSpec
 from alexcompress.compression.specs import Compressed, PruneSpec, QuantizeSpec
+from alexcompress.compression.streaming import Streamed
 from alexcompress.errors import AlexCompressError, check_range
 from alexcompress.sources import DEFAULT_ARCH, InferenceModel, ModelInput, inference_model, read_model
 
@@ -42,6 +43,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Compressed",
+    "Streamed",
     "Events",
     "InferenceModel",
     "ModelInput",
@@ -277,6 +279,26 @@ def decode(data: "bytes | memoryview") -> "tuple[dict[str, np.ndarray], str]":
     return dict(state), arch
 
 
+def decode_to(data: "bytes | memoryview", path: str) -> "Callable[[BinaryIO], None]":
+    """`alexcompress decode -o PATH`: a function writing the decoded model in PATH's format: a `.safetensors`
+    tensor by tensor (one decoded tensor in memory at a time), else a `.pt` (`models.state.save_state`)."""
+    from alexcompress.codec.container import is_dcz
+    from alexcompress.models.dcz import checked_header, write_safetensors
+    from alexcompress.models.state import save_state
+
+    if not is_dcz(bytes(data[:8])):
+        raise AlexCompressError("not a .dcz file (bad magic number)")
+    if path.endswith(".safetensors"):
+        checked_header(data)  # refused before the output is opened
+
+        def streamed(handle: BinaryIO) -> None:
+            write_safetensors(data, handle)
+
+        return streamed
+    state, arch = decode(data)
+    return lambda handle: save_state(state, handle, arch, path)
+
+
 def compress(
     source: ModelInput,
     pruning: Optional[PruneSpec] = None,
@@ -289,31 +311,55 @@ def compress(
     coder: str = "auto",
     check: bool = False,
     events: Optional[Events] = None,
-) -> Compressed:
+) -> "Compressed | Streamed":
     """All three stages (`alexcompress compress`); `allocation` sets keep rates and widths (under the
     spec's own `layer_bits`; with `curves` and `target_ratio`, moved along the path until the real file
-    meets the ratio); `check` decodes the file and compares it with the quantized model."""
+    meets the ratio); `check` decodes the file and compares it with the quantized model.
+
+    Tensor by tensor (`compression.streaming`: memory grows with the largest tensor, and `source` is only
+    read) unless `check`, a shared codebook or importances need the whole model in float32. The result's
+    `header`, `payload` (bytes, or a function writing them) and reports are the same either way, and so are
+    the file's bytes. `source` may hold its tensors as read (`read_model(..., widened=False)`)."""
     from alexcompress.compression.sensitivity import check_allocation
     from alexcompress.compression.specs import calibrate, compress as compress_state
+    from alexcompress.compression.streaming import compress_streaming, streamable
+    from alexcompress.models.safetensors import release
+    from alexcompress.models.state import widen
 
     events = events or Events()
     pruning, quantization = pruning or PruneSpec(), quantization or QuantizeSpec()
+    streaming = not check and streamable(quantization)
+    state, dtypes = source.state, dict(source.dtypes)
+    if not streaming or (allocation is not None and target_ratio is not None and curves is not None):
+        state, more = widen(source.state, source.arch)  # the in-memory stages work on float32 weights
+        dtypes.update(more)
     if allocation is not None:
-        check_allocation(allocation, source.state, source.arch)
+        check_allocation(allocation, state, source.arch)
         if target_ratio is not None and curves is not None:
-            allocation = calibrate(source.state, source.arch, curves, target_ratio, quantization)
+            allocation = calibrate(state, source.arch, curves, target_ratio, quantization)
         events.allocation(allocation)
         pruning = PruneSpec(rates=dict(allocation.rates))
         quantization = dataclasses.replace(quantization, layer_bits={**allocation.bits, **quantization.layer_bits})
+    if streaming:
+        return compress_streaming(
+            source.state,
+            arch=source.arch,
+            pruning=pruning,
+            quantization=quantization,
+            index_bits=index_bits,
+            coder=coder,
+            dtypes=source.dtypes,
+            release=release,
+        )
     result = compress_state(
-        source.state,
+        state,
         arch=source.arch,
         pruning=pruning,
         quantization=quantization,
         index_bits=index_bits,
         coder=coder,
         inplace=True,
-        dtypes=source.dtypes,
+        dtypes=dtypes,
     )
     if check:
         verify(result.data, result.quantization.state)

@@ -140,8 +140,10 @@ def read_dcz(spec: str, what: str = "FILE") -> bytes:
     return data
 
 
-def read_model(spec: str, arch: Optional[str] = None) -> ModelInput:
-    """Resolve a MODEL argument into numpy arrays (torch is imported only where a source needs it)."""
+def read_model(spec: str, arch: Optional[str] = None, *, widened: bool = True) -> ModelInput:
+    """Resolve a MODEL argument into numpy arrays (torch is imported only where a source needs it); coded
+    half-precision weights in float32 (their dtypes in `dtypes`), or with `widened=False` every tensor as
+    the source holds it (a safetensors file's: views of its memory map), for `api.compress` to stream."""
     from alexcompress.codec.container import MAGIC, is_dcz
     from alexcompress.models.architecture import AUTO
     from alexcompress.models.archs import get_arch
@@ -169,9 +171,9 @@ def read_model(spec: str, arch: Optional[str] = None) -> ModelInput:
         decoded, found = decode_arrays(data)
         if arch not in (None, AUTO, found):
             raise AlexCompressError(f"{label}: holds a {found} model, not {arch}")
-        state, dtypes = widen(decoded, found)
+        state, dtypes = widen(decoded, found) if widened else (decoded, {})
         return ModelInput(state, found, label, dtypes=dtypes)
-    loaded, dtypes = load_widened(data if data is not None else spec, arch=arch, name=label)
+    loaded, dtypes = load_widened(data if data is not None else spec, arch=arch, name=label, widened=widened)
     return ModelInput(cast("dict[str, np.ndarray]", loaded.state), loaded.arch, label, loaded.note, dtypes)
 
 

@@ -216,8 +216,7 @@ def decode(
 
     console = _console(quiet)
     target = plan_output(model, None, output, ".decoded.pt", force)
-    state, arch = api.decode(read_dcz(model))
-    _save_state(target, state, arch)
+    write_output(target, api.decode_to(read_dcz(model), target))
     _wrote(console, target)
 
 
@@ -268,7 +267,6 @@ def compress(
     retraining; resumable (--resume) from its work folder (--checkpoint, default OUTPUT.search)."""
     from alexcompress import api
     from alexcompress.cli.tables import print_info, print_ladder
-    from alexcompress.codec.container import parse_header
 
     if training.data is not None:
         return _search(model, output, seed, index_bits, coder, verify, plot, rungs, arch, force, quiet, method, quant, training, images)
@@ -289,7 +287,7 @@ def compress(
     spec, quant_spec, width = method.spec(allocation), quant.spec(seed), _parse_index_bits(index_bits)
     console = _console(quiet)
     target = plan_output(model, arch, output, ".dcz", force)
-    source = read_model(model, arch)
+    source = read_model(model, arch, widened=False)  # api.compress streams it, tensor by tensor, where it can
     events = _events(console, None, source.arch)
     result = api.compress(
         source,
@@ -308,8 +306,8 @@ def compress(
     _print_quantization(console, result.quantization)
     if verify:
         console.print("verified: the file decodes bit for bit to the quantized model")
-    write_output(target, result.data)
-    header = parse_header(result.data)
+    write_output(target, result.payload)
+    header = result.header
     print_info(console, header, target if target != STDIO else "<stdout>")
     print_ladder(console, header)
 

@@ -9,13 +9,15 @@ Needs only numpy and bitarray.
 
 from __future__ import annotations
 
+import io
 import json
+import shutil
 import struct
 import zlib
 from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 
@@ -75,45 +77,70 @@ class DczHeader:
 
 
 def write_dcz(tensors: list[EncodedTensor], *, arch: str, num_classes: int, producer: str, options: Mapping[str, Any]) -> bytes:
-    """Assemble encoded tensors into a complete `.dcz` file image."""
-    table = []
-    offset = 0
-    chunks: list[bytes] = []
-    total = 0
+    """Assemble encoded tensors into a complete `.dcz` file image (`DczWriter`, in memory)."""
+    writer = DczWriter(io.BytesIO())
     for tensor in tensors:
-        kinds = get_encoding(tensor.entry.encoding).section_kinds
-        total += tensor.entry.numel
+        writer.add(tensor)
+    output = io.BytesIO()
+    writer.finish(output, arch=arch, num_classes=num_classes, producer=producer, options=options)
+    return output.getvalue()
+
+
+class DczWriter:
+    """A `.dcz` assembled tensor by tensor: each tensor's sections go to `spool` (a temporary file, or memory)
+    as it is added, and only its table row is kept; `finish` writes the preamble and header, then copies the
+    sections behind them. Memory: the table, whatever the model's size. The same tensors give the same bytes
+    as `write_dcz`."""
+
+    def __init__(self, spool: BinaryIO) -> None:
+        self.spool = spool
+        self.rows: list[dict[str, Any]] = []
+        self.offset = 0
+
+    def add(self, tensor: EncodedTensor) -> None:
+        encoding = get_encoding(tensor.entry.encoding)
         sections = []
-        for kind, payload in zip(kinds, tensor.payloads, strict=True):
-            sections.append({"kind": kind, "offset": offset, "length": len(payload), "crc32": zlib.crc32(payload)})
-            offset += len(payload)
-            chunks.append(payload)
+        for kind, payload in zip(encoding.section_kinds, tensor.payloads, strict=True):
+            sections.append({"kind": kind, "offset": self.offset, "length": len(payload), "crc32": zlib.crc32(payload)})
+            self.offset += len(payload)
+            self.spool.write(payload)
         row: dict[str, Any] = {
             "name": tensor.entry.name,
             "dtype": tensor.entry.dtype,
             "shape": list(tensor.entry.shape),
             "encoding": tensor.entry.encoding,
         }
-        for key in get_encoding(tensor.entry.encoding).fields:
+        for key in encoding.fields:
             row[key] = tensor.entry.params[key]
         row["sections"] = sections
-        table.append(row)
-    header = {
-        "format": "dcz",
-        "arch": arch,
-        "num_classes": num_classes,
-        "producer": producer,
-        "options": dict(options),
-        "tensors": table,
-    }
-    header_bytes = json.dumps(header, separators=(",", ":"), sort_keys=True, allow_nan=False).encode("utf-8")
-    preamble = PREAMBLE.pack(MAGIC, VERSION, 0, len(header_bytes), zlib.crc32(header_bytes))
-    data = b"".join([preamble, header_bytes, *chunks])
-    try:
-        parse_header(data)  # the reader's limits are the writer's: never write a file that would be refused
-    except DczError as exc:
-        raise DczError(f"cannot store this model in a .dcz: {exc}") from None
-    return data
+        self.rows.append(row)
+
+    def header(self, *, arch: str, num_classes: int, producer: str, options: Mapping[str, Any]) -> tuple[bytes, DczHeader]:
+        """The preamble and header, and the header as a reader parses them (the reader's limits are the
+        writer's: never write a file that would be refused)."""
+        table = {
+            "format": "dcz",
+            "arch": arch,
+            "num_classes": num_classes,
+            "producer": producer,
+            "options": dict(options),
+            "tensors": self.rows,
+        }
+        header_bytes = json.dumps(table, separators=(",", ":"), sort_keys=True, allow_nan=False).encode("utf-8")
+        head = PREAMBLE.pack(MAGIC, VERSION, 0, len(header_bytes), zlib.crc32(header_bytes)) + header_bytes
+        try:
+            parsed = parse_header(head, len(head) + self.offset)
+        except DczError as exc:
+            raise DczError(f"cannot store this model in a .dcz: {exc}") from None
+        return head, parsed
+
+    def finish(self, handle: BinaryIO, **fields: Any) -> DczHeader:
+        """Write the whole file to `handle`: preamble, header, then the spooled sections."""
+        head, parsed = self.header(**fields)
+        handle.write(head)
+        self.spool.seek(0)
+        shutil.copyfileobj(self.spool, handle, 1 << 20)
+        return parsed
 
 
 # ------------------------------------------------------------------------------------------------ reader
@@ -283,6 +310,18 @@ def decode_tensors(header: DczHeader, data: bytes | memoryview) -> "OrderedDict[
         done[name] = plan.finish(symbols[first : first + len(plan.streams)])
         first += len(plan.streams)
     return OrderedDict((entry.name, done[entry.name]) for entry in header.tensors)
+
+
+def decode_one(header: DczHeader, data: bytes | memoryview, entry: TensorEntry) -> np.ndarray:
+    """One tensor, alone (a decoder writing tensors as it goes holds one at a time)."""
+    from alexcompress.codec import rans
+
+    coder = get_encoding(entry.encoding)
+    defer = getattr(coder, "defer", None)
+    if defer is None:
+        return coder.decode(entry, section_reader(header, data, entry))
+    plan = defer(entry, section_reader(header, data, entry))
+    return plan.finish(rans.decode_streams(plan.streams))
 
 
 def streams_of(header: DczHeader, data: bytes | memoryview, entry: TensorEntry) -> Any:

@@ -9,7 +9,7 @@ the weight, and the result is deterministic.
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -185,20 +185,24 @@ def _magnitude_bits(chunk: np.ndarray) -> np.ndarray:
 
 
 def _chunks(flat: np.ndarray):
+    """`flat` a chunk at a time: views of a float32 array, float32 copies of another dtype's (a half-precision
+    source is read as it is, never widened whole)."""
     for start in range(0, flat.size, _CHUNK):
-        yield flat[start : start + _CHUNK]
+        chunk = flat[start : start + _CHUNK]
+        yield chunk if chunk.dtype == np.float32 else chunk.astype(np.float32)
 
 
-def _radix_select(flats: list[np.ndarray], k: int) -> tuple[float, int]:
+def _radix_select(flats: list[np.ndarray], k: int, after: Callable[[np.ndarray], None] = lambda flat: None) -> tuple[float, int]:
     """The k-th smallest |w| (1-based) over all arrays and how many |w| are strictly below it, by a
     two-pass radix select on the float bits: O(n), no sorting, and no copy of the weights (the seed's
-    percentile copied all 228 MB)."""
+    percentile copied all 228 MB). `after(flat)` follows each array's pass (a memory map drops its pages)."""
     if k <= 0:
         return 0.0, 0
     high = np.zeros(1 << 16, dtype=np.int64)
     for flat in flats:
         for chunk in _chunks(flat):
             high += np.bincount(_magnitude_bits(chunk) >> 15, minlength=1 << 16)
+        after(flat)
     cumulative = np.cumsum(high)
     top = int(np.searchsorted(cumulative, k))
     below = int(cumulative[top - 1]) if top else 0
@@ -207,6 +211,7 @@ def _radix_select(flats: list[np.ndarray], k: int) -> tuple[float, int]:
         for chunk in _chunks(flat):
             bits = _magnitude_bits(chunk)
             low += np.bincount(bits[(bits >> 15) == top] & 0x7FFF, minlength=1 << 15)
+        after(flat)
     cumulative_low = np.cumsum(low)
     bottom = int(np.searchsorted(cumulative_low, k - below))
     below += int(cumulative_low[bottom - 1]) if bottom else 0

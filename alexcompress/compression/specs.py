@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     import torch
     from torch.utils.data import Dataset
 
+    from alexcompress.codec.container import DczHeader
     from alexcompress.train.config import TrainConfig
     from alexcompress.train.log import TrainingLog
 
@@ -196,6 +197,17 @@ class Compressed:
     @property
     def ratio(self) -> float:
         return self.original_bytes / len(self.data)
+
+    @property
+    def header(self) -> "DczHeader":
+        from alexcompress.codec.container import parse_header
+
+        return parse_header(self.data)
+
+    @property
+    def payload(self) -> bytes:
+        """What `fileio.write_output` writes (as `Streamed.payload`)."""
+        return self.data
 
 
 def compress(

@@ -26,7 +26,14 @@ from alexcompress.errors import ModelError
 from alexcompress.models.alexnet import ALEXNET
 from alexcompress.models.architecture import AUTO, NONE, Architecture, GenericArch, _shape_of
 from alexcompress.models.resnet import RESNET18
-from alexcompress.models.torchvision_archs import TableArch, TorchvisionArch, _signature_index, key_signature, torchvision_names
+from alexcompress.models.torchvision_archs import (
+    TableArch,
+    TorchvisionArch,
+    _signature_index,
+    index_is_current,
+    key_signature,
+    torchvision_names,
+)
 from alexcompress.models.vgg import VGG16
 
 _REGISTRY: dict[str, Architecture] = {}
@@ -102,7 +109,7 @@ def detect(state: Mapping[str, object]) -> Detection:
         if isinstance(arch, TableArch) and _matches(arch, state):
             return Detection(arch.name, f"detected architecture {arch.name} (keys and shapes match)")
     candidates = list(_signature_index().get(key_signature(list(state)), []))
-    if not candidates:
+    if not candidates and not index_is_current():
         unindexed = set(torchvision_names()) - {n for names in _signature_index().values() for n in names}
         candidates = sorted(unindexed)  # models newer than the shipped index: check them the slow way
     fits = [n for n in candidates if n not in _REGISTRY or not isinstance(_REGISTRY[n], TableArch)]

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 import numpy as np
 
@@ -108,3 +108,16 @@ def decode(data: "bytes | memoryview") -> tuple["OrderedDict[str, torch.Tensor]"
     given."""
     arrays, arch = decode_arrays(data)
     return torch_state(arrays), arch
+
+
+def write_safetensors(data: "bytes | memoryview", handle: "BinaryIO") -> str:
+    """A `.dcz` file image decoded into a safetensors file, tensor by tensor (one decoded tensor in memory at
+    a time), every tensor in its own dtype; returns the architecture."""
+    from alexcompress.codec.container import decode_one
+    from alexcompress.models import safetensors
+
+    header = checked_header(data)
+    table = {entry.name: (entry.dtype, entry.shape) for entry in header.tensors}
+    arrays = ((entry.name, decode_one(header, data, entry)) for entry in header.tensors)
+    safetensors.write_streaming(table, arrays, handle, {"format": "pt", "producer": PRODUCER, "arch": header.arch})
+    return header.arch

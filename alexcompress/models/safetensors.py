@@ -25,7 +25,7 @@ import mmap
 import os
 import struct
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any, BinaryIO
 
 import numpy as np
@@ -173,6 +173,21 @@ def load(path: str, label: str | None = None) -> "OrderedDict[str, np.ndarray]":
     return _arrays(mapped, table, _header_order(head))
 
 
+def release(array: np.ndarray) -> None:
+    """Give back the pages of a memory map that `array` views (after its last use: reading it again reads
+    the file again), so that a model read tensor by tensor stays out of memory. Anything else: nothing."""
+    base: Any = array
+    while base is not None and not isinstance(base, mmap.mmap):
+        base = getattr(base, "base", None) if not isinstance(base, memoryview) else base.obj
+    if base is None or not hasattr(base, "madvise") or array.nbytes == 0:
+        return
+    start = array.__array_interface__["data"][0] - np.frombuffer(base, dtype=np.uint8, count=0).__array_interface__["data"][0]
+    page = mmap.PAGESIZE
+    first, last = (start + page - 1) // page * page, (start + array.nbytes) // page * page  # pages wholly its own
+    if last > first:
+        base.madvise(mmap.MADV_DONTNEED, first, last - first)
+
+
 def _header_order(data: Any) -> "list[str]":
     (length,) = LENGTH.unpack_from(data)
     names = json.loads(bytes(data[LENGTH.size : LENGTH.size + length]))  # checked by _layout: order only
@@ -236,6 +251,38 @@ def write(state: "Mapping[str, np.ndarray]", handle: BinaryIO, metadata: "Mappin
     """`state` as a safetensors file, tensor after tensor (each written as it is: nothing is joined)."""
     handle.write(header(state, metadata))
     for array in state.values():
-        flat = np.ascontiguousarray(array).reshape(-1)
-        little = flat.astype(flat.dtype.newbyteorder("<")) if flat.dtype.byteorder == ">" else flat
-        handle.write(memoryview(little.view(np.uint8)))
+        _write_array(array, handle)
+
+
+def write_streaming(
+    table: "Mapping[str, tuple[str, tuple[int, ...]]]",
+    arrays: "Iterator[tuple[str, np.ndarray]]",
+    handle: BinaryIO,
+    metadata: "Mapping[str, str] | None" = None,
+) -> None:
+    """A safetensors file whose header comes from `table` ({name: (dtype name, shape)}, in order) and whose
+    tensors come one at a time from `arrays` ((name, array) in the same order): only one is ever held."""
+    handle.write(header({name: _Spec(DTYPES[dtype], shape) for name, (dtype, shape) in table.items()}, metadata))  # type: ignore[misc]
+    names = iter(table)
+    for name, array in arrays:
+        expected = next(names, None)
+        dtype, shape = table[name] if name in table else ("", ())
+        if name != expected or array.dtype != DTYPES[dtype] or tuple(array.shape) != tuple(shape):
+            raise ModelError(f"{name}: not the tensor the header announced")
+        _write_array(array, handle)
+
+
+class _Spec:
+    """What `header` reads of an array: its dtype, shape and size in bytes."""
+
+    def __init__(self, dtype: np.dtype, shape: "tuple[int, ...]") -> None:
+        self.dtype, self.shape = dtype, tuple(shape)
+        self.nbytes = int(np.prod(self.shape, dtype=np.int64)) * dtype.itemsize if self.shape else dtype.itemsize
+
+
+def _write_array(array: np.ndarray, handle: BinaryIO) -> None:
+    flat = np.ascontiguousarray(array).reshape(-1)
+    little = flat.astype(flat.dtype.newbyteorder("<")) if flat.dtype.byteorder == ">" else flat
+    view = little.view(np.uint8)
+    for start in range(0, view.size, 1 << 24):  # chunks: a signal can interrupt a large write between them
+        handle.write(memoryview(view[start : start + (1 << 24)]))

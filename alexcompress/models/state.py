@@ -245,10 +245,13 @@ def load_arrays(source: "str | os.PathLike[str] | bytes", *, arch: str | None = 
 
 
 def load_widened(
-    source: "str | os.PathLike[str] | bytes", *, arch: str | None = None, name: str | None = None
+    source: "str | os.PathLike[str] | bytes", *, arch: str | None = None, name: str | None = None, widened: bool = True
 ) -> "tuple[Loaded, dict[str, str]]":
-    """`load_arrays`, with the original dtype of each half-precision weight it widened (`widen`)."""
+    """`load_arrays`, with the original dtype of each half-precision weight it widened (`widen`); with
+    `widened=False`, every tensor as numpy arrays of its own dtype (nothing copied)."""
     state, found, note = _read(source, arch, name)
+    if not widened:
+        return Loaded(numpy_state(state), found, note), {}
     arrays, dtypes = widen(state, found)
     return Loaded(arrays, found, note), dtypes
 

@@ -207,6 +207,19 @@ def key_signature(keys: "list[str] | tuple[str, ...]") -> str:
 
 
 @functools.cache
+def index_is_current() -> bool:
+    """The shipped index was made from the installed torchvision's version (read from its metadata, not by
+    importing it: 2 s and ~650 MB), so it lists every model that torchvision has."""
+    from importlib import metadata
+
+    try:
+        installed = metadata.version("torchvision").split("+")[0]
+    except metadata.PackageNotFoundError:
+        return False
+    return json.loads(resources.files(__package__).joinpath("torchvision_keys.json").read_text()).get("torchvision") == installed
+
+
+@functools.cache
 def _signature_index() -> dict[str, list[str]]:
     """key signature -> torchvision model names, shipped with the package (`torchvision_keys.json`, made by
     `python -m alexcompress.models.torchvision_archs`, checked against the installed torchvision by the tests)."""

@@ -1,0 +1,262 @@
+"""All three stages tensor by tensor: memory grows with the largest tensor, not with the model.
+
+`compress` without an allocation, a shared codebook or importances needs nothing of a layer but the layer
+(and, for a global sparsity, one threshold: a radix select reads every weight's magnitude twice, a chunk
+at a time). So each coded weight is copied to float32, pruned, clustered, narrowed back to its own dtype
+and entropy-coded, its sections spooled to a temporary file (`container.DczWriter`), and dropped before the
+next; raw tensors are coded straight from their source. A source that is a memory map (safetensors) gives
+its pages back as each tensor is done. The file is byte for byte `specs.compress`'s: each step calls the
+same functions on a one-tensor state, with every pattern resolved against the whole model first.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, BinaryIO
+
+import numpy as np
+
+from alexcompress.codec.container import DczHeader, DczWriter
+from alexcompress.codec.encodings import STORED, dtype_name, encode_coded, get_encoding
+from alexcompress.compression.pruning import (
+    LayerPruning,
+    PruneResult,
+    _chunks,
+    _magnitude_bits,
+    _radix_select,
+    _zero_smallest,
+    check_fraction,
+    prune_by_rates,
+    prune_by_std,
+)
+from alexcompress.compression.quantization import LayerQuantization, QuantizeResult, quantize
+from alexcompress.compression.specs import PruneSpec, QuantizeSpec
+from alexcompress.errors import AlexCompressError
+from alexcompress.models.archs import get_arch, layer_keys, per_layer
+from alexcompress.models.dcz import PRODUCER
+from alexcompress.models.state import HALF, as_numpy, c_contiguous, num_classes_of
+from alexcompress.parallel import ordered_map
+
+#: sections are kept in memory up to this size, then spill to a temporary file
+SPOOL_IN_MEMORY = 64 << 20
+
+
+def streamable(quantization: QuantizeSpec) -> bool:
+    """Whether `compress_streaming` can do what `quantization` asks (one layer at a time)."""
+    return not quantization.shared_codebook and quantization.importance == "none"
+
+
+@dataclass
+class Streamed:
+    """What `compress_streaming` did: each stage's report (without the state), the file's header, and the
+    function that writes the file (`write(handle)`, once)."""
+
+    arch: str
+    pruning: PruneResult
+    quantization: QuantizeResult
+    header: DczHeader
+    write: Callable[[BinaryIO], None]
+    spool: Any = field(repr=False, default=None)
+
+    @property
+    def original_bytes(self) -> int:
+        from alexcompress.codec.accounting import original_bytes
+
+        return original_bytes(self.header)
+
+    @property
+    def ratio(self) -> float:
+        return self.original_bytes / self.header.file_size
+
+    @property
+    def payload(self) -> Callable[[BinaryIO], None]:
+        """What `fileio.write_output` writes: the file, from the spool."""
+        return self.write
+
+    @property
+    def data(self) -> bytes:
+        """The whole file in memory (for small models and tests; `payload` streams it)."""
+        import io
+
+        buffer = io.BytesIO()
+        self.write(buffer)
+        return buffer.getvalue()
+
+    def close(self) -> None:
+        if self.spool is not None:
+            self.spool.close()
+
+
+def compress_streaming(
+    state: Mapping[str, np.ndarray],
+    *,
+    arch: str,
+    pruning: PruneSpec | None = None,
+    quantization: QuantizeSpec | None = None,
+    index_bits: int | None = None,
+    coder: str = "auto",
+    dtypes: Mapping[str, str] | None = None,
+    release: Callable[[np.ndarray], None] | None = None,
+) -> Streamed:
+    """`specs.compress` one tensor at a time (see the module). `state`'s arrays are read, never written;
+    `dtypes` names the original dtype of weights already widened to float32; `release(array)` is called on
+    each source array once it is coded (a memory map drops its pages)."""
+    architecture = get_arch(arch)
+    quantization = quantization or QuantizeSpec()
+    if not streamable(quantization):
+        raise AlexCompressError("a shared codebook or importances need the whole model: use specs.compress")
+    spec = (pruning or PruneSpec()).resolved(architecture)
+    keys = layer_keys(architecture, state)
+    dtypes = dict(dtypes or {})
+    for key in keys:
+        name = dtype_name(as_numpy(state[key]).dtype)
+        if name in HALF:
+            dtypes.setdefault(key, name)
+    prune_one, method = _pruner(spec, architecture, state, keys, release or (lambda array: None))
+    widths = {key: quantization.conv_bits if len(state[key].shape) > 2 else quantization.fc_bits for key in keys}
+    if quantization.bits is not None:
+        widths = dict.fromkeys(keys, quantization.bits)
+    widths.update(per_layer(architecture, quantization.layer_bits or {}, keys))
+    options = {
+        "prune": method,
+        **quantization.record(),
+        "index_bits": "auto" if index_bits is None else index_bits,
+        "coder": coder,
+    }
+    spool = tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY)
+    writer = DczWriter(spool)
+    pruned_layers: list[LayerPruning] = []
+    quantized_layers: list[LayerQuantization] = []
+    methods: list[str] = []
+    coded = set(keys)
+    order = list(state)
+    batch = max(1, _jobs())
+    try:
+        for first in range(0, len(order), batch):  # `--jobs` tensors at a time: memory stays a few tensors'
+            done = ordered_map(
+                lambda key: _one(key, state, coded, prune_one, widths, quantization, index_bits, coder, dtypes, architecture.name),
+                order[first : first + batch],
+            )
+            for key, (tensor, layer_p, layer_q, title) in zip(order[first : first + batch], done, strict=True):
+                writer.add(tensor)
+                if layer_p is not None:
+                    pruned_layers.append(layer_p)
+                    quantized_layers.append(layer_q)
+                    methods.append(title)
+                if release is not None:
+                    release(state[key])
+        head, header = writer.header(
+            arch=architecture.name, num_classes=num_classes_of(state, architecture.name), producer=PRODUCER, options=options
+        )
+    except BaseException:
+        spool.close()
+        raise
+    title = methods[0] if methods else "per-layer k-means"
+
+    def write(handle: BinaryIO) -> None:
+        handle.write(head)
+        spool.seek(0)
+        while chunk := spool.read(1 << 20):
+            handle.write(chunk)
+
+    return Streamed(
+        architecture.name,
+        PruneResult({}, pruned_layers, method),  # type: ignore[arg-type]
+        QuantizeResult({}, quantized_layers, title),  # type: ignore[arg-type]
+        header,
+        write,
+        spool,
+    )
+
+
+def _jobs() -> int:
+    from alexcompress.parallel import jobs
+
+    return jobs()
+
+
+def _one(
+    key: str,
+    state: Mapping[str, np.ndarray],
+    coded: set[str],
+    prune_one: Callable[[str, np.ndarray], LayerPruning],
+    widths: Mapping[str, int],
+    quantization: QuantizeSpec,
+    index_bits: int | None,
+    coder: str,
+    dtypes: Mapping[str, str],
+    arch: str,
+) -> tuple[Any, LayerPruning | None, LayerQuantization | None, str]:
+    source = as_numpy(state[key])
+    if key not in coded:
+        return get_encoding(STORED).encode(key, c_contiguous(source)), None, None, ""
+    weight = np.array(source, dtype=np.float32, order="C", copy=True)  # one tensor in float32, never the source
+    if not np.isfinite(weight).all():
+        raise AlexCompressError(f"{key} contains NaN or infinite weights")
+    layer_p = prune_one(key, weight)
+    result = quantize(
+        {key: weight},
+        layer_bits={key: widths[key]},
+        init=quantization.init,
+        seed=quantization.seed,
+        quantizer=quantization.quantizer,
+        rate_weight=quantization.rate_weight,
+        arch=arch,
+        inplace=True,
+    )
+    out = weight if key not in dtypes else weight.astype(HALF[dtypes[key]])
+    return encode_coded(key, out, index_bits=index_bits, coder=coder), layer_p, result.layers[0], result.method
+
+
+def _pruner(
+    spec: PruneSpec, architecture: Any, state: Mapping[str, np.ndarray], keys: list[str], release: Callable[[np.ndarray], None]
+) -> tuple[Callable[[str, np.ndarray], LayerPruning], str]:
+    """A function pruning one float32 layer in place as `spec` says for the whole model, and the method's
+    name (as `specs.prune` reports it)."""
+    name = architecture.name
+    if spec.preset is not None or spec.rates is not None:
+        rates = spec.rates
+        method = "per-layer keep rates"
+        if spec.preset is not None:
+            rates = architecture.presets.get(spec.preset)
+            if rates is None:
+                have = ", ".join(architecture.presets) or "none"
+                raise AlexCompressError(
+                    f"architecture {name} has no preset {spec.preset!r} (its presets: {have}); give keep rates or a sparsity instead"
+                )
+            method = f"preset {spec.preset!r} keep rates"
+        for layer, rate in (rates or {}).items():
+            check_fraction(f"keep rate of {layer}", rate, allow_one=True)
+        by_key = per_layer(architecture, rates or {}, keys)
+
+        def by_rate(key: str, weight: np.ndarray) -> LayerPruning:
+            rate = {key: by_key[key]} if key in by_key else {}
+            return prune_by_rates({key: weight}, rate, arch=name, inplace=True).layers[0]
+
+        return by_rate, method
+    if spec.std_scale is not None:
+        scale = spec.std_scale
+        return (
+            lambda key, weight: prune_by_std({key: weight}, scale, arch=name, inplace=True).layers[0]
+        ), f"threshold {scale:g} x std per layer"
+    sparsity = spec.sparsity
+    assert sparsity is not None
+    flats = [as_numpy(state[key]).reshape(-1) for key in keys]
+    n_prune = int(round(sparsity * sum(f.size for f in flats)))
+    threshold, below = _radix_select(flats, n_prune, after=release)
+    ties, left = {}, n_prune - below  # the weights equal to the threshold that go: the first ones, in model order
+    limit = _magnitude_bits(np.array([threshold], dtype=np.float32))[0]
+    for key, flat in zip(keys, flats, strict=True):
+        ties[key] = min(left, sum(int(np.count_nonzero(_magnitude_bits(chunk) == limit)) for chunk in _chunks(flat)) if left else 0)
+        left -= ties[key]
+        release(flat)
+
+    def globally(key: str, weight: np.ndarray) -> LayerPruning:
+        flat = weight.reshape(-1)
+        if n_prune:
+            _zero_smallest(flat, threshold, ties[key])
+        return LayerPruning(architecture.display_name(key), key, flat.size, int(np.count_nonzero(flat)), threshold if n_prune else 0.0)
+
+    return globally, f"global sparsity {sparsity:g}"

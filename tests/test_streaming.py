@@ -1,0 +1,121 @@
+"""`compress` tensor by tensor: the same bytes as the whole-model path, for every kind of pruning and
+quantizer, half precision and any --jobs; memory that grows with the largest tensor, not the model."""
+
+from __future__ import annotations
+
+import io
+import subprocess
+import sys
+
+import ml_dtypes
+import numpy as np
+import pytest
+
+from alexcompress import api
+from alexcompress.compression.specs import PruneSpec, QuantizeSpec, compress
+from alexcompress.compression.streaming import compress_streaming
+from alexcompress.models import safetensors
+from alexcompress.models.state import numpy_state, random_model, widen
+from alexcompress.parallel import set_jobs
+
+CASES = [
+    ("alexnet", PruneSpec(), QuantizeSpec()),
+    ("alexnet", PruneSpec(std_scale=0.5), QuantizeSpec(layer_bits={"fc*": 3}, bits=6)),
+    ("resnet18", PruneSpec(sparsity=0.7), QuantizeSpec(bits=4, quantizer="ecsq")),
+    ("resnet18", PruneSpec(rates={"layer1.*": 0.5, "fc": 0.2}), QuantizeSpec(init="density")),
+    ("mobilenet_v2", PruneSpec(sparsity=0.0), QuantizeSpec(bits=3)),
+]
+
+
+def _whole(state, arch, pruning, quantization, dtypes=None) -> bytes:
+    copy = {k: v.copy() for k, v in state.items()}
+    return compress(copy, arch=arch, pruning=pruning, quantization=quantization, inplace=True, dtypes=dtypes).data
+
+
+@pytest.mark.parametrize("arch, pruning, quantization", CASES, ids=[f"{c[0]}-{i}" for i, c in enumerate(CASES)])
+def test_streaming_writes_the_bytes_of_the_whole_model_path(arch, pruning, quantization):
+    state = numpy_state(random_model(arch, 10, 0))
+    before = {k: v.copy() for k, v in state.items()}
+    streamed = compress_streaming(state, arch=arch, pruning=pruning, quantization=quantization)
+    assert streamed.data == _whole(state, arch, pruning, quantization)
+    assert all(np.array_equal(state[k], before[k]) for k in state)  # the source is only read
+
+
+@pytest.mark.parametrize("dtype", [ml_dtypes.bfloat16, np.float16], ids=["bfloat16", "float16"])
+def test_half_precision_streams_to_the_same_bytes_with_any_jobs(dtype):
+    state = {k: v.astype(dtype) if v.dtype == np.float32 else v for k, v in numpy_state(random_model("resnet18", 10, 1)).items()}
+    widened, dtypes = widen(state, "resnet18")
+    whole = _whole(widened, "resnet18", PruneSpec(sparsity=0.8), QuantizeSpec(bits=4), dtypes)
+    for jobs in (1, 2):
+        set_jobs(jobs)
+        try:
+            streamed = compress_streaming(state, arch="resnet18", pruning=PruneSpec(sparsity=0.8), quantization=QuantizeSpec(bits=4))
+        finally:
+            set_jobs(1)
+        assert streamed.data == whole
+
+
+def test_ties_at_a_global_threshold_go_in_model_order_whatever_the_jobs():
+    state = {f"l{i}.weight": np.full((64, 64), 0.5, dtype=np.float32) for i in range(5)}  # every weight a tie
+    whole = _whole(state, "none", PruneSpec(sparsity=0.5), QuantizeSpec(bits=2))
+    set_jobs(4)
+    try:
+        streamed = compress_streaming(state, arch="none", pruning=PruneSpec(sparsity=0.5), quantization=QuantizeSpec(bits=2))
+    finally:
+        set_jobs(1)
+    assert streamed.data == whole
+    assert [layer.kept for layer in streamed.pruning.layers] == [0, 0, 2048, 4096, 4096]
+
+
+def test_api_compress_streams_unless_it_needs_the_whole_model():
+    source = api.ModelInput(numpy_state(random_model("alexnet", 10, 0)), "alexnet", "m")
+    assert isinstance(api.compress(source, PruneSpec(sparsity=0.9)), api.Streamed)
+    assert isinstance(api.compress(source, PruneSpec(sparsity=0.9), check=True), api.Compressed)
+    assert isinstance(api.compress(source, PruneSpec(sparsity=0.9), QuantizeSpec(shared_codebook=True)), api.Compressed)
+
+
+def _peak_mb(args: list[str]) -> float:
+    """Peak RSS (VmHWM, MB) of the command as a fresh process, read as it exits."""
+    code = (
+        "import runpy, sys\n"
+        f"sys.argv = {['alexcompress', *args]!r}\n"
+        "try:\n    runpy.run_module('alexcompress', run_name='__main__')\nexcept SystemExit as e:\n    code = e.code\nelse:\n    code = 0\n"
+        "print(int(next(l for l in open('/proc/self/status') if l.startswith('VmHWM')).split()[1]) / 1024, code, file=sys.stderr)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    peak, status = done.stderr.strip().splitlines()[-1].split()
+    assert status in ("0", "None"), done.stderr
+    return float(peak)
+
+
+def test_memory_grows_with_the_largest_tensor_not_the_model(tmp_path):
+    """Two bf16 models of 8 MB tensors, 96 MB and 384 MB: compress and decode peak within ~60 MB of each
+    other (each tensor costs ~3x its float32 size while it is worked on, whatever the model's size)."""
+    rng = np.random.default_rng(0)
+    tensor = (0.02 * rng.standard_normal((1024, 2048))).astype(ml_dtypes.bfloat16)  # 4 MB bf16, 8 MB float32
+    peaks = {}
+    for count in (12, 48):
+        path = tmp_path / f"m{count}.safetensors"
+        with open(path, "wb") as handle:
+            safetensors.write({f"layers.{i}.weight": tensor for i in range(count)}, handle)
+        dcz = tmp_path / f"m{count}.dcz"
+        compress_peak = _peak_mb(["compress", str(path), "--sparsity", "0.5", "--bits", "4", "-o", str(dcz), "-q"])
+        decode_peak = _peak_mb(["decode", str(dcz), "-o", str(tmp_path / f"d{count}.safetensors"), "-q"])
+        peaks[count] = (compress_peak, decode_peak)
+    (small_c, small_d), (large_c, large_d) = peaks[12], peaks[48]
+    assert large_c - small_c < 60, peaks  # the larger model's file is 4x the size: 3 x 144 MB more if it were held
+    assert large_d - small_d < 60, peaks
+    back = safetensors.load(str(tmp_path / "d48.safetensors"))
+    assert back["layers.47.weight"].dtype == ml_dtypes.bfloat16 and back["layers.47.weight"].shape == (1024, 2048)
+
+
+def test_a_decoded_safetensors_holds_what_decode_gives(tmp_path):
+    data = compress_streaming(
+        numpy_state(random_model("resnet18", 10, 0)), arch="resnet18", pruning=PruneSpec(sparsity=0.5), quantization=QuantizeSpec(bits=4)
+    ).data
+    buffer = io.BytesIO()
+    api.decode_to(data, "x.safetensors")(buffer)
+    back = safetensors.loads(bytearray(buffer.getvalue()), "x")
+    expected, _ = api.decode(data)
+    assert list(back) == list(expected)
+    assert all(np.array_equal(back[k].reshape(-1).view(np.uint8), expected[k].reshape(-1).view(np.uint8)) for k in expected)
