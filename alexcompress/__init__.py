@@ -30,7 +30,7 @@ if typing.TYPE_CHECKING:  # what type checkers and IDEs see; at run time `__geta
     from alexcompress.models.dcz import decode as decode, encode as encode
     from alexcompress.models.state import load_state_dict as load_state_dict, pretrained as pretrained, random_model as random_model
 
-__version__ = "0.7.0"
+__version__ = "0.8.0"
 
 #: public name -> the module that defines it
 _EXPORTS = {
