@@ -136,3 +136,15 @@ def test_varints_round_trip(values):
 def test_too_many_classes_are_refused_before_any_table_is_built():
     with pytest.raises(DczError, match="classes"):
         rans.Model.from_bytes(b"\x00" * rans.Model.size_bounds(65, 65)[0], 65, 65, "m")
+
+
+@pytest.mark.parametrize("n, chunk", [(10_000, 64), (300_001, 4096), (70_000, 1), (0, 16)])
+def test_a_stream_coded_in_pieces_of_whole_lanes_is_the_stream_coded_at_once(monkeypatch, n, chunk):
+    rng = np.random.default_rng(n)
+    symbols = rng.integers(0, 5, n).astype(np.int64)
+    model, _ = rans.fit(rans.transitions(symbols, 5, chunk) + 1, [0, 2])
+    whole = rans.encode_streams([(symbols, model, chunk), (symbols[: n // 3], model, chunk)])
+    monkeypatch.setattr(rans, "GROUP_SYMBOLS", 5000)
+    pieces = rans.encode_streams([(symbols, model, chunk), (symbols[: n // 3], model, chunk)])
+    assert pieces == whole
+    assert np.array_equal(rans.decode(pieces[0], n, model, chunk, "x"), symbols)

@@ -232,8 +232,30 @@ def encode(symbols: np.ndarray, model: Model, chunk: int) -> bytes:
     return encode_streams([(symbols, model, chunk)])[0]
 
 
+#: symbols coded in one vectorised pass: the pass holds ~120 bytes a symbol (its frequency, cumulative and
+#: state grids in int64), so a larger stream is coded in pieces of whole lanes, whose bytes join into the
+#: same stream (a lane starts from its own state and context: lanes are independent)
+GROUP_SYMBOLS = 1 << 20
+
+
 def encode_streams(streams: "list[tuple[np.ndarray, Model, int]]") -> list[bytes]:
-    """Several streams (symbols, model, chunk) coded side by side, all their lanes in the same steps."""
+    """Several streams (symbols, model, chunk) coded side by side, all their lanes in the same steps; at
+    most `GROUP_SYMBOLS` symbols at a time (~125 MB), whatever the streams' length."""
+    if sum(int(symbols.size) for symbols, _, _ in streams) <= GROUP_SYMBOLS:
+        return _encode_group(streams)
+    out = []
+    for symbols, model, chunk in streams:
+        per = max(1, GROUP_SYMBOLS // chunk) * chunk  # whole lanes a piece
+        parts = [_encode_group([(symbols[start : start + per], model, chunk)])[0] for start in range(0, max(int(symbols.size), 1), per)]
+        heads = [lanes(min(per, int(symbols.size) - i * per), chunk) for i in range(len(parts))]
+        states = b"".join(part[: 4 * n] for part, n in zip(parts, heads, strict=True))
+        counts = b"".join(part[4 * n : 6 * n] for part, n in zip(parts, heads, strict=True))
+        words = b"".join(part[6 * n :] for part, n in zip(parts, heads, strict=True))
+        out.append(states + counts + words)
+    return out
+
+
+def _encode_group(streams: "list[tuple[np.ndarray, Model, int]]") -> list[bytes]:
     freq_grids, cum_grids, lengths = [], [], []
     for symbols, model, chunk in streams:
         n = int(symbols.size)
