@@ -32,7 +32,9 @@ PEAK = (
     "import runpy, sys\n"
     "sys.argv = ['alexcompress'] + sys.argv[1:]\n"
     "try:\n    runpy.run_module('alexcompress', run_name='__main__')\nexcept SystemExit as e:\n    code = e.code or 0\nelse:\n    code = 0\n"
-    "print('PEAK', int(next(l for l in open('/proc/self/status') if l.startswith('VmHWM')).split()[1]) // 1024, file=sys.stderr)\n"
+    "import resource\n"
+    "children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss // 1024\n"
+    "print('PEAK', int(next(l for l in open('/proc/self/status') if l.startswith('VmHWM')).split()[1]) // 1024, children, file=sys.stderr)\n"
     "sys.exit(code)\n"
 )
 
@@ -89,14 +91,15 @@ def generate(folder: Path, params: float, seed: int = 0) -> tuple[Path, int, int
 
 
 def run(args: list[str]) -> tuple[float, int]:
-    """Wall seconds and peak RSS (MB) of `alexcompress ARGS` as a fresh process."""
+    """Wall seconds and peak RSS (MB) of `alexcompress ARGS` as a fresh process: its own, or with `--jobs`
+    the larger of its own and its largest worker's (a forked worker's count includes what it inherited)."""
     start = time.perf_counter()
     done = subprocess.run([PY, "-c", PEAK, *args], capture_output=True, text=True)
     wall = time.perf_counter() - start
     if done.returncode != 0:
         raise SystemExit(f"failed: alexcompress {' '.join(args)}\n{done.stderr}")
-    peak = int(next(line for line in done.stderr.splitlines() if line.startswith("PEAK")).split()[1])
-    return wall, peak
+    own, workers = (int(x) for x in next(line for line in done.stderr.splitlines() if line.startswith("PEAK")).split()[1:])
+    return wall, max(own, workers)
 
 
 def check(index: Path, decoded: Path) -> tuple[bool, bool]:

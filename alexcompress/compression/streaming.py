@@ -11,6 +11,7 @@ same functions on a one-tensor state, with every pattern resolved against the wh
 
 from __future__ import annotations
 
+import contextlib
 import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -37,7 +38,7 @@ from alexcompress.errors import AlexCompressError
 from alexcompress.models.archs import get_arch, layer_keys, per_layer
 from alexcompress.models.dcz import PRODUCER
 from alexcompress.models.state import HALF, as_numpy, c_contiguous, num_classes_of
-from alexcompress.parallel import ordered_map
+from alexcompress.parallel import ordered_imap
 
 #: sections are kept in memory up to this size, then spill to a temporary file
 SPOOL_IN_MEMORY = 64 << 20
@@ -132,21 +133,21 @@ def compress_streaming(
     methods: list[str] = []
     coded = set(keys)
     order = list(state)
-    batch = max(1, _jobs())
     try:
-        for first in range(0, len(order), batch):  # `--jobs` tensors at a time: memory stays a few tensors'
-            done = ordered_map(
-                lambda key: _one(key, state, coded, prune_one, widths, quantization, index_bits, coder, dtypes, architecture.name),
-                order[first : first + batch],
-            )
-            for key, (tensor, layer_p, layer_q, title) in zip(order[first : first + batch], done, strict=True):
+
+        def one(key: str) -> tuple[Any, LayerPruning | None, LayerQuantization | None, str]:
+            done = _one(key, state, coded, prune_one, widths, quantization, index_bits, coder, dtypes, architecture.name)
+            if release is not None:
+                release(state[key])  # in the worker that read it
+            return done
+
+        with contextlib.closing(ordered_imap(one, order)) as work:
+            for tensor, layer_p, layer_q, title in work:  # each tensor as it is done, in order
                 writer.add(tensor)
                 if layer_p is not None:
                     pruned_layers.append(layer_p)
                     quantized_layers.append(layer_q)
                     methods.append(title)
-                if release is not None:
-                    release(state[key])
         head, header = writer.header(
             arch=architecture.name, num_classes=num_classes_of(state, architecture.name), producer=PRODUCER, options=options
         )
@@ -169,12 +170,6 @@ def compress_streaming(
         write,
         spool,
     )
-
-
-def _jobs() -> int:
-    from alexcompress.parallel import jobs
-
-    return jobs()
 
 
 def _one(
