@@ -254,9 +254,15 @@ def quantize(
 
 
 def encode(
-    source: "ModelInput | Mapping[str, Any]", *, arch: Optional[str] = None, index_bits: Optional[int] = None, coder: str = "auto"
+    source: "ModelInput | Mapping[str, Any]",
+    *,
+    arch: Optional[str] = None,
+    index_bits: Optional[int] = None,
+    coder: str = "auto",
+    lossless: bool = False,
 ) -> bytes:
-    """Stage 3 (`alexcompress encode`): a quantized model as a `.dcz` file image (lossless)."""
+    """Stage 3 (`alexcompress encode`): a quantized model as a `.dcz` file image (lossless); `lossless`:
+    floating tensors that are not quantized stored with Huffman-coded exponents (`dcz.encode`)."""
     from alexcompress.models.dcz import encode as encode_state
     from alexcompress.models.state import narrow
 
@@ -265,7 +271,9 @@ def encode(
         arch = source.arch
         narrow(source.state, source.dtypes)  # in place, like every stage: the weights in their own dtype
     options = {"index_bits": "auto" if index_bits is None else str(index_bits), "coder": coder}
-    return encode_state(state, arch=arch, index_bits=index_bits, coder=coder, options=options)
+    if lossless:
+        options["lossless_floats"] = "yes"
+    return encode_state(state, arch=arch, index_bits=index_bits, coder=coder, options=options, lossless=lossless)
 
 
 def decode(data: "bytes | memoryview") -> "tuple[dict[str, np.ndarray], str]":

@@ -186,6 +186,14 @@ def encode(
     arch: ArchOpt = None,
     force: ForceOpt = False,
     quiet: QuietOpt = False,
+    lossless_floats: Annotated[
+        bool,
+        typer.Option(
+            "--lossless-floats",
+            help="Store floating tensors that are not quantized (bfloat16, float32) with their exponents Huffman-coded, "
+            "as DFloat11 does, instead of raw; an unquantized model is then encoded losslessly rather than refused.",
+        ),
+    ] = False,
 ) -> None:
     """Stage 3: entropy-code a quantized model into a .dcz (lossless)."""
     from alexcompress import api
@@ -195,8 +203,8 @@ def encode(
     width = _parse_index_bits(index_bits)
     console = _console(quiet)
     target = plan_output(model, arch, output, ".dcz", force)
-    source = read_model(model, arch)
-    data = api.encode(source, index_bits=width, coder=Coder(coder).value)
+    source = read_model(model, arch, widened=not lossless_floats)  # lossless: every tensor as it was given
+    data = api.encode(source, index_bits=width, coder=Coder(coder).value, lossless=lossless_floats)
     write_output(target, data)
     _announce(console, source)
     print_info(console, parse_header(data), target if target != STDIO else "<stdout>")

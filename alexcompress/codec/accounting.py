@@ -91,5 +91,6 @@ def ladder(header: DczHeader) -> Ladder:
     bits = [8 * DTYPES[t.dtype].itemsize for t in coded]
     pruned = sum(math.ceil(r.entries * (b + r.index_bits) / 8) for r, b in zip(rows, bits, strict=True)) + parts.raw
     quantized = sum(r.bytes_fixed for r in rows) + parts.raw
-    dtypes = " + ".join(sorted({t.dtype for t in coded})) or "float32"
+    floating = [t for t in header.tensors if t.dtype in ("float32", "float64", "float16", "bfloat16")]
+    dtypes = " + ".join(sorted({t.dtype for t in coded or floating})) or "float32"
     return Ladder(original_bytes(header), pruned, quantized, header.file_size, dtypes)

@@ -16,7 +16,8 @@ import numpy as np
 
 from alexcompress import __version__
 from alexcompress.codec.container import DczHeader, decode_tensors, parse_header, write_dcz
-from alexcompress.codec.encodings import CODED_DTYPES, STORED, EncodedTensor, dtype_name, encode_coded, get_encoding
+from alexcompress.codec.encodings import CODED_DTYPES, EncodedTensor, dtype_name, encode_coded, encode_stored
+from alexcompress.codec.encodings.sparse_huffman import MAX_CODEBOOK
 from alexcompress.errors import DczError, ModelError
 from alexcompress.models.architecture import NONE
 from alexcompress.models.archs import get_arch, layer_keys
@@ -37,10 +38,13 @@ def encode(
     index_bits: int | None = None,
     coder: str = "auto",
     options: Mapping[str, Any] | None = None,
+    lossless: bool = False,
 ) -> bytes:
     """A quantized state dict as a `.dcz` file image. `arch` None detects it; `index_bits=None` picks the
     best gap width per layer; `coder` names the coded encodings each layer may take, the smallest kept
-    (`encodings.CODERS`: "auto" all, "huffman" the paper's).
+    (`encodings.CODERS`: "auto" all, "huffman" the paper's). `lossless`: floating tensors that are not
+    quantized (raw ones, and coded ones with more distinct values than a codebook holds) are stored with
+    their exponents Huffman-coded where that is smaller (`float_huffman`), instead of raw or refused.
 
     >>> from alexcompress.models.state import random_model
     >>> from alexcompress.compression.pruning import prune_global
@@ -59,7 +63,11 @@ def encode(
 
     def one(key: str) -> EncodedTensor:
         array = c_contiguous(as_numpy(state[key]))
-        return encode_coded(key, array, index_bits=index_bits, coder=coder) if key in coded else get_encoding(STORED).encode(key, array)
+        if key not in coded:
+            return encode_stored(key, array, lossless)
+        if lossless and np.unique(array).size > MAX_CODEBOOK + 1:  # not quantized: stored losslessly
+            return encode_stored(key, array, lossless)
+        return encode_coded(key, array, index_bits=index_bits, coder=coder)
 
     tensors = ordered_map(one, list(state))  # the file's order is the state's, whatever --jobs
     num_classes = num_classes_of(state, found)

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from alexcompress.codec.encodings import dense_ctx, dense_huffman, raw, sparse_ctx, sparse_huffman
+from alexcompress.codec.encodings import dense_ctx, dense_huffman, float_huffman, raw, sparse_ctx, sparse_huffman
 from alexcompress.codec.encodings.base import (
     CODED_DTYPES,
     DTYPES,
@@ -35,10 +35,24 @@ ENCODINGS: dict[str, TensorEncoding] = {
     dense_huffman.ENCODING.name: dense_huffman.ENCODING,
     sparse_ctx.ENCODING.name: sparse_ctx.ENCODING,
     dense_ctx.ENCODING.name: dense_ctx.ENCODING,
+    float_huffman.ENCODING.name: float_huffman.ENCODING,
 }
 
 #: how tensors that are not coded are stored
 STORED = raw.ENCODING.name
+#: how a floating tensor that is not quantized may be stored losslessly in fewer bytes (`lossless` writers)
+LOSSLESS_FLOAT = float_huffman.ENCODING.name
+
+
+def encode_stored(name: str, array: np.ndarray, lossless: bool = False) -> EncodedTensor:
+    """A tensor that is not coded: raw, or with `lossless` a bfloat16/float32 one with its exponents
+    Huffman-coded where that is smaller (`float_huffman`)."""
+    if lossless and array.size >= 64 and dtype_name(array.dtype) in float_huffman.LAYOUTS:
+        if float_huffman.ENCODING.size(array) < array.nbytes:
+            return float_huffman.ENCODING.encode(name, array)
+    return raw.ENCODING.encode(name, array)
+
+
 #: the coders a user may choose (`--coder`), each the coded encodings the writer may pick from, smallest
 #: wins per tensor: `huffman` is the paper's (static Huffman codes), `context` the context-modelled rANS
 #: coder, `auto` every one
@@ -117,6 +131,7 @@ __all__ = [
     "Deferred",
     "DTYPES",
     "ENCODINGS",
+    "LOSSLESS_FLOAT",
     "STORED",
     "EncodedTensor",
     "LayerSummary",
@@ -125,6 +140,7 @@ __all__ = [
     "TensorEncoding",
     "TensorEntry",
     "encode_coded",
+    "encode_stored",
     "dtype_name",
     "get_encoding",
 ]

@@ -61,7 +61,7 @@ def quantized_codes(name: str, nonzero_values: np.ndarray) -> tuple[np.ndarray, 
     if codebook.size > MAX_CODEBOOK:
         raise DczError(
             f"{name}: {codebook.size} distinct nonzero values, more than the {MAX_CODEBOOK} a codebook holds; "
-            "the model is not quantized: quantize it first"
+            "the model is not quantized: quantize it first (or store it as it is: encode --lossless-floats)"
         )
     return codebook, np.searchsorted(codebook, nonzero_values)
 
