@@ -39,6 +39,31 @@ def dcz_seeds() -> list[bytes]:
         seeds.append(
             alexcompress.compress(small_state(1), arch="none", pruning=alexcompress.PruneSpec(sparsity=0.7), index_bits=2, coder=coder).data
         )
+    import ml_dtypes
+
+    from alexcompress.models.dcz import encode
+
+    half = OrderedDict((k, v.astype(ml_dtypes.bfloat16) if v.dtype == np.float32 else v) for k, v in small_state(2).items())
+    rng = np.random.default_rng(3)
+    half["big.weight"] = rng.normal(0, 0.02, (20, 30)).astype(ml_dtypes.bfloat16)  # not quantized: float_huffman
+    half["big.bias"] = rng.normal(0, 0.02, 100).astype(np.float32)  # raw, float_huffman when smaller
+    seeds.append(encode(half, arch="none", lossless=True))
+    return seeds
+
+
+def safetensors_seeds() -> list[bytes]:
+    import ml_dtypes
+
+    from alexcompress.models import safetensors
+
+    seeds = []
+    for seed in range(2):
+        state = small_state(seed)
+        state["half.weight"] = state["fc.weight"].astype(ml_dtypes.bfloat16)
+        state["empty"] = np.zeros((0, 3), dtype=np.float16)
+        buffer = io.BytesIO()
+        safetensors.write(state, buffer, {"format": "pt"} if seed else None)
+        seeds.append(buffer.getvalue())
     return seeds
 
 
