@@ -5,9 +5,9 @@ these calls' arguments and prints what they return and report.
 Models come in as `sources.ModelInput` (`read_model("random:0:10")`, a file, stdin, a `.dcz`); long
 operations report through an `Events` (all optional: a notebook may pass `Events(note=print)`).
 
+>>> from alexcompress.api import PruneSpec, QuantizeSpec
 >>> source = read_model("random:0:10")
->>> compressed = compress(source, PruneSpec(sparsity=0.9), QuantizeSpec(bits=4))
->>> verify(compressed.data, compressed.quantization.state)
+>>> compressed = compress(source, PruneSpec(sparsity=0.9), QuantizeSpec(bits=4), check=True)  # decoded, compared
 >>> state, arch = decode(compressed.data)
 >>> arch, round(compressed.ratio) > 20
 ('alexnet', True)
@@ -21,11 +21,30 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, BinaryIO, Optional
 
-from alexcompress.compression.search import SearchResult, SearchSpec
-from alexcompress.compression.specs import Compressed, PruneSpec, QuantizeSpec
-from alexcompress.compression.streaming import Streamed
 from alexcompress.errors import AlexCompressError, check_range
 from alexcompress.sources import DEFAULT_ARCH, InferenceModel, ModelInput, inference_model, read_model
+
+#: the names this module hands out from the layers below, imported when first used: `info` and `--help`
+#: must not pay for the search and the stages (PEP 562)
+_LAZY = {
+    "SearchResult": "alexcompress.compression.search",
+    "SearchSpec": "alexcompress.compression.search",
+    "Compressed": "alexcompress.compression.specs",
+    "PruneSpec": "alexcompress.compression.specs",
+    "QuantizeSpec": "alexcompress.compression.specs",
+    "Streamed": "alexcompress.compression.streaming",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 if TYPE_CHECKING:
     import numpy as np
@@ -34,8 +53,10 @@ if TYPE_CHECKING:
 
     from alexcompress.compression.pruning import PruneResult
     from alexcompress.compression.quantization import QuantizeResult
-    from alexcompress.compression.search import Candidate
+    from alexcompress.compression.search import Candidate, SearchResult, SearchSpec
     from alexcompress.compression.sensitivity import Allocation, Curves
+    from alexcompress.compression.specs import Compressed, PruneSpec, QuantizeSpec
+    from alexcompress.compression.streaming import Streamed
     from alexcompress.runtime.predict import Prediction
     from alexcompress.train.config import TrainConfig
     from alexcompress.train.evaluate import Accuracy
@@ -116,6 +137,7 @@ def load(path: "str | os.PathLike[str]", model: "torch.nn.Module | None" = None,
     weights (`alexcompress.runtime`); `model.runtime_plan` says which layers run how.
 
     >>> import tempfile, pathlib
+    >>> from alexcompress.api import PruneSpec
     >>> q = quantize(prune(read_model("random:0:10"), PruneSpec(sparsity=0.9)).state)[0]
     >>> path = pathlib.Path(tempfile.mkdtemp()) / "m.dcz"
     >>> _ = path.write_bytes(encode(q, arch="alexnet"))
@@ -183,6 +205,8 @@ def prune(
         check_validation(training, events)
     if iterations > 1 and training is None:
         raise AlexCompressError("iterations > 1 needs training data: iterative pruning retrains between rounds")
+    from alexcompress.compression.specs import PruneSpec
+
     spec = spec or PruneSpec()
     if allocation is not None:
         check_allocation(allocation, source.state, source.arch)
@@ -237,6 +261,8 @@ def quantize(
     if not isinstance(source, ModelInput):
         source = ModelInput(dict(source), resolve_arch(source, None).name, "state")
     events = events or Events()
+    from alexcompress.compression.specs import QuantizeSpec
+
     spec = spec or QuantizeSpec()
     if training is not None:
         check_validation(training, events)
@@ -335,6 +361,8 @@ def compress(
     from alexcompress.models.state import widen
 
     events = events or Events()
+    from alexcompress.compression.specs import PruneSpec, QuantizeSpec
+
     pruning, quantization = pruning or PruneSpec(), quantization or QuantizeSpec()
     streaming = not check and streamable(quantization)
     state, dtypes = source.state, dict(source.dtypes)
