@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, TypeVar
 
@@ -63,18 +64,14 @@ def ordered_imap(function: Callable[[T], R], items: Iterable[T]) -> Iterator[R]:
     else:
         pool, call = ThreadPoolExecutor(max_workers=workers), function
     try:
-        pending: list[Future] = []
-        queue = iter(items)
-        for item in queue:
+        ahead = 2 * workers
+        pending: deque[Future] = deque(pool.submit(call, item) for item in items[:ahead])
+        for item in items[ahead:]:  # one more submitted as each result is taken
+            result = pending.popleft().result()
             pending.append(pool.submit(call, item))
-            if len(pending) >= 2 * workers:
-                break
-        while pending:
-            result = pending.pop(0).result()
-            for item in queue:
-                pending.append(pool.submit(call, item))
-                break
             yield result
+        while pending:
+            yield pending.popleft().result()
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
         _task.clear()

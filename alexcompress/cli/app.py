@@ -56,7 +56,7 @@ def _root(
             "-j",
             min=0,
             max=256,
-            help="Threads for the per-tensor work (k-means/ECSQ of each layer, each tensor's coding); 0: one per core. The output is the same for any number.",
+            help="Workers for the per-tensor work (each tensor's pruning, k-means/ECSQ and coding): forked processes, threads once torch is loaded; 0: one per core. The output is the same for any number.",
         ),
     ] = 1,
 ) -> None:

@@ -137,10 +137,14 @@ class DczWriter:
     def finish(self, handle: BinaryIO, **fields: Any) -> DczHeader:
         """Write the whole file to `handle`: preamble, header, then the spooled sections."""
         head, parsed = self.header(**fields)
+        self.write(handle, head)
+        return parsed
+
+    def write(self, handle: BinaryIO, head: bytes) -> None:
+        """`head` (what `header` made), then the spooled sections; as often as asked."""
         handle.write(head)
         self.spool.seek(0)
         shutil.copyfileobj(self.spool, handle, 1 << 20)
-        return parsed
 
 
 # ------------------------------------------------------------------------------------------------ reader

@@ -14,7 +14,7 @@ from __future__ import annotations
 import contextlib
 import tempfile
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, BinaryIO
 
 import numpy as np
@@ -52,14 +52,13 @@ def streamable(quantization: QuantizeSpec) -> bool:
 @dataclass
 class Streamed:
     """What `compress_streaming` did: each stage's report (without the state), the file's header, and the
-    function that writes the file (`write(handle)`, once)."""
+    function that writes the file (`write(handle)`)."""
 
     arch: str
     pruning: PruneResult
     quantization: QuantizeResult
     header: DczHeader
-    write: Callable[[BinaryIO], None]
-    spool: Any = field(repr=False, default=None)
+    write: Callable[[BinaryIO], None]  # holds the spool of sections: the file can be written as often as asked
 
     @property
     def original_bytes(self) -> int:
@@ -84,10 +83,6 @@ class Streamed:
         buffer = io.BytesIO()
         self.write(buffer)
         return buffer.getvalue()
-
-    def close(self) -> None:
-        if self.spool is not None:
-            self.spool.close()
 
 
 def compress_streaming(
@@ -155,20 +150,12 @@ def compress_streaming(
         spool.close()
         raise
     title = methods[0] if methods else "per-layer k-means"
-
-    def write(handle: BinaryIO) -> None:
-        handle.write(head)
-        spool.seek(0)
-        while chunk := spool.read(1 << 20):
-            handle.write(chunk)
-
     return Streamed(
         architecture.name,
         PruneResult({}, pruned_layers, method),  # type: ignore[arg-type]
         QuantizeResult({}, quantized_layers, title),  # type: ignore[arg-type]
         header,
-        write,
-        spool,
+        lambda handle: writer.write(handle, head),
     )
 
 

@@ -231,25 +231,26 @@ def load_index(path: str, label: str | None = None) -> "OrderedDict[str, np.ndar
 # ------------------------------------------------------------------------------------------------ writer
 
 
-def header(state: "Mapping[str, np.ndarray]", metadata: "Mapping[str, str] | None" = None) -> bytes:
-    """The length-prefixed header of `state` in its order, padded with spaces to 8 bytes (as the reference
-    writer does, so that the data starts aligned)."""
-    table: dict[str, Any] = {"__metadata__": dict(metadata)} if metadata else {}
+def header(table: "Mapping[str, tuple[np.dtype, tuple[int, ...]]]", metadata: "Mapping[str, str] | None" = None) -> bytes:
+    """The length-prefixed header for tensors of these (dtype, shape), in this order, padded with spaces to
+    8 bytes (as the reference writer does, so that the data starts aligned)."""
+    rows: dict[str, Any] = {"__metadata__": dict(metadata)} if metadata else {}
     offset = 0
-    for name, array in state.items():
-        dtype = dtype_name(array.dtype)
-        if dtype is None:
-            raise ModelError(f"{name}: dtype {array.dtype} cannot be stored in a safetensors file")
-        table[name] = {"dtype": NAMES[dtype], "shape": list(array.shape), "data_offsets": [offset, offset + array.nbytes]}
-        offset += array.nbytes
-    text = json.dumps(table, separators=(",", ":")).encode("utf-8")
+    for name, (dtype, shape) in table.items():
+        code = dtype_name(dtype)
+        if code is None:
+            raise ModelError(f"{name}: dtype {dtype} cannot be stored in a safetensors file")
+        size = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+        rows[name] = {"dtype": NAMES[code], "shape": list(shape), "data_offsets": [offset, offset + size]}
+        offset += size
+    text = json.dumps(rows, separators=(",", ":")).encode("utf-8")
     text += b" " * (-len(text) % 8)
     return LENGTH.pack(len(text)) + text
 
 
 def write(state: "Mapping[str, np.ndarray]", handle: BinaryIO, metadata: "Mapping[str, str] | None" = None) -> None:
     """`state` as a safetensors file, tensor after tensor (each written as it is: nothing is joined)."""
-    handle.write(header(state, metadata))
+    handle.write(header({name: (array.dtype, array.shape) for name, array in state.items()}, metadata))
     for array in state.values():
         _write_array(array, handle)
 
@@ -262,7 +263,7 @@ def write_streaming(
 ) -> None:
     """A safetensors file whose header comes from `table` ({name: (dtype name, shape)}, in order) and whose
     tensors come one at a time from `arrays` ((name, array) in the same order): only one is ever held."""
-    handle.write(header({name: _Spec(DTYPES[dtype], shape) for name, (dtype, shape) in table.items()}, metadata))  # type: ignore[misc]
+    handle.write(header({name: (DTYPES[dtype], shape) for name, (dtype, shape) in table.items()}, metadata))
     names = iter(table)
     for name, array in arrays:
         expected = next(names, None)
@@ -270,14 +271,6 @@ def write_streaming(
         if name != expected or array.dtype != DTYPES[dtype] or tuple(array.shape) != tuple(shape):
             raise ModelError(f"{name}: not the tensor the header announced")
         _write_array(array, handle)
-
-
-class _Spec:
-    """What `header` reads of an array: its dtype, shape and size in bytes."""
-
-    def __init__(self, dtype: np.dtype, shape: "tuple[int, ...]") -> None:
-        self.dtype, self.shape = dtype, tuple(shape)
-        self.nbytes = int(np.prod(self.shape, dtype=np.int64)) * dtype.itemsize if self.shape else dtype.itemsize
 
 
 def _write_array(array: np.ndarray, handle: BinaryIO) -> None:

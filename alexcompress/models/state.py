@@ -393,11 +393,6 @@ def widen(state: Mapping[str, "torch.Tensor | np.ndarray"], arch: str = "alexnet
     return out, dtypes
 
 
-def to_float32(state: Mapping[str, "torch.Tensor | np.ndarray"], arch: str = "alexnet") -> "OrderedDict[str, np.ndarray]":
-    """`widen`'s arrays: coded weights in float32, the rest in their own dtype."""
-    return widen(state, arch)[0]
-
-
 def state_dict_bytes(state: Mapping[str, "torch.Tensor | np.ndarray"]) -> bytes:
     """Serialise a state dict as a `.pt` file image (torch's zip format, written without torch)."""
     from alexcompress.models.ptfile import write_state_dict

@@ -40,8 +40,6 @@ ENCODINGS: dict[str, TensorEncoding] = {
 
 #: how tensors that are not coded are stored
 STORED = raw.ENCODING.name
-#: how a floating tensor that is not quantized may be stored losslessly in fewer bytes (`lossless` writers)
-LOSSLESS_FLOAT = float_huffman.ENCODING.name
 
 
 def encode_stored(name: str, array: np.ndarray, lossless: bool = False) -> EncodedTensor:
@@ -131,7 +129,6 @@ __all__ = [
     "Deferred",
     "DTYPES",
     "ENCODINGS",
-    "LOSSLESS_FLOAT",
     "STORED",
     "EncodedTensor",
     "LayerSummary",
