@@ -130,10 +130,19 @@ def is_dcz_file(spec: str) -> bool:
     return not is_keyword(spec) and spec != STDIO and is_regular(spec) and is_dcz(read_prefix(spec, len(MAGIC)))
 
 
-def read_dcz(spec: str, what: str = "FILE") -> bytes:
-    """The bytes of a `.dcz` file (or stdin), refused in one line if they are anything else."""
-    from alexcompress.codec.container import is_dcz
+def read_dcz(spec: str, what: str = "FILE", *, mapped: bool = False) -> bytes:
+    """The bytes of a `.dcz` file (or stdin), refused in one line if they are anything else. With `mapped`, a
+    regular file comes back memory-mapped (read-only, its pages read as they are touched): for decoders that
+    go tensor by tensor and give each tensor's pages back (`container.release_sections`)."""
+    from alexcompress.codec.container import MAGIC, is_dcz
 
+    if mapped and spec != STDIO and is_regular(spec) and is_dcz(read_prefix(spec, len(MAGIC))):
+        import mmap
+
+        def mapping(handle: BinaryIO) -> bytes:
+            return mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)  # type: ignore[return-value]
+
+        return read_file(spec, mapping)
     data = read_input(spec, what)
     if not is_dcz(data):
         raise AlexCompressError(f"{spec}: not a .dcz file (bad magic number)")

@@ -224,7 +224,7 @@ def decode(
 
     console = _console(quiet)
     target = plan_output(model, None, output, ".decoded.pt", force)
-    write_output(target, api.decode_to(read_dcz(model), target))
+    write_output(target, api.decode_to(read_dcz(model, mapped=True), target))
     _wrote(console, target)
 
 

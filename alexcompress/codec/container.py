@@ -328,6 +328,22 @@ def decode_one(header: DczHeader, data: bytes | memoryview, entry: TensorEntry) 
     return plan.finish(rans.decode_streams(plan.streams))
 
 
+def release_sections(header: DczHeader, data: Any, entry: TensorEntry) -> None:
+    """Give back the pages of a memory-mapped file image (`mmap.mmap`) holding `entry`'s sections, once it
+    is decoded, so that a decoder going tensor by tensor keeps no more of the file in memory than a tensor's
+    (touched again, they are read again). Any other image: nothing."""
+    import mmap
+
+    if not isinstance(data, mmap.mmap) or not entry.sections:
+        return
+    page = mmap.PAGESIZE
+    first = header.data_start + min(section.offset for section in entry.sections)
+    last = header.data_start + max(section.offset + section.length for section in entry.sections)
+    start, stop = first // page * page, min(len(data), -(-last // page) * page)
+    if stop > start:
+        data.madvise(mmap.MADV_DONTNEED, start, stop - start)
+
+
 def streams_of(header: DczHeader, data: bytes | memoryview, entry: TensorEntry) -> Any:
     """The decoded streams of a coded tensor (codebook, codes, gaps, code lengths), or None for an
     encoding that has none (`raw`)."""

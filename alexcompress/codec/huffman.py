@@ -117,7 +117,9 @@ def encode(symbols: np.ndarray, lengths: np.ndarray) -> tuple[bytes, int]:
     """Huffman-code a symbol stream; returns (bytes zero-padded to a whole byte, exact bit length)."""
     bits = bitarray(endian="big")
     if len(symbols):
-        bits.encode(canonical_codes(lengths), np.asarray(symbols).tolist())
+        codes, symbols = canonical_codes(lengths), np.asarray(symbols)
+        for start in range(0, symbols.size, 1 << 20):  # a list of Python ints a piece at a time, not the stream's
+            bits.encode(codes, symbols[start : start + (1 << 20)].tolist())
     return bits.tobytes(), len(bits)
 
 

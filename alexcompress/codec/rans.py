@@ -147,12 +147,20 @@ def quantize_counts(counts: np.ndarray) -> np.ndarray:
 
 def transitions(symbols: np.ndarray, alphabet: int, chunk: int) -> np.ndarray:
     """Counts of (previous symbol, symbol) within lanes, an alphabet x alphabet matrix; a lane's first symbol
-    counts as following symbol 0 (whose class is 0, the class a lane starts in)."""
-    symbols = np.asarray(symbols, dtype=np.int64)
-    previous = np.empty_like(symbols)
-    previous[1:] = symbols[:-1]
-    previous[::chunk] = 0
-    return np.bincount(previous * alphabet + symbols, minlength=alphabet * alphabet).reshape(alphabet, alphabet)
+    counts as following symbol 0 (whose class is 0, the class a lane starts in). Whole lanes at a time (about
+    2**20 symbols), so any symbol dtype costs no int64 copy of the stream."""
+    symbols = np.asarray(symbols)
+    joint = np.zeros(alphabet * alphabet, dtype=np.int64)
+    piece = max(1, (1 << 20) // chunk) * chunk
+    for start in range(0, symbols.size, piece):
+        part = symbols[start : start + piece].astype(np.int64)
+        pair = np.empty_like(part)
+        pair[1:] = part[:-1]
+        pair[::chunk] = 0  # a piece starts a lane
+        pair *= alphabet
+        pair += part
+        joint += np.bincount(pair, minlength=alphabet * alphabet)
+    return joint.reshape(alphabet, alphabet)
 
 
 def _grouped(joint: np.ndarray, boundaries: np.ndarray) -> np.ndarray:
@@ -232,15 +240,18 @@ def encode(symbols: np.ndarray, model: Model, chunk: int) -> bytes:
     return encode_streams([(symbols, model, chunk)])[0]
 
 
-#: symbols coded in one vectorised pass: the pass holds ~120 bytes a symbol (its frequency, cumulative and
-#: state grids in int64), so a larger stream is coded in pieces of whole lanes, whose bytes join into the
-#: same stream (a lane starts from its own state and context: lanes are independent)
-GROUP_SYMBOLS = 1 << 20
+#: symbols coded in one vectorised pass: the pass holds 7 bytes a symbol (frequency and cumulative
+#: frequency as uint16, each step's low word, whether it was emitted), so a larger stream is coded in pieces
+#: of whole lanes, whose bytes join into the same stream (a lane starts from its own state and context:
+#: lanes are independent)
+GROUP_SYMBOLS = 1 << 23
+#: lanes whose frequencies are looked up at once (bounds the lookup's int64 temporaries)
+_LOOKUP_SYMBOLS = 1 << 20
 
 
 def encode_streams(streams: "list[tuple[np.ndarray, Model, int]]") -> list[bytes]:
     """Several streams (symbols, model, chunk) coded side by side, all their lanes in the same steps; at
-    most `GROUP_SYMBOLS` symbols at a time (~125 MB), whatever the streams' length."""
+    most `GROUP_SYMBOLS` symbols at a time (~60 MB), whatever the streams' length."""
     if sum(int(symbols.size) for symbols, _, _ in streams) <= GROUP_SYMBOLS:
         return _encode_group(streams)
     out = []
@@ -256,59 +267,91 @@ def encode_streams(streams: "list[tuple[np.ndarray, Model, int]]") -> list[bytes
 
 
 def _encode_group(streams: "list[tuple[np.ndarray, Model, int]]") -> list[bytes]:
-    freq_grids, cum_grids, lengths = [], [], []
-    for symbols, model, chunk in streams:
+    """One pass over every lane of `streams`. Lanes sit in columns by length, longest first (a stream's
+    whole lanes in a block, its short last lane apart), so the lanes still coding at a step are a prefix.
+    States are uint32: the update (x // f) * 2**14 + x % f + cum stays below 2**32 while x < f * 2**18,
+    which renormalisation keeps."""
+    blocks = []  # (stream, first symbol, lanes, length): whole lanes in a block, a short last lane alone
+    for number, (symbols, _, chunk) in enumerate(streams):
         n = int(symbols.size)
-        width, steps = lanes(n, chunk), min(chunk, n)
-        grid = np.zeros(width * chunk, dtype=np.int64)
-        grid[:n] = symbols
-        grid = grid.reshape(width, chunk)[:, :steps]
-        ctx = np.zeros_like(grid)
-        ctx[:, 1:] = model.class_of()[grid[:, :-1]]
-        flat = ctx * model.alphabet + grid
-        cum = np.cumsum(model.freqs, axis=1) - model.freqs
-        length = np.minimum(chunk, n - chunk * np.arange(width))
-        f = model.freqs.reshape(-1)[flat]
-        if (f[np.arange(steps) < length[:, None]] == 0).any():
-            raise ValueError("a symbol has no frequency in its context")
-        freq_grids.append(f)
-        cum_grids.append(cum.reshape(-1)[flat])
-        lengths.append(length)
-    length = np.concatenate(lengths) if lengths else np.zeros(0, dtype=np.int64)
-    total, steps = length.size, int(length.max()) if length.size else 0
-    order = np.argsort(-length, kind="stable")  # longest lanes first: the active ones a prefix
-    f = np.ones((steps, total), dtype=np.int64)  # steps x lanes: a step reads contiguous rows
-    c = np.zeros((steps, total), dtype=np.int64)
-    first = 0
-    for grid_f, grid_c in zip(freq_grids, cum_grids):
-        width, depth = grid_f.shape
-        f[:depth, first : first + width] = grid_f.T
-        c[:depth, first : first + width] = grid_c.T
-        first += width
-    f, c, length = f[:, order], c[:, order], length[order]
-    active = np.searchsorted(-length, -np.arange(steps), side="left")  # lanes longer than step t
-    limit = f << (32 - PRECISION)
-    gain = TOTAL - f
-    x = np.full(total, STATE_LOW, dtype=np.int64)
-    low = np.empty((steps, total), dtype=np.int64)  # each lane's state before each step
-    emitted = np.zeros((steps, total), dtype=bool)  # whether it emitted its low 16 bits there
+        if n >= chunk:
+            blocks.append((number, 0, n // chunk, chunk))
+        if n % chunk:
+            blocks.append((number, n - n % chunk, 1, n % chunk))
+    blocks.sort(key=lambda block: -block[3])  # stable
+    total = sum(block[2] for block in blocks)
+    steps = blocks[0][3] if blocks else 0
+    f = np.empty((steps, total), dtype=np.uint16)  # steps x lanes: a step reads contiguous rows
+    c = np.empty((steps, total), dtype=np.uint16)
+    active = np.zeros(steps, dtype=np.int64)  # lanes longer than step t
+    column = 0
+    for number, first, width, length in blocks:
+        symbols, model, _ = streams[number]
+        _lookup(
+            symbols[first : first + width * length].reshape(width, length),
+            model,
+            f[:length, column : column + width],
+            c[:length, column : column + width],
+        )
+        column += width
+        active[:length] = column
+    x = np.full(total, STATE_LOW, dtype=np.uint32)
+    low = np.empty((steps, total), dtype=np.uint16)  # each lane's low word before each step
+    emitted = np.zeros((steps, total), dtype=bool)  # whether it emitted that word there
+    high = np.empty(total, dtype=np.uint32)
+    gain = np.empty(total, dtype=np.uint16)
     for t in range(steps - 1, -1, -1):
         a = int(active[t])
-        xs = x[:a]
-        emit = np.greater_equal(xs, limit[t, :a], out=emitted[t, :a])
-        low[t, :a] = xs
-        xs >>= emit.view(np.int8) << 4  # a lane that emitted its low 16 bits keeps the high ones
-        xs += xs // f[t, :a] * gain[t, :a] + c[t, :a]  # = (x // f) << 14 + x % f + cum
-    rank = np.empty_like(order)
-    rank[order] = np.arange(total)  # where each lane went in the sort
-    out, first = [], 0
-    for grid_f in freq_grids:
-        mine = rank[first : first + grid_f.shape[0]]  # its lanes, in lane order
-        first += grid_f.shape[0]
-        sent = emitted[:, mine]
-        words = low[:, mine].T[sent.T] & 0xFFFF  # lane by lane, each in the order its decoder reads them
-        out.append(x[mine].astype("<u4").tobytes() + sent.sum(axis=0).astype("<u2").tobytes() + words.astype("<u2").tobytes())
+        xs, fs, scratch = x[:a], f[t, :a], high[:a]
+        np.right_shift(xs, 32 - PRECISION, out=scratch)
+        emit = np.greater_equal(scratch, fs, out=emitted[t, :a])  # x >= f << 18: emit the low 16 bits
+        np.copyto(low[t, :a], xs, casting="unsafe")  # the low 16 bits
+        np.right_shift(xs, emit.view(np.uint8) << 4, out=xs)
+        np.subtract(TOTAL, fs, out=gain[:a])
+        np.floor_divide(xs, fs, out=scratch)
+        scratch *= gain[:a]
+        xs += scratch  # = (x // f) << 14 + x % f
+        xs += c[t, :a]
+    out = []
+    for number, (symbols, _, chunk) in enumerate(streams):
+        mine = [(start, block) for start, block in zip(np.cumsum([0] + [b[2] for b in blocks]).tolist(), blocks) if block[0] == number]
+        mine.sort(key=lambda item: item[1][1])  # in lane order
+        states, counts, words = [], [], []
+        for start, (_, _, width, length) in mine:
+            sent = emitted[:length, start : start + width]
+            states.append(x[start : start + width])
+            counts.append(sent.sum(axis=0))
+            words.append(low[:length, start : start + width].T[sent.T])  # lane by lane, as its decoder reads them
+        if not mine:
+            out.append(b"")
+            continue
+        out.append(
+            np.concatenate(states).astype("<u4").tobytes()
+            + np.concatenate(counts).astype("<u2").tobytes()
+            + np.concatenate(words).astype("<u2").tobytes()
+        )
     return out
+
+
+def _lookup(grid: np.ndarray, model: Model, f: np.ndarray, c: np.ndarray) -> None:
+    """Each symbol's frequency and cumulative frequency in its context into `f` and `c` (steps x lanes) for
+    lanes `grid` (lanes x steps), some lanes at a time."""
+    classes = model.class_of()
+    freqs = model.freqs.reshape(-1)
+    cum = (np.cumsum(model.freqs, axis=1) - model.freqs).reshape(-1)
+    width, length = grid.shape
+    per = max(1, _LOOKUP_SYMBOLS // max(length, 1))
+    for lane in range(0, width, per):
+        part = grid[lane : lane + per]
+        index = np.zeros(part.shape, dtype=np.int64)
+        index[:, 1:] = classes[part[:, :-1]]
+        index *= model.alphabet
+        index += part
+        frequency = freqs[index]
+        if not frequency.all():
+            raise ValueError("a symbol has no frequency in its context")
+        f[:, lane : lane + per] = frequency.T
+        c[:, lane : lane + per] = cum[index].T
 
 
 def decode(data: "bytes | memoryview", n: int, model: Model, chunk: int, what: str) -> np.ndarray:

@@ -14,35 +14,90 @@ import numpy as np
 MIN_INDEX_BITS, MAX_INDEX_BITS = 1, 12
 
 
+#: elements a step of the lean passes below handles: bounds their int64 temporaries to 8 MB
+PIECE = 1 << 20
+
+
+def index_dtype(numel: int) -> type:
+    """Positions inside a tensor of `numel` elements as int32 where they fit (half the memory of int64)."""
+    return np.int32 if numel < 1 << 31 else np.int64
+
+
+def flat_nonzero(flat: np.ndarray) -> np.ndarray:
+    """`np.flatnonzero(flat)` as `index_dtype`, a piece at a time (never an int64 array of every nonzero).
+
+    >>> flat_nonzero(np.array([0.0, 2.0, 0.0, -1.0]))
+    array([1, 3], dtype=int32)
+    """
+    dtype = index_dtype(flat.size)
+    out = np.empty(int(np.count_nonzero(flat)), dtype=dtype)
+    done = 0
+    for start in range(0, flat.size, PIECE):
+        found = np.flatnonzero(flat[start : start + PIECE])
+        found += start
+        out[done : done + found.size] = found
+        done += found.size
+    return out
+
+
+def gather(flat: np.ndarray, positions: np.ndarray, dtype: "np.typing.DTypeLike" = None) -> np.ndarray:
+    """`flat[positions]` (as `dtype`), a piece at a time: numpy would copy int32 positions to int64 whole.
+
+    >>> gather(np.array([5, 6, 7]), np.array([2, 0], dtype=np.int32)).tolist()
+    [7, 5]
+    """
+    out = np.empty(positions.size, dtype=flat.dtype if dtype is None else dtype)
+    for start in range(0, positions.size, PIECE):
+        out[start : start + PIECE] = flat[positions[start : start + PIECE]]
+    return out
+
+
 @dataclass(frozen=True)
 class SparseStreams:
     """The entries of one tensor: stored gap values (gap - 1) and, per entry, whether it is a filler."""
 
-    gaps: np.ndarray  # int64, each in [0, 2**width)
+    gaps: np.ndarray  # int16, each in [0, 2**width)
     filler: np.ndarray  # bool, True where the entry is a filler zero
-    real: np.ndarray  # int64 entry index of each real nonzero, in position order
+    real: "np.ndarray | slice"  # the entry index of each real nonzero, in position order (every entry: a slice)
 
 
 def relative_gaps(positions: np.ndarray, width: int) -> SparseStreams:
-    """Encode strictly increasing flattened positions as stored gaps with filler entries.
+    """Encode strictly increasing flattened positions as stored gaps with filler entries. Works in the
+    positions' own integer type (int32 for every tensor a `.dcz` holds under 2**31 elements).
 
     >>> s = relative_gaps(np.array([1, 12]), width=3)   # gaps 2 and 11; 11 > 8 needs one filler
     >>> s.gaps.tolist(), s.filler.tolist()
     ([1, 7, 2], [False, True, False])
     """
     span = 1 << width
-    gaps = np.diff(np.asarray(positions, dtype=np.int64), prepend=-1)
-    fillers = (gaps - 1) >> width
+    gaps = _gaps(positions)
+    gaps -= 1  # stored values
+    fillers = gaps >> width
     if not fillers.any():  # the common case at a well-chosen width: one entry per nonzero
-        return SparseStreams(gaps - 1, np.zeros(gaps.size, dtype=bool), np.arange(gaps.size, dtype=np.int64))
-    per_entry = fillers + 1
-    real = np.cumsum(per_entry) - 1
-    total = int(real[-1]) + 1 if real.size else 0
-    stored = np.full(total, span - 1, dtype=np.int64)
-    stored[real] = gaps - fillers * span - 1
+        return SparseStreams(gaps.astype(np.int16), np.zeros(gaps.size, dtype=bool), slice(None))
+    np.bitwise_and(gaps, span - 1, out=gaps)  # = gap - 1 - fillers * span
+    fillers += 1  # entries per nonzero
+    total = int(fillers.sum(dtype=np.int64))
+    real = np.cumsum(fillers, dtype=index_dtype(total))
+    del fillers
+    real -= 1
+    stored = np.full(total, span - 1, dtype=np.int16)
+    stored[real] = gaps
     filler = np.ones(total, dtype=bool)
     filler[real] = False
     return SparseStreams(stored, filler, real)
+
+
+def _gaps(positions: np.ndarray) -> np.ndarray:
+    """Each position minus the previous one (the first minus -1), in the positions' int32 or int64."""
+    positions = np.asarray(positions)
+    if positions.dtype not in (np.int32, np.int64):
+        positions = positions.astype(np.int64)
+    gaps = np.empty_like(positions)
+    if positions.size:
+        gaps[0] = positions[0] + 1
+        np.subtract(positions[1:], positions[:-1], out=gaps[1:])
+    return gaps
 
 
 def positions_from_gaps(stored: np.ndarray, filler: np.ndarray, dtype: "np.typing.DTypeLike" = np.int64) -> np.ndarray:
@@ -61,9 +116,11 @@ def positions_from_gaps(stored: np.ndarray, filler: np.ndarray, dtype: "np.typin
 
 def gap_histogram(positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Distinct gaps and how often each occurs: all that choosing a width needs."""
-    gaps = np.diff(np.asarray(positions, dtype=np.int64), prepend=-1)
+    gaps = _gaps(positions)
     if gaps.size and int(gaps.max()) <= 1 << 20:  # a counting pass beats sorting when the range is small
-        counts = np.bincount(gaps)
+        counts = np.zeros(int(gaps.max()) + 1, dtype=np.int64)
+        for start in range(0, gaps.size, PIECE):
+            counts += np.bincount(gaps[start : start + PIECE], minlength=counts.size)
         values = np.flatnonzero(counts)
         return values, counts[values]
     return np.unique(gaps, return_counts=True)

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from alexcompress.codec.sparse_index import PIECE, flat_nonzero, gather
 from alexcompress.errors import AlexCompressError
 from alexcompress.models.archs import per_layer
 from alexcompress.models.state import as_numpy, is_compressible, resolve_arch
@@ -65,8 +66,9 @@ def _linear_over_support(v: np.ndarray, k: int) -> np.ndarray:
     evenly over the two occupied intervals keeps linear's virtue (rare large weights are represented) and
     uses the whole codebook. Without a band (unpruned weights) this is exactly the paper's linear init.
     """
-    negative, positive = v[v < 0], v[v > 0]
-    if negative.size == 0 or positive.size == 0 or (v == 0).any():
+    first_zero, first_positive = np.searchsorted(v, v.dtype.type(0), side="left"), np.searchsorted(v, v.dtype.type(0), side="right")
+    negative, positive = v[:first_zero], v[first_positive:]  # v is sorted: views, not copies
+    if negative.size == 0 or positive.size == 0 or first_positive > first_zero:
         return np.linspace(v[0], v[-1], k)
     width_neg = float(negative[-1] - negative[0])
     width_pos = float(positive[-1] - positive[0])
@@ -102,14 +104,11 @@ def kmeans_1d(
         order = np.argsort(x, kind="stable")
         v, w = x[order], np.asarray(weights, dtype=np.float64).reshape(-1)[order]
         mass = np.concatenate(([0.0], np.cumsum(w)))
-    distinct = v[np.concatenate(([True], v[1:] != v[:-1]))].astype(np.float64)
-    if distinct.size <= k:
-        return distinct, np.searchsorted(distinct, x), 0
+    if _distinct_in_sorted(v) <= k:
+        distinct = v[np.concatenate(([True], v[1:] != v[:-1]))].astype(np.float64)  # at most k values
+        return distinct, assign(distinct, x), 0
     centroids = np.unique(initial_centroids(v, k, init, seed).astype(np.float64))
-    if mass is None:
-        prefix = np.concatenate(([0.0], np.cumsum(v, dtype=np.float64)))
-    else:
-        prefix = np.concatenate(([0.0], np.cumsum(w * v)))
+    prefix = _prefix_sums(v if mass is None else w * v)
     ends = None
     iterations = 0
     for iterations in range(1, max_iter + 1):
@@ -125,7 +124,42 @@ def kmeans_1d(
         centroids = np.unique(centroids)  # merged or crossed centroids collapse; keeps them sorted
     boundaries = (centroids[:-1] + centroids[1:]) / 2
     # the same rule as the segments above: a value equal to a (rounded) boundary joins the lower cluster
-    return centroids, np.searchsorted(boundaries.astype(x.dtype), x, side="left"), iterations
+    return centroids, assign(boundaries.astype(x.dtype), x), iterations
+
+
+def _distinct_in_sorted(v: np.ndarray) -> int:
+    """How many distinct values sorted `v` holds, a piece at a time."""
+    changes = 0
+    for start in range(0, v.size - 1, PIECE):
+        stop = min(start + PIECE, v.size - 1)
+        changes += int(np.count_nonzero(v[start + 1 : stop + 1] != v[start:stop]))
+    return changes + 1 if v.size else 0
+
+
+def _prefix_sums(values: np.ndarray) -> np.ndarray:
+    """0 and the running float64 sums of `values` (n + 1 entries): `np.cumsum` a piece at a time, each
+    continuing from the last sum (the same additions in the same order, without a float64 copy of them all)."""
+    out = np.empty(values.size + 1, dtype=np.float64)
+    out[0] = 0.0
+    for start in range(0, values.size, PIECE):
+        stop = min(start + PIECE, values.size)
+        out[start + 1 : stop + 1] = values[start:stop]
+        np.cumsum(out[start : stop + 1], out=out[start : stop + 1])
+    return out
+
+
+def assign(edges: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """`np.searchsorted(edges, x)` (in `edges`' dtype) as the smallest unsigned type holding every answer,
+    a piece at a time: labels of a layer of n weights take n bytes, not 8 n.
+
+    >>> assign(np.array([0.5, 1.5]), np.array([0.0, 1.0, 2.0, 1.5]))
+    array([0, 1, 2, 1], dtype=uint8)
+    """
+    dtype = np.uint8 if edges.size < 1 << 8 else np.uint16 if edges.size < 1 << 16 else np.int64
+    out = np.empty(x.size, dtype=dtype)
+    for start in range(0, x.size, PIECE):
+        out[start : start + PIECE] = np.searchsorted(edges, x[start : start + PIECE].astype(edges.dtype, copy=False), side="left")
+    return out
 
 
 def ecsq_1d(
@@ -169,7 +203,7 @@ def ecsq_1d(
     if weights is not None:
         return _weighted_ecsq(x, np.asarray(weights, dtype=np.float64).reshape(-1), centroids, labels, rate_weight, max_iter)
     v = np.sort(x).astype(np.float64)
-    prefix = np.concatenate(([0.0], np.cumsum(v)))
+    prefix = _prefix_sums(v)
     lam = rate_weight * float(v.var()) if v.var() > 0 else 0.0
     boundaries = (centroids[:-1] + centroids[1:]) / 2
     ends = np.concatenate(([0], np.searchsorted(v, boundaries, side="right"), [v.size]))
@@ -187,7 +221,7 @@ def ecsq_1d(
         ends = new_ends
     # the last envelope's winners and boundaries belong together; at convergence the centroids are the
     # means of the partition those boundaries make
-    return centroids, np.searchsorted(boundaries, x.astype(np.float64), side="left"), iterations
+    return centroids, assign(boundaries, x), iterations
 
 
 #: values per block of the weighted assignment (a block × k float64 cost matrix at a time)
@@ -331,10 +365,10 @@ def quantize(
             keys.append(key)
         out[key] = value
     flats = {key: as_numpy(out[key]).reshape(-1) for key in keys}
-    nonzero = {key: np.flatnonzero(flats[key]) for key in keys}
-    for key in keys:  # NaN is nonzero, so checking the nonzeros checks everything
-        if not np.isfinite(flats[key][nonzero[key]]).all():
+    for key in keys:
+        if not all(np.isfinite(flats[key][start : start + PIECE]).all() for start in range(0, flats[key].size, PIECE)):
             raise AlexCompressError(f"{key} contains NaN or infinite weights")
+    nonzero = {key: flat_nonzero(flats[key]) for key in keys}  # int32 where the layer allows
     weights = {key: None for key in keys}
     for key in keys if importance is not None else ():
         if key not in importance:
@@ -342,7 +376,7 @@ def quantize(
         h = np.asarray(importance[key], dtype=np.float32).reshape(-1)
         if h.size != flats[key].size:
             raise AlexCompressError(f"importance of {key}: {h.size} values for {flats[key].size} weights")
-        weights[key] = h[nonzero[key]]
+        weights[key] = gather(h, nonzero[key])
         if not (np.isfinite(weights[key]).all() and (weights[key] > 0).all()):
             raise AlexCompressError(f"importance of {key} must be finite and positive")
     widths = {key: conv_bits if len(out[key].shape) > 2 else fc_bits for key in keys}
@@ -351,7 +385,7 @@ def quantize(
     fits: dict[str, tuple[np.ndarray, np.ndarray, int]] = {}
     if shared_codebook:
         shared_bits = bits if bits is not None else fc_bits
-        everything = np.concatenate([flats[k][nonzero[k]] for k in keys]) if keys else np.empty(0, np.float32)
+        everything = np.concatenate([gather(flats[k], nonzero[k]) for k in keys]) if keys else np.empty(0, np.float32)
         together = None if importance is None else np.concatenate([weights[k] for k in keys] or [np.empty(0, np.float32)])
         centroids, labels, iters = fit(everything, 2**shared_bits, init=init, seed=seed, rate_weight=rate_weight, weights=together)
         start = 0
@@ -364,19 +398,23 @@ def quantize(
         from alexcompress.parallel import ordered_map
 
         def fit_layer(key: str) -> tuple[np.ndarray, np.ndarray, int]:
-            return fit(flats[key][nonzero[key]], 2 ** widths[key], init=init, seed=seed, rate_weight=rate_weight, weights=weights[key])
+            values = gather(flats[key], nonzero[key])
+            return fit(values, 2 ** widths[key], init=init, seed=seed, rate_weight=rate_weight, weights=weights[key])
 
         fits = dict(zip(keys, ordered_map(fit_layer, keys), strict=True))  # each layer seeded alike: any --jobs, same result
 
     layers = []
     for key in keys:
-        flats[key][flats[key] == 0] = 0.0  # -0.0 becomes +0.0: zeros are zeros, and encode stays bit-exact
-        centroids, labels, iters = fits[key]
         flat, where = flats[key], nonzero[key]
+        flat += np.float32(0)  # -0.0 becomes +0.0 (and nothing else changes): zeros are zeros, and encode stays bit-exact
+        centroids, labels, iters = fits[key]
         codebook = centroids_to_float32(centroids)
-        new_values = codebook[labels]
-        error = float(np.abs(flat[where] - new_values).mean(dtype=np.float64)) if where.size else 0.0
-        flat[where] = new_values
+        total = 0.0
+        for start in range(0, where.size, PIECE):  # each weight to its centroid, a piece at a time
+            at, new_values = where[start : start + PIECE], codebook[labels[start : start + PIECE]]
+            total += float(np.abs(flat[at] - new_values).sum(dtype=np.float64))
+            flat[at] = new_values
+        error = total / where.size if where.size else 0.0
         clusters = int(np.unique(codebook[np.bincount(labels, minlength=codebook.size) > 0]).size)
         layers.append(LayerQuantization(architecture.display_name(key), key, widths[key], int(where.size), clusters, error, iters))
     method = "per-layer k-means" if quantizer == "kmeans" else f"per-layer ECSQ (rate weight {rate_weight:g})"

@@ -131,10 +131,7 @@ def compress_streaming(
     try:
 
         def one(key: str) -> tuple[Any, LayerPruning | None, LayerQuantization | None, str]:
-            done = _one(key, state, coded, prune_one, widths, quantization, index_bits, coder, dtypes, architecture.name)
-            if release is not None:
-                release(state[key])  # in the worker that read it
-            return done
+            return _one(key, state, coded, prune_one, widths, quantization, index_bits, coder, dtypes, architecture.name, release)
 
         with contextlib.closing(ordered_imap(one, order)) as work:
             for tensor, layer_p, layer_q, title in work:  # each tensor as it is done, in order
@@ -170,14 +167,21 @@ def _one(
     coder: str,
     dtypes: Mapping[str, str],
     arch: str,
+    release: Callable[[np.ndarray], None] | None,
 ) -> tuple[Any, LayerPruning | None, LayerQuantization | None, str]:
+    """One tensor coded; the source's pages given back (`release`) as soon as it has been read. Holds the
+    float32 copy while pruning and clustering, then only the narrowed weight while coding."""
     source = as_numpy(state[key])
     if key not in coded:
-        return get_encoding(STORED).encode(key, c_contiguous(source)), None, None, ""
+        done = get_encoding(STORED).encode(key, c_contiguous(source))
+        if release is not None:
+            release(state[key])  # in the worker that read it
+        return done, None, None, ""
     weight = np.array(source, dtype=np.float32, order="C", copy=True)  # one tensor in float32, never the source
-    if not np.isfinite(weight).all():
-        raise AlexCompressError(f"{key} contains NaN or infinite weights")
-    layer_p = prune_one(key, weight)
+    del source
+    if release is not None:
+        release(state[key])
+    layer_p = prune_one(key, weight)  # quantize below refuses NaN and infinities
     result = quantize(
         {key: weight},
         layer_bits={key: widths[key]},
@@ -188,8 +192,11 @@ def _one(
         arch=arch,
         inplace=True,
     )
-    out = weight if key not in dtypes else weight.astype(HALF[dtypes[key]])
-    return encode_coded(key, out, index_bits=index_bits, coder=coder), layer_p, result.layers[0], result.method
+    layer_q, method = result.layers[0], result.method
+    del result
+    if key in dtypes:
+        weight = weight.astype(HALF[dtypes[key]])  # the float32 copy goes
+    return encode_coded(key, weight, index_bits=index_bits, coder=coder), layer_p, layer_q, method
 
 
 def _pruner(

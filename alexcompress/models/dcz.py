@@ -9,7 +9,7 @@ hand back tensors or modules.
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 import numpy as np
@@ -121,11 +121,17 @@ def decode(data: "bytes | memoryview") -> tuple["OrderedDict[str, torch.Tensor]"
 def write_safetensors(data: "bytes | memoryview", handle: "BinaryIO") -> str:
     """A `.dcz` file image decoded into a safetensors file, tensor by tensor (one decoded tensor in memory at
     a time), every tensor in its own dtype; returns the architecture."""
-    from alexcompress.codec.container import decode_one
+    from alexcompress.codec.container import decode_one, release_sections
     from alexcompress.models import safetensors
 
     header = checked_header(data)
     table = {entry.name: (entry.dtype, entry.shape) for entry in header.tensors}
-    arrays = ((entry.name, decode_one(header, data, entry)) for entry in header.tensors)
-    safetensors.write_streaming(table, arrays, handle, {"format": "pt", "producer": PRODUCER, "arch": header.arch})
+
+    def arrays() -> "Iterator[tuple[str, np.ndarray]]":
+        for entry in header.tensors:
+            array = decode_one(header, data, entry)
+            release_sections(header, data, entry)  # a memory-mapped file keeps no tensor's pages it is done with
+            yield entry.name, array
+
+    safetensors.write_streaming(table, arrays(), handle, {"format": "pt", "producer": PRODUCER, "arch": header.arch})
     return header.arch

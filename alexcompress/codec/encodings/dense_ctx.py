@@ -28,7 +28,7 @@ from alexcompress.codec.encodings.base import (
 )
 from alexcompress.codec.encodings.dense_huffman import dense_summary, symbols_to_nonzeros
 from alexcompress.codec.encodings.sparse_ctx import CHUNK, model_section, value_candidates
-from alexcompress.codec.encodings.sparse_huffman import MAX_CODEBOOK, Coded, Quantized, Streams, checked_codebook, scatter
+from alexcompress.codec.encodings.sparse_huffman import MAX_CODEBOOK, Coded, Quantized, Streams, checked_codebook, scatter, symbol_dtype
 from alexcompress.errors import DczError
 
 
@@ -63,7 +63,7 @@ class DenseContext(Coded):
         """The model that makes the tensor smallest, and its estimated size."""
         positions, codebook, size = prepared.positions, prepared.codebook, prepared.size
         k = codebook.size
-        symbols = np.full(size, k, dtype=np.int64)
+        symbols = np.full(size, k, dtype=symbol_dtype(k))
         symbols[positions] = prepared.codes
         joint = rans.transitions(symbols, k + 1, CHUNK)
         model, estimate = rans.choose(joint, value_candidates(codebook, joint.sum(axis=0), positions.size < size), size, CHUNK)

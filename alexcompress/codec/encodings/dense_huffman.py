@@ -29,7 +29,15 @@ from alexcompress.codec.encodings.base import (
     field_int,
     numel_of,
 )
-from alexcompress.codec.encodings.sparse_huffman import MAX_CODEBOOK, Coded, Quantized, Streams, codebook_and_lengths, fixed_code_bits
+from alexcompress.codec.encodings.sparse_huffman import (
+    MAX_CODEBOOK,
+    Coded,
+    Quantized,
+    Streams,
+    codebook_and_lengths,
+    fixed_code_bits,
+    symbol_dtype,
+)
 from alexcompress.errors import DczError
 
 
@@ -59,7 +67,7 @@ class DenseHuffman(Coded):
         size = 4 * k + (k + 1) + (int((counts * code_lengths.astype(np.int64)).sum()) + 7) // 8
 
         def write() -> EncodedTensor:
-            symbols = np.full(prepared.size, k, dtype=np.int64)
+            symbols = np.full(prepared.size, k, dtype=symbol_dtype(k))
             symbols[positions] = codes
             code_bytes, code_bits = huffman.encode(symbols, code_lengths)
             params = dict(nnz=int(positions.size), codebook_size=int(k), code_bits=code_bits)

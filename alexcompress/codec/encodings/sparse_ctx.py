@@ -45,6 +45,7 @@ from alexcompress.codec.encodings.sparse_huffman import (
     entries_to_nonzeros,
     scatter,
     sparse_summary,
+    symbol_dtype,
 )
 from alexcompress.codec.sparse_index import MAX_INDEX_BITS, MIN_INDEX_BITS, relative_gaps
 from alexcompress.errors import DczError
@@ -195,11 +196,11 @@ class SparseContext(Coded):
         """(estimated bytes, width, value symbols, gap symbols, value model, gap model) at one gap width."""
         k = codebook.size
         streams = relative_gaps(positions, width)
-        symbols = np.full(streams.gaps.size, k, dtype=np.int64)  # symbol k is the filler
+        symbols = np.full(streams.gaps.size, k, dtype=symbol_dtype(k))  # symbol k is the filler
         symbols[streams.real] = codes
         value_joint = rans.transitions(symbols, k + 1, CHUNK)
         value_model, value_size = rans.choose(
-            value_joint, value_candidates(codebook, value_joint.sum(axis=0), streams.real.size < symbols.size), symbols.size, CHUNK
+            value_joint, value_candidates(codebook, value_joint.sum(axis=0), codes.size < symbols.size), symbols.size, CHUNK
         )
         gaps = streams.gaps[streams.real]  # a filler's gap is implied
         gap_joint = rans.transitions(gaps, 1 << width, CHUNK)

@@ -30,7 +30,10 @@ from alexcompress.codec.encodings.base import (
 from alexcompress.codec.sparse_index import (
     MAX_INDEX_BITS,
     MIN_INDEX_BITS,
+    PIECE,
+    flat_nonzero,
     gap_histogram,
+    gather,
     positions_from_gaps,
     relative_gaps,
     stream_histograms,
@@ -53,17 +56,30 @@ class Streams:
 
 
 def quantized_codes(name: str, nonzero_values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(codebook, codes): the sorted distinct nonzero values and each value's index in them; a DczError for
-    NaN or infinite weights, or more distinct values than a codebook holds."""
-    if not np.isfinite(nonzero_values).all():
+    """(codebook, codes): the sorted distinct nonzero values (float32) and each value's index in them (uint8);
+    a DczError for NaN or infinite weights, or more distinct values than a codebook holds."""
+    pieces = [nonzero_values[start : start + PIECE] for start in range(0, nonzero_values.size, PIECE)]
+    if not all(np.isfinite(piece).all() for piece in pieces):
         raise DczError(f"{name}: contains NaN or infinite weights, which cannot be encoded")
-    codebook = np.unique(nonzero_values)  # a sort; then codes by binary search (cheaper than argsort)
-    if codebook.size > MAX_CODEBOOK:
-        raise DczError(
-            f"{name}: {codebook.size} distinct nonzero values, more than the {MAX_CODEBOOK} a codebook holds; "
-            "the model is not quantized: quantize it first (or store it as it is: encode --lossless-floats)"
-        )
-    return codebook, np.searchsorted(codebook, nonzero_values)
+    codebook = nonzero_values[:0]
+    for piece in pieces:  # the distinct values a piece at a time: no sorted copy of them all
+        codebook = np.union1d(codebook, np.unique(piece))
+        if codebook.size > MAX_CODEBOOK:
+            distinct = np.unique(nonzero_values).size  # the message's count
+            raise DczError(
+                f"{name}: {distinct} distinct nonzero values, more than the {MAX_CODEBOOK} a codebook holds; "
+                "the model is not quantized: quantize it first (or store it as it is: encode --lossless-floats)"
+            )
+    codes = np.empty(nonzero_values.size, dtype=np.uint8)
+    for start in range(0, nonzero_values.size, PIECE):  # searchsorted's int64 answer a piece at a time
+        codes[start : start + PIECE] = np.searchsorted(codebook, nonzero_values[start : start + PIECE])
+    return codebook, codes
+
+
+def symbol_dtype(k: int) -> type:
+    """The entry symbols of a codebook of k values and one more symbol (filler or zero): a byte each below
+    256 values."""
+    return np.uint8 if k < 256 else np.uint16
 
 
 @dataclass(frozen=True)
@@ -78,10 +94,12 @@ class Quantized:
 
 
 def prepare(name: str, array: np.ndarray) -> Quantized:
-    """What every coded encoding needs from `array`, computed once (`encodings.encode_coded` shares it)."""
-    flat = np.ascontiguousarray(array, dtype=np.float32).reshape(-1)
-    positions = np.flatnonzero(flat)
-    codebook, codes = quantized_codes(name, flat[positions])
+    """What every coded encoding needs from `array` (float32 or half precision, whose values float32 holds
+    exactly), computed once (`encodings.encode_coded` shares it): int32 positions and uint8 codes, about
+    2.5 bytes a nonzero, and no float32 copy of the tensor."""
+    flat = np.ascontiguousarray(array).reshape(-1)
+    positions = flat_nonzero(flat)
+    codebook, codes = quantized_codes(name, gather(flat, positions, np.float32))
     return Quantized(flat.size, positions, codebook, codes)
 
 
@@ -197,7 +215,7 @@ class SparseHuffman(Coded):
 
         def write() -> EncodedTensor:
             streams = relative_gaps(positions, index_bits)
-            symbols = np.full(streams.gaps.size, k, dtype=np.int64)  # symbol k is the filler
+            symbols = np.full(streams.gaps.size, k, dtype=symbol_dtype(k))  # symbol k is the filler
             symbols[streams.real] = codes
             code_bytes, code_bits = huffman.encode(symbols, code_lengths)
             gap_bytes, gap_bits = huffman.encode(streams.gaps, gap_lengths)
