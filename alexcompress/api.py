@@ -33,6 +33,7 @@ _LAZY = {
     "PruneSpec": "alexcompress.compression.specs",
     "QuantizeSpec": "alexcompress.compression.specs",
     "Streamed": "alexcompress.compression.streaming",
+    "Spooled": "alexcompress.codec.container",
 }
 
 
@@ -51,6 +52,7 @@ if TYPE_CHECKING:
     import torch
     from torch.utils.data import Dataset
 
+    from alexcompress.codec.container import Spooled
     from alexcompress.compression.pruning import PruneResult
     from alexcompress.compression.quantization import QuantizeResult
     from alexcompress.compression.search import Candidate, SearchResult, SearchSpec
@@ -64,6 +66,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Compressed",
+    "Spooled",
     "Streamed",
     "Events",
     "InferenceModel",
@@ -75,7 +78,9 @@ __all__ = [
     "Training",
     "compress",
     "decode",
+    "decode_to",
     "encode",
+    "encode_to",
     "evaluate",
     "inference_model",
     "init",
@@ -190,13 +195,21 @@ def prune(
     training: Optional[Training] = None,
     iterations: int = 1,
     events: Optional[Events] = None,
+    stream: bool = False,
 ) -> Pruned:
     """Stage 1 (`alexcompress prune`): `spec`'s pruning, or an automatic `allocation` (from `curves`; with
     `target_ratio`, moved along the path until the real file, k-means at its widths, meets the ratio); with
     `training`, retraining after each of `iterations` rounds, and an allocation checked on the validation
-    images first (with `max_drop`: the smallest along the allocation path within it)."""
+    images first (with `max_drop`: the smallest along the allocation path within it).
+
+    `stream` (without training): the state is a `LazyState` pruning each tensor as it is read, in its own
+    dtype, so that writing it (`models.state.save_state`) holds one tensor at a time and `source` is only
+    read; the report's layers fill in as it is written. `source` may hold its tensors as read
+    (`read_model(..., widened=False)`): what needs the whole model widens it first."""
     from alexcompress.compression.sensitivity import check_allocation
     from alexcompress.compression.specs import calibrate, measure_allocation, prune as prune_state, prune_and_retrain
+    from alexcompress.compression.streaming import prune_lazily
+    from alexcompress.models.safetensors import release
     from alexcompress.models.state import narrow
 
     events = events or Events()
@@ -208,6 +221,8 @@ def prune(
     from alexcompress.compression.specs import PruneSpec
 
     spec = spec or PruneSpec()
+    if allocation is not None or training is not None or not stream:
+        source = _widened(source)
     if allocation is not None:
         check_allocation(allocation, source.state, source.arch)
         if target_ratio is not None and curves is not None:
@@ -225,6 +240,9 @@ def prune(
             )
         spec = PruneSpec(rates=dict(allocation.rates))
         events.allocation(allocation)
+    if training is None and stream:
+        result = prune_lazily(source.state, arch=source.arch, pruning=spec, dtypes=source.dtypes, release=release)
+        return Pruned(result.state, source.arch, result, allocation)
     if training is None:
         result = prune_state(source.state, spec, arch=source.arch, inplace=True)
         events.pruned(result)
@@ -251,10 +269,14 @@ def quantize(
     *,
     training: Optional[Training] = None,
     events: Optional[Events] = None,
+    stream: bool = False,
 ) -> "tuple[Mapping[str, Any], QuantizeResult]":
     """Stage 2 (`alexcompress quantize`): per-layer weight sharing; with `training`, the importance it asks
     for and centroid fine-tuning. Returns (state, the quantization's report). A state dict given as it is
-    is left untouched; a `ModelInput`'s arrays are worked on in place, like every stage here."""
+    is left untouched; a `ModelInput`'s arrays are worked on in place, like every stage here. `stream`: as
+    `prune`'s (not for a shared codebook or importances, which need the whole model)."""
+    from alexcompress.compression.streaming import quantize_lazily, streamable
+    from alexcompress.models.safetensors import release
     from alexcompress.models.state import narrow, resolve_arch
 
     inplace = isinstance(source, ModelInput)
@@ -264,6 +286,10 @@ def quantize(
     from alexcompress.compression.specs import QuantizeSpec
 
     spec = spec or QuantizeSpec()
+    if stream and training is None and streamable(spec):
+        result = quantize_lazily(source.state, arch=source.arch, quantization=spec, dtypes=source.dtypes, release=release)
+        return result.state, result
+    source = _widened(source)
     if training is not None:
         check_validation(training, events)
     dataset, config = (training.dataset, training.config) if training is not None else (None, None)
@@ -279,6 +305,17 @@ def quantize(
     return written, result
 
 
+def _widened(source: ModelInput) -> ModelInput:
+    """`source` with its coded weights in float32 (what the in-memory stages work on), the original dtypes
+    of those it widened added to `dtypes`: itself where nothing needed widening."""
+    from alexcompress.models.state import widen
+
+    state, more = widen(source.state, source.arch)
+    if not more and all(state[key] is source.state[key] for key in state):
+        return source
+    return dataclasses.replace(source, state=dict(state), dtypes={**source.dtypes, **more})
+
+
 def encode(
     source: "ModelInput | Mapping[str, Any]",
     *,
@@ -289,17 +326,34 @@ def encode(
 ) -> bytes:
     """Stage 3 (`alexcompress encode`): a quantized model as a `.dcz` file image (lossless); `lossless`:
     floating tensors that are not quantized stored with Huffman-coded exponents (`dcz.encode`)."""
-    from alexcompress.models.dcz import encode as encode_state
+    return encode_to(source, arch=arch, index_bits=index_bits, coder=coder, lossless=lossless).data
+
+
+def encode_to(
+    source: "ModelInput | Mapping[str, Any]",
+    *,
+    arch: Optional[str] = None,
+    index_bits: Optional[int] = None,
+    coder: str = "auto",
+    lossless: bool = False,
+) -> "Spooled":
+    """`encode` tensor by tensor (`dcz.encode_spooled`): the file's `header`, and its `payload` (a function
+    writing it) for `fileio.write_output`; `source` is only read (a memory-mapped one gives each tensor's
+    pages back), and may hold its tensors as read (`read_model(..., widened=False)`)."""
+    from alexcompress.models.dcz import encode_spooled
+    from alexcompress.models.safetensors import release
     from alexcompress.models.state import narrow
 
     state: Mapping[str, Any] = source.state if isinstance(source, ModelInput) else source
     if isinstance(source, ModelInput):
         arch = source.arch
-        narrow(source.state, source.dtypes)  # in place, like every stage: the weights in their own dtype
+        if source.dtypes:  # widened weights: coded in their own dtype
+            state = dict(state)
+            narrow(state, source.dtypes)
     options = {"index_bits": "auto" if index_bits is None else str(index_bits), "coder": coder}
     if lossless:
         options["lossless_floats"] = "yes"
-    return encode_state(state, arch=arch, index_bits=index_bits, coder=coder, options=options, lossless=lossless)
+    return encode_spooled(state, arch=arch, index_bits=index_bits, coder=coder, options=options, lossless=lossless, release=release)
 
 
 def decode(data: "bytes | memoryview") -> "tuple[dict[str, np.ndarray], str]":

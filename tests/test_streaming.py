@@ -1,5 +1,6 @@
-"""`compress` tensor by tensor: the same bytes as the whole-model path, for every kind of pruning and
-quantizer, half precision and any --jobs; memory that grows with the largest tensor, not the model."""
+"""`compress`, and `prune`, `quantize`, `encode` one by one, tensor by tensor: the same bytes as the
+whole-model path, for every kind of pruning and quantizer, half precision and any --jobs; memory that grows
+with the largest tensor, not the model."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from alexcompress import api
 from alexcompress.compression.specs import PruneSpec, QuantizeSpec, compress
 from alexcompress.compression.streaming import compress_streaming
 from alexcompress.models import safetensors
-from alexcompress.models.state import numpy_state, random_model, widen
+from alexcompress.models.state import LazyState, numpy_state, random_model, widen
 from alexcompress.parallel import set_jobs
 
 CASES = [
@@ -67,6 +68,43 @@ def test_ties_at_a_global_threshold_go_in_model_order_whatever_the_jobs():
     assert [layer.kept for layer in streamed.pruning.layers] == [0, 0, 2048, 4096, 4096]
 
 
+@pytest.mark.parametrize("arch, pruning, quantization", CASES[1:4], ids=[f"{c[0]}-{i}" for i, c in enumerate(CASES[1:4])])
+@pytest.mark.parametrize("half", [False, True], ids=["float32", "bfloat16"])
+def test_streamed_stages_make_what_the_whole_model_stages_make(arch, pruning, quantization, half):
+    state = numpy_state(random_model(arch, 10, 2))
+    if half:
+        state = {k: v.astype(ml_dtypes.bfloat16) if v.dtype == np.float32 else v for k, v in state.items()}
+    before = {k: v.copy() for k, v in state.items()}
+
+    def source():
+        return api.ModelInput({k: v.copy() for k, v in state.items()}, arch, "m")
+
+    whole = api.prune(source(), pruning)
+    lazy = api.prune(api.ModelInput(state, arch, "m"), pruning, stream=True)
+    assert lazy.result is not None and whole.result is not None
+    assert isinstance(lazy.state, LazyState) and lazy.result.layers == []  # nothing done before it is read
+    pruned = {k: np.asarray(v) for k, v in lazy.state.items()}
+    assert {k: str(v.dtype) for k, v in pruned.items()} == {k: str(v.dtype) for k, v in state.items()}  # each in its own dtype
+    assert all(_same(pruned[k], whole.state[k]) for k in state)
+    assert lazy.result.layers == whole.result.layers and lazy.result.method == whole.result.method
+    assert all(_same(state[k], before[k]) for k in state)  # the source is only read
+
+    quantized, report = api.quantize(api.ModelInput(dict(pruned), arch, "p"), quantization, stream=True)
+    expected, expected_report = api.quantize(api.ModelInput({k: v.copy() for k, v in pruned.items()}, arch, "p"), quantization)
+    values = dict(quantized.items())
+    assert all(_same(values[k], expected[k]) for k in state)
+    assert report.layers == expected_report.layers and report.method == expected_report.method
+
+    encoded = api.encode_to(api.ModelInput(values, arch, "q"))
+    assert encoded.data == api.encode(dict(expected), arch=arch)
+    assert encoded.header.file_size == len(encoded.data)
+
+
+def _same(a, b) -> bool:
+    a, b = np.asarray(a), np.asarray(b)
+    return a.dtype == b.dtype and a.shape == b.shape and a.tobytes() == b.tobytes()
+
+
 def test_api_compress_streams_unless_it_needs_the_whole_model():
     source = api.ModelInput(numpy_state(random_model("alexnet", 10, 0)), "alexnet", "m")
     assert isinstance(api.compress(source, PruneSpec(sparsity=0.9)), api.Streamed)
@@ -89,8 +127,9 @@ def _peak_mb(args: list[str]) -> float:
 
 
 def test_memory_grows_with_the_largest_tensor_not_the_model(tmp_path):
-    """Two bf16 models of 8 MB tensors, 96 MB and 384 MB: compress and decode peak within ~60 MB of each
-    other (each tensor costs ~3x its float32 size while it is worked on, whatever the model's size)."""
+    """Two bf16 models of 8 MB tensors, 96 MB and 384 MB: compress, decode, and prune | quantize | encode
+    one by one, each peak within ~60 MB of the same command's on the other (a tensor costs about its
+    float32 size three times over while it is worked on, whatever the model's size)."""
     rng = np.random.default_rng(0)
     tensor = (0.02 * rng.standard_normal((1024, 2048))).astype(ml_dtypes.bfloat16)  # 4 MB bf16, 8 MB float32
     peaks = {}
@@ -101,10 +140,18 @@ def test_memory_grows_with_the_largest_tensor_not_the_model(tmp_path):
         dcz = tmp_path / f"m{count}.dcz"
         compress_peak = _peak_mb(["compress", str(path), "--sparsity", "0.5", "--bits", "4", "-o", str(dcz), "-q"])
         decode_peak = _peak_mb(["decode", str(dcz), "-o", str(tmp_path / f"d{count}.safetensors"), "-q"])
-        peaks[count] = (compress_peak, decode_peak)
-    (small_c, small_d), (large_c, large_d) = peaks[12], peaks[48]
-    assert large_c - small_c < 60, peaks  # the larger model's file is 4x the size: 3 x 144 MB more if it were held
-    assert large_d - small_d < 60, peaks
+        pruned, quantized = tmp_path / f"p{count}.safetensors", tmp_path / f"q{count}.safetensors"
+        staged = [
+            _peak_mb(["prune", str(path), "--sparsity", "0.5", "-o", str(pruned), "-q"]),
+            _peak_mb(["quantize", str(pruned), "--bits", "4", "-o", str(quantized), "-q"]),
+            _peak_mb(["encode", str(quantized), "-o", str(tmp_path / f"e{count}.dcz"), "-q"]),
+        ]
+        peaks[count] = (compress_peak, decode_peak, *staged)
+    for small, large in zip(peaks[12], peaks[48], strict=True):
+        assert large - small < 60, peaks  # the larger model's file is 4x the size: 3 x 144 MB more if it were held
+    # the staged files hold what compress's does
+    one, staged_state = api.decode(open(tmp_path / "m12.dcz", "rb").read())[0], api.decode(open(tmp_path / "e12.dcz", "rb").read())[0]
+    assert all(_same(one[k], staged_state[k]) for k in one)
     back = safetensors.load(str(tmp_path / "d48.safetensors"))
     assert back["layers.47.weight"].dtype == ml_dtypes.bfloat16 and back["layers.47.weight"].shape == (1024, 2048)
 

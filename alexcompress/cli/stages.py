@@ -116,7 +116,7 @@ def prune(
         console = _console(quiet or not group.is_main)
         target = plan_output(model, arch, output, ".pruned.pt", force)
         job = training.job(images, model, target, seed, regrow=regrow)
-        source = read_model(model, arch)
+        source = read_model(model, arch, widened=False)  # as read: the stage widens what it works on
         with _training_log(console, training.log_every, job) as log:
             events = _events(console, log, source.arch, advice=True)
             if job is None:  # the report follows the detection note
@@ -131,14 +131,16 @@ def prune(
                 training=job,
                 iterations=iterations,
                 events=events,
+                stream=True,
             )
         _announce(console, source)
+        if group.is_main:  # under torchrun, rank 0 alone writes; without training, each tensor is pruned as it is written
+            _save_state(target, pruned.state, source.arch)
         if pruned.result is not None:
             _print_pruning(console, pruned.result)
         else:
             _print_masks_held(console, pruned.state, source.arch)
-        if group.is_main:  # under torchrun, rank 0 alone writes
-            _save_state(target, pruned.state, source.arch)
+        if group.is_main:
             _wrote(console, target)
 
 
@@ -164,15 +166,16 @@ def quantize(
         console = _console(quiet or not group.is_main)
         target = plan_output(model, arch, output, ".quantized.pt", force)
         job = training.job(images, model, target, seed)
-        source = read_model(model, arch)
+        source = read_model(model, arch, widened=False)  # as read: the stage widens what it works on
         with _training_log(
             console, training.log_every, job
         ) as log:  # the tables follow the run, so that a refused checkpoint stays a one-line error
-            state, result = api.quantize(source, spec, training=job, events=_events(console, log, source.arch))
+            state, result = api.quantize(source, spec, training=job, events=_events(console, log, source.arch), stream=True)
         _announce(console, source)
-        _print_quantization(console, result)
-        if group.is_main:  # under torchrun, rank 0 alone writes
+        if group.is_main:  # under torchrun, rank 0 alone writes; without training, each tensor is clustered as it is written
             _save_state(target, state, source.arch)
+        _print_quantization(console, result)
+        if group.is_main:
             _wrote(console, target)
 
 
@@ -198,16 +201,15 @@ def encode(
     """Stage 3: entropy-code a quantized model into a .dcz (lossless)."""
     from alexcompress import api
     from alexcompress.cli.tables import print_info
-    from alexcompress.codec.container import parse_header
 
     width = _parse_index_bits(index_bits)
     console = _console(quiet)
     target = plan_output(model, arch, output, ".dcz", force)
-    source = read_model(model, arch, widened=not lossless_floats)  # lossless: every tensor as it was given
-    data = api.encode(source, index_bits=width, coder=Coder(coder).value, lossless=lossless_floats)
-    write_output(target, data)
+    source = read_model(model, arch, widened=False)  # every tensor as it was given, coded one at a time
+    encoded = api.encode_to(source, index_bits=width, coder=Coder(coder).value, lossless=lossless_floats)
+    write_output(target, encoded.payload)
     _announce(console, source)
-    print_info(console, parse_header(data), target if target != STDIO else "<stdout>")
+    print_info(console, encoded.header, target if target != STDIO else "<stdout>")
 
 
 @app.command()

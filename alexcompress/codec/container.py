@@ -15,7 +15,7 @@ import shutil
 import struct
 import zlib
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
@@ -86,6 +86,38 @@ def write_dcz(tensors: list[EncodedTensor], *, arch: str, num_classes: int, prod
     return output.getvalue()
 
 
+#: a spool keeps sections in memory up to this size, then spills them to a temporary file
+SPOOL_IN_MEMORY = 64 << 20
+
+
+@dataclass
+class Spooled:
+    """A `.dcz` assembled by a `DczWriter` and not yet written: its header (as a reader parses it), and
+    `write(handle)`, which writes the file from the spool (as often as asked)."""
+
+    header: DczHeader
+    write: Callable[[BinaryIO], None]
+
+    @property
+    def payload(self) -> Callable[[BinaryIO], None]:
+        """What `fileio.write_output` writes: the file, from the spool."""
+        return self.write
+
+    @property
+    def data(self) -> bytes:
+        """The whole file in memory (for small models and tests; `payload` streams it)."""
+        buffer = io.BytesIO()
+        self.write(buffer)
+        return buffer.getvalue()
+
+
+def spool() -> BinaryIO:
+    """Where a `DczWriter` keeps sections: memory, then a temporary file past `SPOOL_IN_MEMORY`."""
+    import tempfile
+
+    return tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY)  # type: ignore[return-value]
+
+
 class DczWriter:
     """A `.dcz` assembled tensor by tensor: each tensor's sections go to `spool` (a temporary file, or memory)
     as it is added, and only its table row is kept; `finish` writes the preamble and header, then copies the
@@ -133,6 +165,11 @@ class DczWriter:
         except DczError as exc:
             raise DczError(f"cannot store this model in a .dcz: {exc}") from None
         return head, parsed
+
+    def spooled(self, **fields: Any) -> Spooled:
+        """The file as it stands, to be written later (`Spooled`); the writer keeps its spool."""
+        head, parsed = self.header(**fields)
+        return Spooled(parsed, lambda handle: self.write(handle, head))
 
     def finish(self, handle: BinaryIO, **fields: Any) -> DczHeader:
         """Write the whole file to `handle`: preamble, header, then the spooled sections."""

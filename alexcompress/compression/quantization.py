@@ -417,5 +417,9 @@ def quantize(
         error = total / where.size if where.size else 0.0
         clusters = int(np.unique(codebook[np.bincount(labels, minlength=codebook.size) > 0]).size)
         layers.append(LayerQuantization(architecture.display_name(key), key, widths[key], int(where.size), clusters, error, iters))
-    method = "per-layer k-means" if quantizer == "kmeans" else f"per-layer ECSQ (rate weight {rate_weight:g})"
-    return QuantizeResult(out, layers, method + (", one shared codebook" if shared_codebook else ""))
+    return QuantizeResult(out, layers, method_title(quantizer, rate_weight) + (", one shared codebook" if shared_codebook else ""))
+
+
+def method_title(quantizer: str, rate_weight: float) -> str:
+    """What a quantization's report calls it."""
+    return "per-layer k-means" if quantizer == "kmeans" else f"per-layer ECSQ (rate weight {rate_weight:g})"

@@ -12,14 +12,13 @@ same functions on a one-tensor state, with every pattern resolved against the wh
 from __future__ import annotations
 
 import contextlib
-import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, BinaryIO
+from typing import Any
 
 import numpy as np
 
-from alexcompress.codec.container import DczHeader, DczWriter
+from alexcompress.codec.container import DczWriter, Spooled, spool
 from alexcompress.codec.encodings import STORED, dtype_name, encode_coded, get_encoding
 from alexcompress.compression.pruning import (
     LayerPruning,
@@ -32,16 +31,13 @@ from alexcompress.compression.pruning import (
     prune_by_rates,
     prune_by_std,
 )
-from alexcompress.compression.quantization import LayerQuantization, QuantizeResult, quantize
+from alexcompress.compression.quantization import LayerQuantization, QuantizeResult, method_title, quantize
 from alexcompress.compression.specs import PruneSpec, QuantizeSpec
 from alexcompress.errors import AlexCompressError
 from alexcompress.models.archs import get_arch, layer_keys, per_layer
 from alexcompress.models.dcz import PRODUCER
-from alexcompress.models.state import HALF, as_numpy, c_contiguous, num_classes_of
+from alexcompress.models.state import HALF, LazyState, as_numpy, c_contiguous, num_classes_of
 from alexcompress.parallel import ordered_imap
-
-#: sections are kept in memory up to this size, then spill to a temporary file
-SPOOL_IN_MEMORY = 64 << 20
 
 
 def streamable(quantization: QuantizeSpec) -> bool:
@@ -50,15 +46,13 @@ def streamable(quantization: QuantizeSpec) -> bool:
 
 
 @dataclass
-class Streamed:
-    """What `compress_streaming` did: each stage's report (without the state), the file's header, and the
-    function that writes the file (`write(handle)`)."""
+class Streamed(Spooled):
+    """What `compress_streaming` did: the file's header and the function that writes it (`Spooled`), and
+    each stage's report (without the state)."""
 
     arch: str
     pruning: PruneResult
     quantization: QuantizeResult
-    header: DczHeader
-    write: Callable[[BinaryIO], None]  # holds the spool of sections: the file can be written as often as asked
 
     @property
     def original_bytes(self) -> int:
@@ -69,20 +63,6 @@ class Streamed:
     @property
     def ratio(self) -> float:
         return self.original_bytes / self.header.file_size
-
-    @property
-    def payload(self) -> Callable[[BinaryIO], None]:
-        """What `fileio.write_output` writes: the file, from the spool."""
-        return self.write
-
-    @property
-    def data(self) -> bytes:
-        """The whole file in memory (for small models and tests; `payload` streams it)."""
-        import io
-
-        buffer = io.BytesIO()
-        self.write(buffer)
-        return buffer.getvalue()
 
 
 def compress_streaming(
@@ -111,18 +91,15 @@ def compress_streaming(
         if name in HALF:
             dtypes.setdefault(key, name)
     prune_one, method = _pruner(spec, architecture, state, keys, release or (lambda array: None))
-    widths = {key: quantization.conv_bits if len(state[key].shape) > 2 else quantization.fc_bits for key in keys}
-    if quantization.bits is not None:
-        widths = dict.fromkeys(keys, quantization.bits)
-    widths.update(per_layer(architecture, quantization.layer_bits or {}, keys))
+    widths = _widths(architecture, state, keys, quantization)
     options = {
         "prune": method,
         **quantization.record(),
         "index_bits": "auto" if index_bits is None else index_bits,
         "coder": coder,
     }
-    spool = tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY)
-    writer = DczWriter(spool)
+    sections = spool()
+    writer = DczWriter(sections)
     pruned_layers: list[LayerPruning] = []
     quantized_layers: list[LayerQuantization] = []
     methods: list[str] = []
@@ -140,19 +117,19 @@ def compress_streaming(
                     pruned_layers.append(layer_p)
                     quantized_layers.append(layer_q)
                     methods.append(title)
-        head, header = writer.header(
+        done = writer.spooled(
             arch=architecture.name, num_classes=num_classes_of(state, architecture.name), producer=PRODUCER, options=options
         )
     except BaseException:
-        spool.close()
+        sections.close()
         raise
     title = methods[0] if methods else "per-layer k-means"
     return Streamed(
+        done.header,
+        done.write,
         architecture.name,
         PruneResult({}, pruned_layers, method),  # type: ignore[arg-type]
         QuantizeResult({}, quantized_layers, title),  # type: ignore[arg-type]
-        header,
-        lambda handle: writer.write(handle, head),
     )
 
 
@@ -182,9 +159,26 @@ def _one(
     if release is not None:
         release(state[key])
     layer_p = prune_one(key, weight)  # quantize below refuses NaN and infinities
+    layer_q, method = _quantize_one(key, weight, widths[key], quantization, arch)
+    if key in dtypes:
+        weight = weight.astype(HALF[dtypes[key]])  # the float32 copy goes
+    return encode_coded(key, weight, index_bits=index_bits, coder=coder), layer_p, layer_q, method
+
+
+def _widths(architecture: Any, state: Mapping[str, Any], keys: list[str], quantization: QuantizeSpec) -> dict[str, int]:
+    """Each coded layer's code width, as `quantize` gives them for the whole model."""
+    widths = {key: quantization.conv_bits if len(state[key].shape) > 2 else quantization.fc_bits for key in keys}
+    if quantization.bits is not None:
+        widths = dict.fromkeys(keys, quantization.bits)
+    widths.update(per_layer(architecture, quantization.layer_bits or {}, keys))
+    return widths
+
+
+def _quantize_one(key: str, weight: np.ndarray, width: int, quantization: QuantizeSpec, arch: str) -> tuple[LayerQuantization, str]:
+    """One float32 layer clustered in place; its report and the method's title."""
     result = quantize(
         {key: weight},
-        layer_bits={key: widths[key]},
+        layer_bits={key: width},
         init=quantization.init,
         seed=quantization.seed,
         quantizer=quantization.quantizer,
@@ -192,11 +186,98 @@ def _one(
         arch=arch,
         inplace=True,
     )
-    layer_q, method = result.layers[0], result.method
-    del result
-    if key in dtypes:
-        weight = weight.astype(HALF[dtypes[key]])  # the float32 copy goes
-    return encode_coded(key, weight, index_bits=index_bits, coder=coder), layer_p, layer_q, method
+    return result.layers[0], result.method
+
+
+def prune_lazily(
+    state: Mapping[str, np.ndarray],
+    *,
+    arch: str,
+    pruning: PruneSpec | None = None,
+    dtypes: Mapping[str, str] | None = None,
+    release: Callable[[np.ndarray], None] | None = None,
+) -> PruneResult:
+    """`specs.prune` one tensor at a time: a report whose `state` is a `LazyState` pruning each layer as it
+    is read (a global sparsity's threshold is found first, reading every weight twice a chunk at a time), in
+    its own dtype (`dtypes`: those of weights already widened). The report's layers fill in as the state is
+    read (once through: what writing it does). `state`'s arrays are never written."""
+    architecture = get_arch(arch)
+    spec = (pruning or PruneSpec()).resolved(architecture)
+    keys = layer_keys(architecture, state)
+    prune_one, method = _pruner(spec, architecture, state, keys, release or (lambda array: None))
+    layers: dict[str, LayerPruning] = {}
+
+    def pruned(key: str, weight: np.ndarray) -> None:
+        layers[key] = prune_one(key, weight)
+
+    report: list[LayerPruning] = []
+    lazy = _lazy(state, keys, dtypes, release, pruned, lambda: _in_order(report, layers, keys))
+    return PruneResult(lazy, report, method)  # type: ignore[arg-type]
+
+
+def quantize_lazily(
+    state: Mapping[str, np.ndarray],
+    *,
+    arch: str,
+    quantization: QuantizeSpec | None = None,
+    dtypes: Mapping[str, str] | None = None,
+    release: Callable[[np.ndarray], None] | None = None,
+) -> QuantizeResult:
+    """`QuantizeSpec.apply` one tensor at a time, as `prune_lazily` prunes (no shared codebook, no
+    importances: `streamable`)."""
+    architecture = get_arch(arch)
+    quantization = quantization or QuantizeSpec()
+    if not streamable(quantization):
+        raise AlexCompressError("a shared codebook or importances need the whole model: use QuantizeSpec.apply")
+    keys = layer_keys(architecture, state)
+    widths = _widths(architecture, state, keys, quantization)
+    layers: dict[str, LayerQuantization] = {}
+
+    def clustered(key: str, weight: np.ndarray) -> None:
+        layers[key], _ = _quantize_one(key, weight, widths[key], quantization, architecture.name)
+
+    report: list[LayerQuantization] = []
+    lazy = _lazy(state, keys, dtypes, release, clustered, lambda: _in_order(report, layers, keys))
+    return QuantizeResult(lazy, report, method_title(quantization.quantizer, quantization.rate_weight))  # type: ignore[arg-type]
+
+
+def _in_order(out: list, layers: Mapping[str, Any], keys: list[str]) -> None:
+    out[:] = [layers[key] for key in keys if key in layers]
+
+
+def _lazy(
+    state: Mapping[str, np.ndarray],
+    keys: list[str],
+    dtypes: Mapping[str, str] | None,
+    release: Callable[[np.ndarray], None] | None,
+    work: Callable[[str, np.ndarray], None],
+    done: Callable[[], None],
+) -> LazyState:
+    """The state with `work(key, float32 copy)` applied to each coded layer as it is read, in the layer's
+    own dtype (half precision narrowed back); other entries as they are."""
+    coded = set(keys)
+    dtypes = dict(dtypes or {})
+    table: dict[str, tuple[Any, tuple[int, ...]]] = {}
+    for key, value in state.items():
+        array = as_numpy(value)
+        dtype = np.dtype(HALF[dtypes[key]]) if key in dtypes else array.dtype
+        if key in coded and dtype_name(dtype) not in HALF:
+            dtype = np.dtype(np.float32)  # the stages' float32 (as `widen` makes it)
+        table[key] = (dtype, tuple(array.shape))
+
+    def make(key: str) -> np.ndarray:
+        source = as_numpy(state[key])
+        if key not in coded:
+            return source
+        weight = np.array(source, dtype=np.float32, order="C", copy=True)
+        del source
+        if release is not None:
+            release(state[key])
+        work(key, weight)
+        done()
+        return weight.astype(table[key][0], copy=False)  # half precision narrowed back
+
+    return LazyState(table, make)
 
 
 def _pruner(

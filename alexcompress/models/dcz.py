@@ -8,21 +8,22 @@ hand back tensors or modules.
 
 from __future__ import annotations
 
+import contextlib
 from collections import OrderedDict
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 import numpy as np
 
 from alexcompress import __version__
-from alexcompress.codec.container import DczHeader, decode_tensors, parse_header, write_dcz
+from alexcompress.codec.container import DczHeader, DczWriter, Spooled, decode_tensors, parse_header, spool
 from alexcompress.codec.encodings import CODED_DTYPES, EncodedTensor, dtype_name, encode_coded, encode_stored
 from alexcompress.codec.encodings.sparse_huffman import MAX_CODEBOOK
 from alexcompress.errors import DczError, ModelError
 from alexcompress.models.architecture import NONE
 from alexcompress.models.archs import get_arch, layer_keys
 from alexcompress.models.state import as_numpy, c_contiguous, match_arch, num_classes_of, torch_state
-from alexcompress.parallel import ordered_map
+from alexcompress.parallel import ordered_imap
 
 if TYPE_CHECKING:
     import torch
@@ -54,24 +55,63 @@ def encode(
     >>> all(state[k].equal(q[k]) for k in q)
     True
     """
+    return encode_spooled(state, arch=arch, index_bits=index_bits, coder=coder, options=options, lossless=lossless).data
+
+
+def encode_spooled(
+    state: Mapping[str, "torch.Tensor | np.ndarray"],
+    *,
+    arch: str | None = None,
+    index_bits: int | None = None,
+    coder: str = "auto",
+    options: Mapping[str, Any] | None = None,
+    lossless: bool = False,
+    release: "Callable[[np.ndarray], None] | None" = None,
+) -> Spooled:
+    """`encode` tensor by tensor: each tensor coded as it is read (a coded weight in its own float32, float16
+    or bfloat16; one of another floating dtype in float32), its sections spooled (`container.DczWriter`),
+    `release(array)` called on its source once it is coded (a memory map gives its pages back). Returns the
+    file's header and the function writing it; the bytes are `encode`'s."""
     found, _ = match_arch(state, arch)
     architecture = get_arch(found)
     coded = set(layer_keys(architecture, state))
     for key in (k for k in state if k in coded):
-        if dtype_name(as_numpy(state[key]).dtype) not in CODED_DTYPES:
+        dtype = as_numpy(state[key]).dtype
+        if dtype_name(dtype) not in CODED_DTYPES and dtype.kind != "f":
             raise ModelError(f"{key} is {state[key].dtype}; encode expects quantized float32, float16 or bfloat16 weights")
 
     def one(key: str) -> EncodedTensor:
         array = c_contiguous(as_numpy(state[key]))
-        if key not in coded:
-            return encode_stored(key, array, lossless)
-        if lossless and np.unique(array).size > MAX_CODEBOOK + 1:  # not quantized: stored losslessly
-            return encode_stored(key, array, lossless)
-        return encode_coded(key, array, index_bits=index_bits, coder=coder)
+        if key in coded and dtype_name(array.dtype) not in CODED_DTYPES:
+            array = array.astype(np.float32)  # as the stages widen it
+        if key not in coded or (lossless and distinct_more_than(array, MAX_CODEBOOK + 1)):  # not quantized: stored
+            tensor = encode_stored(key, array, lossless)
+        else:
+            tensor = encode_coded(key, array, index_bits=index_bits, coder=coder)
+        if release is not None:
+            release(state[key])
+        return tensor
 
-    tensors = ordered_map(one, list(state))  # the file's order is the state's, whatever --jobs
-    num_classes = num_classes_of(state, found)
-    return write_dcz(tensors, arch=found, num_classes=num_classes, producer=PRODUCER, options=options or {})
+    sections = spool()
+    writer = DczWriter(sections)
+    try:
+        with contextlib.closing(ordered_imap(one, list(state))) as work:  # the file's order is the state's, whatever --jobs
+            for tensor in work:
+                writer.add(tensor)
+        return writer.spooled(arch=found, num_classes=num_classes_of(state, found), producer=PRODUCER, options=options or {})
+    except BaseException:
+        sections.close()
+        raise
+
+
+def distinct_more_than(array: np.ndarray, limit: int) -> bool:
+    """Whether `array` holds more than `limit` distinct values, found a piece at a time (no sorted copy)."""
+    seen = array.reshape(-1)[:0]
+    for start in range(0, array.size, 1 << 20):
+        seen = np.union1d(seen, np.unique(array.reshape(-1)[start : start + (1 << 20)]))
+        if seen.size > limit:
+            return True
+    return False
 
 
 def checked_header(data: "bytes | memoryview") -> DczHeader:

@@ -261,14 +261,15 @@ def write_streaming(
     handle: BinaryIO,
     metadata: "Mapping[str, str] | None" = None,
 ) -> None:
-    """A safetensors file whose header comes from `table` ({name: (dtype name, shape)}, in order) and whose
+    """A safetensors file whose header comes from `table` ({name: (dtype or its name, shape)}, in order) and whose
     tensors come one at a time from `arrays` ((name, array) in the same order): only one is ever held."""
-    handle.write(header({name: (DTYPES[dtype], shape) for name, (dtype, shape) in table.items()}, metadata))
+    dtypes = {name: DTYPES.get(dtype) or np.dtype(dtype) for name, (dtype, _) in table.items()}  # a name or a dtype
+    handle.write(header({name: (dtypes[name], shape) for name, (_, shape) in table.items()}, metadata))
     names = iter(table)
     for name, array in arrays:
         expected = next(names, None)
-        dtype, shape = table[name] if name in table else ("", ())
-        if name != expected or array.dtype != DTYPES[dtype] or tuple(array.shape) != tuple(shape):
+        shape = table[name][1] if name in table else ()
+        if name != expected or array.dtype != dtypes[name] or tuple(array.shape) != tuple(shape):
             raise ModelError(f"{name}: not the tensor the header announced")
         _write_array(array, handle)
 

@@ -16,7 +16,7 @@ import pickle
 import re
 import warnings
 from collections import OrderedDict
-from collections.abc import Mapping, MutableMapping
+from collections.abc import Callable, Iterator, Mapping, MutableMapping
 from typing import IO, TYPE_CHECKING, Any, NamedTuple
 
 import ml_dtypes
@@ -409,6 +409,8 @@ def save_state_dict(state: Mapping[str, "torch.Tensor | np.ndarray"], handle: "I
     from alexcompress.models.ptfile import Unwritable, write_state_dict
 
     versions = get_arch(arch).versions() if arch is not None else {}
+    if isinstance(state, LazyState):  # made once, whichever writer takes it
+        state = OrderedDict(state.items())
     try:
         arrays = OrderedDict((k, as_numpy(v)) for k, v in state.items())  # TypeError: bfloat16 and kin
         write_state_dict(arrays, handle, versions)  # raises before writing a byte
@@ -422,12 +424,43 @@ def save_state_dict(state: Mapping[str, "torch.Tensor | np.ndarray"], handle: "I
     torch.save(tensors, handle)
 
 
+class LazyState(Mapping[str, np.ndarray]):
+    """A state dict whose tensors are made one at a time, as they are read (`make(key)`), each of the dtype
+    and shape `table` announces ({key: (dtype name, shape)}, in order): what a stage working tensor by tensor
+    returns, so that writing it to a safetensors file holds one tensor at a time. Reading an entry twice
+    makes it twice.
+
+    >>> lazy = LazyState({"w": ("float32", (2,))}, lambda key: np.zeros(2, np.float32))
+    >>> list(lazy), lazy["w"].tolist()
+    (['w'], [0.0, 0.0])
+    """
+
+    def __init__(self, table: "Mapping[str, tuple[str, tuple[int, ...]]]", make: "Callable[[str], np.ndarray]") -> None:
+        self.table = dict(table)
+        self._make = make
+
+    def __getitem__(self, key: str) -> np.ndarray:
+        if key not in self.table:
+            raise KeyError(key)
+        return self._make(key)
+
+    def __iter__(self) -> "Iterator[str]":
+        return iter(self.table)
+
+    def __len__(self) -> int:
+        return len(self.table)
+
+
 def save_state(state: Mapping[str, "torch.Tensor | np.ndarray"], handle: "IO[bytes]", arch: str | None = None, path: str = "") -> None:
     """Write a state dict in the format `path`'s name asks for: `.safetensors` (tensors in their own dtypes,
-    streamed tensor by tensor), else a torch `.pt` (`save_state_dict`); stdout is a `.pt`."""
+    streamed tensor by tensor: a `LazyState` holds one at a time), else a torch `.pt` (`save_state_dict`);
+    stdout is a `.pt`."""
     if path.endswith(".safetensors"):
-        from alexcompress.models.safetensors import write
+        from alexcompress.models.safetensors import write, write_streaming
 
+        if isinstance(state, LazyState):
+            write_streaming(state.table, ((key, c_contiguous(state[key])) for key in state), handle, {"format": "pt"})
+            return
         write(OrderedDict((k, as_numpy(v)) for k, v in state.items()), handle, {"format": "pt"})
         return
     save_state_dict(state, handle, arch)
