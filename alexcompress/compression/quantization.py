@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from alexcompress.codec.sparse_index import PIECE, flat_nonzero, gather
+from alexcompress.codec.sparse_index import PIECE, flat_nonzero, gather, rank
 from alexcompress.errors import AlexCompressError
 from alexcompress.models.archs import per_layer
 from alexcompress.models.state import as_numpy, is_compressible, resolve_arch
@@ -106,7 +106,7 @@ def kmeans_1d(
         mass = np.concatenate(([0.0], np.cumsum(w)))
     if _distinct_in_sorted(v) <= k:
         distinct = v[np.concatenate(([True], v[1:] != v[:-1]))].astype(np.float64)  # at most k values
-        return distinct, assign(distinct, x), 0
+        return distinct, rank(distinct, x), 0
     centroids = np.unique(initial_centroids(v, k, init, seed).astype(np.float64))
     prefix = _prefix_sums(v if mass is None else w * v)
     ends = None
@@ -124,7 +124,7 @@ def kmeans_1d(
         centroids = np.unique(centroids)  # merged or crossed centroids collapse; keeps them sorted
     boundaries = (centroids[:-1] + centroids[1:]) / 2
     # the same rule as the segments above: a value equal to a (rounded) boundary joins the lower cluster
-    return centroids, assign(boundaries.astype(x.dtype), x), iterations
+    return centroids, rank(boundaries.astype(x.dtype), x), iterations
 
 
 def _distinct_in_sorted(v: np.ndarray) -> int:
@@ -145,20 +145,6 @@ def _prefix_sums(values: np.ndarray) -> np.ndarray:
         stop = min(start + PIECE, values.size)
         out[start + 1 : stop + 1] = values[start:stop]
         np.cumsum(out[start : stop + 1], out=out[start : stop + 1])
-    return out
-
-
-def assign(edges: np.ndarray, x: np.ndarray) -> np.ndarray:
-    """`np.searchsorted(edges, x)` (in `edges`' dtype) as the smallest unsigned type holding every answer,
-    a piece at a time: labels of a layer of n weights take n bytes, not 8 n.
-
-    >>> assign(np.array([0.5, 1.5]), np.array([0.0, 1.0, 2.0, 1.5]))
-    array([0, 1, 2, 1], dtype=uint8)
-    """
-    dtype = np.uint8 if edges.size < 1 << 8 else np.uint16 if edges.size < 1 << 16 else np.int64
-    out = np.empty(x.size, dtype=dtype)
-    for start in range(0, x.size, PIECE):
-        out[start : start + PIECE] = np.searchsorted(edges, x[start : start + PIECE].astype(edges.dtype, copy=False), side="left")
     return out
 
 
@@ -221,7 +207,7 @@ def ecsq_1d(
         ends = new_ends
     # the last envelope's winners and boundaries belong together; at convergence the centroids are the
     # means of the partition those boundaries make
-    return centroids, assign(boundaries, x), iterations
+    return centroids, rank(boundaries, x), iterations
 
 
 #: values per block of the weighted assignment (a block × k float64 cost matrix at a time)

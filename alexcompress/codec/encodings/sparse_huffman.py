@@ -35,6 +35,7 @@ from alexcompress.codec.sparse_index import (
     gap_histogram,
     gather,
     positions_from_gaps,
+    rank,
     relative_gaps,
     stream_histograms,
 )
@@ -70,10 +71,7 @@ def quantized_codes(name: str, nonzero_values: np.ndarray) -> tuple[np.ndarray, 
                 f"{name}: {distinct} distinct nonzero values, more than the {MAX_CODEBOOK} a codebook holds; "
                 "the model is not quantized: quantize it first (or store it as it is: encode --lossless-floats)"
             )
-    codes = np.empty(nonzero_values.size, dtype=np.uint8)
-    for start in range(0, nonzero_values.size, PIECE):  # searchsorted's int64 answer a piece at a time
-        codes[start : start + PIECE] = np.searchsorted(codebook, nonzero_values[start : start + PIECE])
-    return codebook, codes
+    return codebook, rank(codebook, nonzero_values).astype(np.uint8, copy=False)
 
 
 def symbol_dtype(k: int) -> type:
