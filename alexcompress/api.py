@@ -59,6 +59,7 @@ if TYPE_CHECKING:
     from alexcompress.compression.sensitivity import Allocation, Curves
     from alexcompress.compression.specs import Compressed, PruneSpec, QuantizeSpec
     from alexcompress.compression.streaming import Streamed
+    from alexcompress.fileio import Payload
     from alexcompress.runtime.predict import Prediction
     from alexcompress.train.config import TrainConfig
     from alexcompress.train.evaluate import Accuracy
@@ -78,6 +79,7 @@ __all__ = [
     "Training",
     "compress",
     "decode",
+    "decode_outputs",
     "decode_to",
     "encode",
     "encode_to",
@@ -385,6 +387,42 @@ def decode_to(data: "bytes | memoryview", path: str) -> "Callable[[BinaryIO], No
         return streamed
     state, arch = decode(data)
     return lambda handle: save_state(state, handle, arch, path)
+
+
+def decode_outputs(data: "bytes | memoryview", path: str, shard_bytes: Optional[int] = None) -> "list[tuple[str, Payload]]":
+    """`alexcompress decode -o PATH`: the files to write and what writes each (`fileio.write_outputs`): PATH
+    alone (`decode_to`), or for a `NAME.safetensors.index.json` the shards beside it
+    (`NAME-00001-of-0000N.safetensors`, each at most `shard_bytes`, default `safetensors.SHARD_BYTES`, a
+    larger tensor alone) and then the index, the shards written tensor by tensor."""
+    from alexcompress.codec.container import is_dcz
+    from alexcompress.models.dcz import checked_header, write_safetensors
+    from alexcompress.models.safetensors import SHARD_BYTES, index_text, is_index, shard_plan
+
+    if not is_index(path):
+        return [(path, decode_to(data, path))]
+    if not is_dcz(bytes(data[:8])):
+        raise AlexCompressError("not a .dcz file (bad magic number)")
+    if shard_bytes is not None and shard_bytes < 1:
+        raise AlexCompressError(f"the shard size must be at least 1 byte, got {shard_bytes}")
+    header = checked_header(data)
+    table = {entry.name: (entry.dtype, entry.shape) for entry in header.tensors}
+    plan = shard_plan(table, path, shard_bytes or SHARD_BYTES)
+    folder = os.path.dirname(path)
+
+    def shard(names: "list[str]") -> "Callable[[BinaryIO], None]":
+        def write(handle: BinaryIO) -> None:
+            write_safetensors(data, handle, set(names))
+
+        return write
+
+    total = sum(entry.numel * _itemsize(entry.dtype) for entry in header.tensors)
+    return [(os.path.join(folder, name), shard(names)) for name, names in plan] + [(path, index_text(plan, total))]
+
+
+def _itemsize(dtype: str) -> int:
+    from alexcompress.codec.encodings import DTYPES
+
+    return DTYPES[dtype].itemsize
 
 
 def compress(

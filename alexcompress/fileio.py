@@ -336,31 +336,61 @@ def _emit(payload: Payload, handle: BinaryIO) -> None:
 
 
 def write_atomic(path: Path, payload: Payload) -> None:
-    directory = path.parent if str(path.parent) else Path(".")
+    write_group([(path, payload)])
+
+
+def write_outputs(outputs: "list[tuple[str, Payload]]") -> None:
+    """Several files one command writes together (a sharded checkpoint and its index), as one: each to a
+    temporary file beside it, then all renamed into place; a failure or an interrupt on the way leaves none
+    of them. One output may be stdout (`-`), written as `write_output` does."""
+    if len(outputs) == 1:
+        write_output(*outputs[0])
+        return
+    if any(path == STDIO for path, _ in outputs):
+        raise AlexCompressError("several files cannot all go to stdout; give a file name")
+    write_group([(Path(path), payload) for path, payload in outputs])
+
+
+def write_group(outputs: "list[tuple[Path, Payload]]") -> None:
+    """Each payload to a temporary file in its target's directory (fsync), then every one renamed over its
+    target; on any failure (KeyboardInterrupt and SIGTERM, raised as one, included) no temporary is left."""
+    temporary: list[tuple[str, Path]] = []
+    path = outputs[0][0] if outputs else Path(".")
     try:
-        # a name cut short enough that the temporary one stays within NAME_MAX (255) for any legal target
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name[:200]}.", suffix=".tmp", dir=directory)
-    except OSError as exc:
-        raise AlexCompressError(f"{path}: cannot write in {directory} ({exc.strerror or exc})") from None
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            _emit(payload, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp_name, 0o666 & ~_umask())
-        os.replace(tmp_name, path)
-    except BaseException as exc:  # KeyboardInterrupt and SIGTERM (raised as one) included: leave nothing
-        try:
-            os.unlink(tmp_name)
-        except FileNotFoundError:
-            pass
+        for path, payload in outputs:
+            temporary.append((_temporary(path), path))
+            with open(temporary[-1][0], "wb") as handle:
+                _emit(payload, handle)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.chmod(temporary[-1][0], 0o666 & ~_umask())
+        for tmp_name, path in temporary:
+            os.replace(tmp_name, path)
+    except BaseException as exc:  # leave nothing
+        for tmp_name, _ in temporary:
+            try:
+                os.unlink(tmp_name)
+            except FileNotFoundError:
+                pass
         interrupt = stop_requested()
         if interrupt is not None and not isinstance(exc, KeyboardInterrupt):
             raise interrupt from exc  # e.g. torch.save's zip writer replaced our KeyboardInterrupt
         failure = underlying(exc, OSError)  # a full disk inside torch.save surfaces as a RuntimeError
-        if failure is not None:
+        if failure is not None and not isinstance(exc, AlexCompressError):
             raise AlexCompressError(f"{path}: cannot write ({failure.strerror or failure})") from None
         raise
+
+
+def _temporary(path: Path) -> str:
+    """A new empty file beside `path`, named after it (cut short enough that the name stays within NAME_MAX
+    (255) for any legal target)."""
+    directory = path.parent if str(path.parent) else Path(".")
+    try:
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name[:200]}.", suffix=".tmp", dir=directory)
+    except OSError as exc:
+        raise AlexCompressError(f"{path}: cannot write in {directory} ({exc.strerror or exc})") from None
+    os.close(fd)
+    return tmp_name
 
 
 def _umask() -> int:

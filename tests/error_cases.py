@@ -198,6 +198,8 @@ CASES = [
     ("decode of a file that is not a .dcz", "decode alexnet.pt -o decoded.pt"),
     ("encode of a model that is not quantized", "encode unquantized.pt -o unquantized.dcz"),
     ("--index-bits outside 1..12", "encode alexnet.pt --index-bits 13"),
+    ("decode --shard-size that is not a size", "decode good.dcz -o shards.safetensors.index.json --shard-size 5XB"),
+    ("decode --shard-size without a sharded output", "decode good.dcz -o one.safetensors --shard-size 2GB"),
     (".dcz with a flipped byte", "decode flipped.dcz -o flipped.pt"),
     (".dcz truncated", "decode cut.dcz -o cut2.pt"),
     (".dcz with trailing bytes", "info trailing.dcz"),

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from alexcompress.errors import AlexCompressError
-from alexcompress.fileio import check_output, default_output, write_atomic
+from alexcompress.fileio import check_output, default_output, write_atomic, write_outputs
 
 # Runs the real CLI in a child whose disk is "slow": fsync blocks, so the signal lands mid-write, after the
 # data is in the temporary file and before the rename.
@@ -72,6 +72,24 @@ def test_failed_write_leaves_nothing_and_keeps_the_old_file(tmp_path, monkeypatc
         write_atomic(target, b"x" * 10_000)
     assert target.read_bytes() == b"precious"
     assert leftovers(tmp_path) == []
+
+
+def test_outputs_written_together_appear_together_or_not_at_all(tmp_path):
+    """A sharded checkpoint is one output: a failure in its last file leaves none of them, and keeps what
+    the names held before."""
+    (tmp_path / "a").write_bytes(b"old a")
+
+    def broken(handle):
+        handle.write(b"half")
+        raise OSError(28, "No space left on device")
+
+    with pytest.raises(AlexCompressError, match="c: cannot write"):
+        write_outputs([(str(tmp_path / "a"), b"new a"), (str(tmp_path / "b"), b"b"), (str(tmp_path / "c"), broken)])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a"] and (tmp_path / "a").read_bytes() == b"old a"
+    write_outputs([(str(tmp_path / "a"), b"new a"), (str(tmp_path / "b"), b"b")])
+    assert (tmp_path / "a").read_bytes() == b"new a" and (tmp_path / "b").read_bytes() == b"b"
+    with pytest.raises(AlexCompressError, match="several files cannot all go to stdout"):
+        write_outputs([("-", b"x"), (str(tmp_path / "d"), b"d")])
 
 
 def test_write_error_is_a_one_line_error(tmp_path, monkeypatch):

@@ -185,6 +185,51 @@ def test_a_sharded_checkpoint_compresses_to_the_bytes_of_the_single_file(tmp_pat
     assert piped.returncode == 0 and piped.stdout == (tmp_path / "single.dcz").read_bytes()
 
 
+def test_decode_writes_a_sharded_checkpoint_that_reads_back_as_the_single_file(tmp_path):
+    state = transformer()
+    file_bytes(tmp_path / "single.safetensors", state)
+    dcz = tmp_path / "m.dcz"
+    assert alexcompress("compress", tmp_path / "single.safetensors", "--sparsity", "0.5", "--bits", "4", "-o", dcz, "-q").returncode == 0
+    assert alexcompress("decode", dcz, "-o", tmp_path / "whole.safetensors", "-q").returncode == 0
+    out = tmp_path / "out"
+    out.mkdir()
+    index = out / "model.safetensors.index.json"
+    done = alexcompress("decode", dcz, "-o", index, "--shard-size", "40KB")
+    assert done.returncode == 0, done.stderr
+    shards = sorted(p.name for p in out.glob("model-*.safetensors"))
+    assert len(shards) > 2 and shards[0] == f"model-00001-of-{len(shards):05d}.safetensors"
+    assert all((out / name).stat().st_size <= 40_000 + 4096 for name in shards[:-1])  # a shard: 40 kB of tensors and its header
+    whole, sharded = safetensors.load(str(tmp_path / "whole.safetensors")), safetensors.load_index(str(index))
+    assert list(whole) == list(sharded) and all(same_bits(whole[k], sharded[k]) for k in whole)
+    assert json.loads(index.read_text())["metadata"]["total_size"] == sum(v.nbytes for v in whole.values())
+    # the shards are outputs like any other: an existing one is not replaced without --force, and nothing is written
+    index.unlink()
+    (out / shards[0]).write_bytes(b"precious")
+    refused = alexcompress("decode", dcz, "-o", index, "--shard-size", "40KB")
+    assert refused.returncode == 1 and one_error_line(refused).endswith(f"{shards[0]}: already exists; use --force to overwrite it")
+    assert (out / shards[0]).read_bytes() == b"precious" and not index.exists()
+    assert alexcompress("decode", dcz, "-o", index, "--shard-size", "40KB", "--force", "-q").returncode == 0
+    assert list(safetensors.load_index(str(index))) == list(whole)
+
+
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        (["--shard-size", "5XB"], "--shard-size must be a size such as 2GB, 500MiB or 4096 (bytes), got '5XB'"),
+        (["--shard-size", "0"], "--shard-size must be at least 1 byte"),
+    ],
+)
+def test_a_bad_shard_size_is_refused_in_one_line(tmp_path, args, words):
+    dcz = tmp_path / "m.dcz"
+    file_bytes(tmp_path / "m.safetensors", transformer())
+    assert alexcompress("compress", tmp_path / "m.safetensors", "--sparsity", "0.5", "-o", dcz, "-q").returncode == 0
+    done = alexcompress("decode", dcz, "-o", tmp_path / "x.safetensors.index.json", *args)
+    assert done.returncode == 1 and words in one_error_line(done)
+    refused = alexcompress("decode", dcz, "-o", tmp_path / "x.safetensors", "--shard-size", "1GB")
+    assert refused.returncode == 1 and "only a sharded output" in one_error_line(refused)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.dcz", "m.safetensors"]
+
+
 @pytest.mark.parametrize(
     "edit, words",
     [

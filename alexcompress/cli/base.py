@@ -156,6 +156,38 @@ def _parse_index_bits(text: str) -> Optional[int]:
     return value
 
 
+_UNITS = {
+    "": 1,
+    "b": 1,
+    "kb": 10**3,
+    "mb": 10**6,
+    "gb": 10**9,
+    "tb": 10**12,
+    "kib": 1 << 10,
+    "mib": 1 << 20,
+    "gib": 1 << 30,
+    "tib": 1 << 40,
+}
+
+
+def parse_size(option: str, text: str) -> int:
+    """A size in bytes from `5GB`, `500MiB`, `1.5gb` or `4096`; a one-line error naming `option` otherwise.
+
+    >>> parse_size("--shard-size", "1.5GB"), parse_size("--shard-size", "2 MiB")
+    (1500000000, 2097152)
+    """
+    import re
+
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*", text)
+    unit = match.group(2).lower() if match else ""
+    if match is None or unit not in _UNITS:
+        raise AlexCompressError(f"{option} must be a size such as 2GB, 500MiB or 4096 (bytes), got {text!r}")
+    value = int(float(match.group(1)) * _UNITS[unit])
+    if value < 1:
+        raise AlexCompressError(f"{option} must be at least 1 byte, got {text!r}")
+    return value
+
+
 # ------------------------------------------------------------------------------------------ printing
 
 

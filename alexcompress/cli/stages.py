@@ -21,6 +21,7 @@ from alexcompress.cli.base import (
     app,
     command,
     flag_of,
+    parse_size,
 )
 from alexcompress.cli.options import (
     ArchOpt,
@@ -45,6 +46,7 @@ from alexcompress.fileio import (
     check_output,
     check_outputs,
     write_output,
+    write_outputs,
 )
 from alexcompress.sources import DEFAULT_ARCH, plan_output, read_model
 
@@ -217,17 +219,33 @@ def encode(
 def decode(
     model: Annotated[str, typer.Argument(help="A .dcz file, or '-' for stdin.", metavar="FILE.dcz")],
     output: OutputOpt = None,
+    shard_size: Annotated[
+        Optional[str],
+        typer.Option(
+            "--shard-size",
+            help="With -o NAME.safetensors.index.json: the most each shard NAME-0000K-of-0000N.safetensors holds "
+            "(e.g. 2GB, 500MiB; default 5GB); a larger tensor gets a shard of its own.",
+            metavar="SIZE",
+        ),
+    ] = None,
     force: ForceOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
-    """Decode a .dcz back into a state dict .pt that the model loads (bit-exact)."""
+    """Decode a .dcz back into a state dict that the model loads (bit-exact): a .pt, a .safetensors, or a
+    sharded safetensors checkpoint (-o NAME.safetensors.index.json)."""
     from alexcompress import api
     from alexcompress.sources import read_dcz
 
     console = _console(quiet)
+    shard_bytes = parse_size("--shard-size", shard_size) if shard_size is not None else None
     target = plan_output(model, None, output, ".decoded.pt", force)
-    write_output(target, api.decode_to(read_dcz(model, mapped=True), target))
-    _wrote(console, target)
+    if shard_bytes is not None and not target.endswith(".safetensors.index.json"):
+        raise AlexCompressError("--shard-size: only a sharded output (-o NAME.safetensors.index.json) has shards")
+    outputs = api.decode_outputs(read_dcz(model, mapped=True), target, shard_bytes)
+    check_outputs(tuple((path, "-o") for path, _ in outputs if path != target), inputs=(model,), force=force)  # the shards
+    write_outputs(outputs)
+    for path, _ in outputs:
+        _wrote(console, path)
 
 
 COMPRESS_TRAINING = {"epochs": 2, "lr": 1e-4, "optimizer": "adam"}  # the search's retraining (the paper recipe's)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 from collections import OrderedDict
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 import numpy as np
@@ -158,17 +158,18 @@ def decode(data: "bytes | memoryview") -> tuple["OrderedDict[str, torch.Tensor]"
     return torch_state(arrays), arch
 
 
-def write_safetensors(data: "bytes | memoryview", handle: "BinaryIO") -> str:
+def write_safetensors(data: "bytes | memoryview", handle: "BinaryIO", names: "Collection[str] | None" = None) -> str:
     """A `.dcz` file image decoded into a safetensors file, tensor by tensor (one decoded tensor in memory at
-    a time), every tensor in its own dtype; returns the architecture."""
+    a time), every tensor in its own dtype; `names`: those tensors only (a shard). Returns the architecture."""
     from alexcompress.codec.container import decode_one, release_sections
     from alexcompress.models import safetensors
 
     header = checked_header(data)
-    table = {entry.name: (entry.dtype, entry.shape) for entry in header.tensors}
+    entries = [entry for entry in header.tensors if names is None or entry.name in names]
+    table = {entry.name: (entry.dtype, entry.shape) for entry in entries}
 
     def arrays() -> "Iterator[tuple[str, np.ndarray]]":
-        for entry in header.tensors:
+        for entry in entries:
             array = decode_one(header, data, entry)
             release_sections(header, data, entry)  # a memory-mapped file keeps no tensor's pages it is done with
             yield entry.name, array

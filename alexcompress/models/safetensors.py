@@ -274,6 +274,41 @@ def write_streaming(
         _write_array(array, handle)
 
 
+#: the most bytes a shard of a sharded output holds (the Hugging Face writer's default), unless one tensor
+#: alone is larger
+SHARD_BYTES = 5 * 10**9
+
+
+def shard_plan(
+    table: "Mapping[str, tuple[Any, tuple[int, ...]]]", index: str, max_bytes: int = SHARD_BYTES
+) -> "list[tuple[str, list[str]]]":
+    """The shards of a checkpoint whose index is `index` (`NAME.safetensors.index.json`): [(file name, the
+    tensors it holds)], tensors in `table`'s order ({name: (dtype or its name, shape)}), each shard as many
+    as fit in `max_bytes` (a larger tensor alone), named `NAME-00001-of-0000N.safetensors` as the Hugging
+    Face writer names them.
+
+    >>> shard_plan({"a": ("float32", (100,)), "b": ("float32", (100,)), "c": ("bfloat16", (8,))}, "m.safetensors.index.json", 500)
+    [('m-00001-of-00002.safetensors', ['a']), ('m-00002-of-00002.safetensors', ['b', 'c'])]
+    """
+    groups: list[list[str]] = []
+    size = 0
+    for name, (dtype, shape) in table.items():
+        nbytes = int(np.prod(shape, dtype=np.int64)) * (DTYPES.get(dtype) or np.dtype(dtype)).itemsize
+        if not groups or (size + nbytes > max_bytes and groups[-1]):
+            groups.append([])
+            size = 0
+        groups[-1].append(name)
+        size += nbytes
+    stem = os.path.basename(index)[: -len(INDEX_SUFFIX)] if is_index(index) else os.path.basename(index)
+    return [(f"{stem}-{i:05d}-of-{len(groups):05d}.safetensors", names) for i, names in enumerate(groups, 1)]
+
+
+def index_text(plan: "list[tuple[str, list[str]]]", total_size: int) -> bytes:
+    """The index JSON of a sharded checkpoint (`load_index` reads it back)."""
+    weight_map = {name: shard for shard, names in plan for name in names}
+    return json.dumps({"metadata": {"total_size": total_size}, "weight_map": weight_map}, indent=2).encode("utf-8") + b"\n"
+
+
 def _write_array(array: np.ndarray, handle: BinaryIO) -> None:
     flat = np.ascontiguousarray(array).reshape(-1)
     little = flat.astype(flat.dtype.newbyteorder("<")) if flat.dtype.byteorder == ">" else flat
