@@ -243,7 +243,7 @@ def prune(
         spec = PruneSpec(rates=dict(allocation.rates))
         events.allocation(allocation)
     if training is None and stream:
-        result = prune_lazily(source.state, arch=source.arch, pruning=spec, dtypes=source.dtypes, release=release)
+        result = prune_lazily(source.state, arch=source.arch, pruning=spec, dtypes=source.dtypes, release=release, in_place=True)
         return Pruned(result.state, source.arch, result, allocation)
     if training is None:
         result = prune_state(source.state, spec, arch=source.arch, inplace=True)
@@ -289,7 +289,7 @@ def quantize(
 
     spec = spec or QuantizeSpec()
     if stream and training is None and streamable(spec):
-        result = quantize_lazily(source.state, arch=source.arch, quantization=spec, dtypes=source.dtypes, release=release)
+        result = quantize_lazily(source.state, arch=source.arch, quantization=spec, dtypes=source.dtypes, release=release, in_place=inplace)
         return result.state, result
     source = _widened(source)
     if training is not None:

@@ -196,11 +196,13 @@ def prune_lazily(
     pruning: PruneSpec | None = None,
     dtypes: Mapping[str, str] | None = None,
     release: Callable[[np.ndarray], None] | None = None,
+    in_place: bool = False,
 ) -> PruneResult:
     """`specs.prune` one tensor at a time: a report whose `state` is a `LazyState` pruning each layer as it
     is read (a global sparsity's threshold is found first, reading every weight twice a chunk at a time), in
     its own dtype (`dtypes`: those of weights already widened). The report's layers fill in as the state is
-    read (once through: what writing it does). `state`'s arrays are never written."""
+    read (once through: what writing it does). `state`'s arrays are only read, unless `in_place` lets a
+    float32 array in memory of its own (not a memory map) be pruned where it is."""
     architecture = get_arch(arch)
     spec = (pruning or PruneSpec()).resolved(architecture)
     keys = layer_keys(architecture, state)
@@ -211,7 +213,7 @@ def prune_lazily(
         layers[key] = prune_one(key, weight)
 
     report: list[LayerPruning] = []
-    lazy = _lazy(state, keys, dtypes, release, pruned, lambda: _in_order(report, layers, keys))
+    lazy = _lazy(state, keys, dtypes, release, pruned, lambda: _in_order(report, layers, keys), in_place)
     return PruneResult(lazy, report, method)  # type: ignore[arg-type]
 
 
@@ -222,6 +224,7 @@ def quantize_lazily(
     quantization: QuantizeSpec | None = None,
     dtypes: Mapping[str, str] | None = None,
     release: Callable[[np.ndarray], None] | None = None,
+    in_place: bool = False,
 ) -> QuantizeResult:
     """`QuantizeSpec.apply` one tensor at a time, as `prune_lazily` prunes (no shared codebook, no
     importances: `streamable`)."""
@@ -237,8 +240,22 @@ def quantize_lazily(
         layers[key], _ = _quantize_one(key, weight, widths[key], quantization, architecture.name)
 
     report: list[LayerQuantization] = []
-    lazy = _lazy(state, keys, dtypes, release, clustered, lambda: _in_order(report, layers, keys))
+    lazy = _lazy(state, keys, dtypes, release, clustered, lambda: _in_order(report, layers, keys), in_place)
     return QuantizeResult(lazy, report, method_title(quantization.quantizer, quantization.rate_weight))  # type: ignore[arg-type]
+
+
+def _private_float32(array: np.ndarray) -> bool:
+    """A writable, contiguous float32 array in memory of its own (no file's memory map behind it)."""
+    import mmap
+
+    if array.dtype != np.float32 or not array.flags.writeable or not array.flags.c_contiguous:
+        return False
+    base: Any = array
+    while base is not None:
+        if isinstance(base, mmap.mmap):
+            return False
+        base = base.obj if isinstance(base, memoryview) else getattr(base, "base", None)
+    return True
 
 
 def _in_order(out: list, layers: Mapping[str, Any], keys: list[str]) -> None:
@@ -252,9 +269,11 @@ def _lazy(
     release: Callable[[np.ndarray], None] | None,
     work: Callable[[str, np.ndarray], None],
     done: Callable[[], None],
+    in_place: bool,
 ) -> LazyState:
-    """The state with `work(key, float32 copy)` applied to each coded layer as it is read, in the layer's
-    own dtype (half precision narrowed back); other entries as they are."""
+    """The state with `work(key, float32 weight)` applied to each coded layer as it is read, in the
+    layer's own dtype (half precision narrowed back); other entries as they are. The weight is a copy,
+    unless `in_place` and the source's array is float32 in memory of its own (not a file's map)."""
     coded = set(keys)
     dtypes = dict(dtypes or {})
     table: dict[str, tuple[Any, tuple[int, ...]]] = {}
@@ -265,14 +284,22 @@ def _lazy(
             dtype = np.dtype(np.float32)  # the stages' float32 (as `widen` makes it)
         table[key] = (dtype, tuple(array.shape))
 
+    worked: set[str] = set()  # layers done in their own memory: read again, they are what they became
+
     def make(key: str) -> np.ndarray:
         source = as_numpy(state[key])
         if key not in coded:
             return source
-        weight = np.array(source, dtype=np.float32, order="C", copy=True)
+        if key in worked:
+            return source.astype(table[key][0], copy=False)
+        if in_place and _private_float32(source):  # a ModelInput's own arrays: worked on in place, like every stage
+            weight = source
+            worked.add(key)
+        else:
+            weight = np.array(source, dtype=np.float32, order="C", copy=True)
+            if release is not None:
+                release(state[key])
         del source
-        if release is not None:
-            release(state[key])
         work(key, weight)
         done()
         return weight.astype(table[key][0], copy=False)  # half precision narrowed back
