@@ -196,8 +196,17 @@ def _radix_select(flats: list[np.ndarray], k: int, after: Callable[[np.ndarray],
     """The k-th smallest |w| (1-based) over all arrays and how many |w| are strictly below it, by a
     two-pass radix select on the float bits: O(n), no sorting, and no copy of the weights (the seed's
     percentile copied all 228 MB). `after(flat)` follows each array's pass (a memory map drops its pages)."""
+    threshold, below, _ = _radix_select_counting(flats, k, after)
+    return threshold, below
+
+
+def _radix_select_counting(
+    flats: list[np.ndarray], k: int, after: Callable[[np.ndarray], None] = lambda flat: None
+) -> tuple[float, int, list[int]]:
+    """`_radix_select`, and how many |w| of each array equal the k-th (the second pass keeps the low bits
+    of its bucket's weights, array by array: no third pass to count the ties)."""
     if k <= 0:
-        return 0.0, 0
+        return 0.0, 0, [0] * len(flats)
     high = np.zeros(1 << 16, dtype=np.int64)
     for flat in flats:
         for chunk in _chunks(flat):
@@ -207,15 +216,20 @@ def _radix_select(flats: list[np.ndarray], k: int, after: Callable[[np.ndarray],
     top = int(np.searchsorted(cumulative, k))
     below = int(cumulative[top - 1]) if top else 0
     low = np.zeros(1 << 15, dtype=np.int64)
+    members = []  # per array, the low bits of its weights in the bucket
     for flat in flats:
+        mine = []
         for chunk in _chunks(flat):
             bits = _magnitude_bits(chunk)
-            low += np.bincount(bits[(bits >> 15) == top] & 0x7FFF, minlength=1 << 15)
+            mine.append((bits[(bits >> 15) == top] & 0x7FFF).astype(np.uint16))
+            low += np.bincount(mine[-1], minlength=1 << 15)
+        members.append(np.concatenate(mine) if mine else np.zeros(0, np.uint16))
         after(flat)
     cumulative_low = np.cumsum(low)
     bottom = int(np.searchsorted(cumulative_low, k - below))
     below += int(cumulative_low[bottom - 1]) if bottom else 0
-    return float(np.array([(top << 15) | bottom], dtype=np.uint32).view(np.float32)[0]), below
+    equal = [int(np.count_nonzero(m == bottom)) for m in members]
+    return float(np.array([(top << 15) | bottom], dtype=np.uint32).view(np.float32)[0]), below, equal
 
 
 def _zero_smallest(flat: np.ndarray, threshold: float, ties: int) -> int:

@@ -23,9 +23,7 @@ from alexcompress.codec.encodings import STORED, dtype_name, encode_coded, get_e
 from alexcompress.compression.pruning import (
     LayerPruning,
     PruneResult,
-    _chunks,
-    _magnitude_bits,
-    _radix_select,
+    _radix_select_counting,
     _zero_smallest,
     check_fraction,
     prune_by_rates,
@@ -342,13 +340,11 @@ def _pruner(
     assert sparsity is not None
     flats = [as_numpy(state[key]).reshape(-1) for key in keys]
     n_prune = int(round(sparsity * sum(f.size for f in flats)))
-    threshold, below = _radix_select(flats, n_prune, after=release)
+    threshold, below, equal = _radix_select_counting(flats, n_prune, after=release)
     ties, left = {}, n_prune - below  # the weights equal to the threshold that go: the first ones, in model order
-    limit = _magnitude_bits(np.array([threshold], dtype=np.float32))[0]
-    for key, flat in zip(keys, flats, strict=True):
-        ties[key] = min(left, sum(int(np.count_nonzero(_magnitude_bits(chunk) == limit)) for chunk in _chunks(flat)) if left else 0)
+    for key, count in zip(keys, equal, strict=True):
+        ties[key] = min(left, count)
         left -= ties[key]
-        release(flat)
 
     def globally(key: str, weight: np.ndarray) -> LayerPruning:
         flat = weight.reshape(-1)
