@@ -205,9 +205,10 @@ def prune(
     images first (with `max_drop`: the smallest along the allocation path within it).
 
     `stream` (without training): the state is a `LazyState` pruning each tensor as it is read, in its own
-    dtype, so that writing it (`models.state.save_state`) holds one tensor at a time and `source` is only
-    read; the report's layers fill in as it is written. `source` may hold its tensors as read
-    (`read_model(..., widened=False)`): what needs the whole model widens it first."""
+    dtype, so that writing it (`models.state.save_state`) holds one tensor at a time; the report's layers
+    fill in as it is written. `source`'s own float32 arrays are pruned where they are, like every stage's;
+    a memory map's or a half-precision tensor is copied, one at a time. `source` may hold its tensors as
+    read (`read_model(..., widened=False)`): what needs the whole model widens it first."""
     from alexcompress.compression.sensitivity import check_allocation
     from alexcompress.compression.specs import calibrate, measure_allocation, prune as prune_state, prune_and_retrain
     from alexcompress.compression.streaming import prune_lazily
@@ -399,6 +400,8 @@ def decode_outputs(data: "bytes | memoryview", path: str, shard_bytes: Optional[
     from alexcompress.models.safetensors import SHARD_BYTES, index_text, is_index, shard_plan
 
     if not is_index(path):
+        if shard_bytes is not None:
+            raise AlexCompressError("--shard-size: only a sharded output (-o NAME.safetensors.index.json) has shards")
         return [(path, decode_to(data, path))]
     if not is_dcz(bytes(data[:8])):
         raise AlexCompressError("not a .dcz file (bad magic number)")

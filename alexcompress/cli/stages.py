@@ -239,8 +239,6 @@ def decode(
     console = _console(quiet)
     shard_bytes = parse_size("--shard-size", shard_size) if shard_size is not None else None
     target = plan_output(model, None, output, ".decoded.pt", force)
-    if shard_bytes is not None and not target.endswith(".safetensors.index.json"):
-        raise AlexCompressError("--shard-size: only a sharded output (-o NAME.safetensors.index.json) has shards")
     outputs = api.decode_outputs(read_dcz(model, mapped=True), target, shard_bytes)
     check_outputs(tuple((path, "-o") for path, _ in outputs if path != target), inputs=(model,), force=force)  # the shards
     write_outputs(outputs)

@@ -290,15 +290,14 @@ def _lazy(
             return source
         if key in worked:
             return source.astype(table[key][0], copy=False)
-        if in_place and _private_float32(source):  # a ModelInput's own arrays: worked on in place, like every stage
-            weight = source
-            worked.add(key)
-        else:
-            weight = np.array(source, dtype=np.float32, order="C", copy=True)
-            if release is not None:
-                release(state[key])
+        own = in_place and _private_float32(source)  # a ModelInput's own arrays: worked on in place, like every stage
+        weight = source if own else np.array(source, dtype=np.float32, order="C", copy=True)
         del source
+        if release is not None and not own:
+            release(state[key])
         work(key, weight)
+        if own:
+            worked.add(key)
         done()
         return weight.astype(table[key][0], copy=False)  # half precision narrowed back
 
