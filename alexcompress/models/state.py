@@ -426,7 +426,7 @@ def save_state_dict(state: Mapping[str, "torch.Tensor | np.ndarray"], handle: "I
 
 class LazyState(Mapping[str, np.ndarray]):
     """A state dict whose tensors are made one at a time, as they are read (`make(key)`), each of the dtype
-    and shape `table` announces ({key: (dtype name, shape)}, in order): what a stage working tensor by tensor
+    and shape `table` announces ({key: (dtype or its name, shape)}, in order): what a stage working tensor by tensor
     returns, so that writing it to a safetensors file holds one tensor at a time. Reading an entry twice
     makes it twice.
 
