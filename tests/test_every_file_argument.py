@@ -54,6 +54,7 @@ NOT_FILES = {
     "arch",
     "num_classes",
     "pretrained",
+    "shard_size",  # a size; the shards it bounds are named after -o and checked as outputs like it
 }
 #: what makes a parameter be read at all (--curves only with --target-ratio, ...), by parameter name
 CONTEXT = {
