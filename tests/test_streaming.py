@@ -90,8 +90,8 @@ def test_streamed_stages_make_what_the_whole_model_stages_make(arch, pruning, qu
     if half:  # a copy of each weight, in float32: the source is only read
         assert all(_same(state[k], before[k]) for k in state)
     else:  # a ModelInput's own float32 arrays are worked on in place, like every stage's; read again, the same
-        assert all(_same(state[k], pruned[k]) for k in state)
-        assert all(_same(lazy.state[k], pruned[k]) for k in state)
+        assert all(_same(state[k], whole.state[k]) for k in state)
+        assert all(_same(lazy.state[k], whole.state[k]) for k in state)
 
     quantized, report = api.quantize(api.ModelInput(dict(pruned), arch, "p"), quantization, stream=True)
     expected, expected_report = api.quantize(api.ModelInput({k: v.copy() for k, v in pruned.items()}, arch, "p"), quantization)

@@ -40,6 +40,22 @@ def flat_nonzero(flat: np.ndarray) -> np.ndarray:
     return out
 
 
+def distinct_upto(values: np.ndarray, limit: int) -> np.ndarray:
+    """The sorted distinct values of `values`, found a piece at a time (no sorted copy of them all), the
+    search stopping once there are more than `limit` (then more than `limit` are returned, not all).
+
+    >>> distinct_upto(np.array([3.0, 1.0, 3.0, 2.0]), 8).tolist(), distinct_upto(np.arange(10.0), 2).size > 2
+    ([1.0, 2.0, 3.0], True)
+    """
+    flat = values.reshape(-1)
+    seen = flat[:0]
+    for start in range(0, flat.size, PIECE):
+        seen = np.union1d(seen, np.unique(flat[start : start + PIECE]))
+        if seen.size > limit:
+            break
+    return seen
+
+
 #: up to this many edges, `rank` counts the edges below each value (a compare a pass: vectorised); beyond,
 #: numpy's binary search wins
 FEW_EDGES = 48

@@ -19,6 +19,7 @@ from alexcompress import __version__
 from alexcompress.codec.container import DczHeader, DczWriter, Spooled, decode_tensors, parse_header, spool
 from alexcompress.codec.encodings import CODED_DTYPES, EncodedTensor, dtype_name, encode_coded, encode_stored
 from alexcompress.codec.encodings.sparse_huffman import MAX_CODEBOOK
+from alexcompress.codec.sparse_index import distinct_upto
 from alexcompress.errors import DczError, ModelError
 from alexcompress.models.architecture import NONE
 from alexcompress.models.archs import get_arch, layer_keys
@@ -84,7 +85,7 @@ def encode_spooled(
         array = c_contiguous(as_numpy(state[key]))
         if key in coded and dtype_name(array.dtype) not in CODED_DTYPES:
             array = array.astype(np.float32)  # as the stages widen it
-        if key not in coded or (lossless and distinct_more_than(array, MAX_CODEBOOK + 1)):  # not quantized: stored
+        if key not in coded or (lossless and distinct_upto(array, MAX_CODEBOOK + 1).size > MAX_CODEBOOK + 1):  # not quantized: stored
             tensor = encode_stored(key, array, lossless)
         else:
             tensor = encode_coded(key, array, index_bits=index_bits, coder=coder)
@@ -102,16 +103,6 @@ def encode_spooled(
     except BaseException:
         sections.close()
         raise
-
-
-def distinct_more_than(array: np.ndarray, limit: int) -> bool:
-    """Whether `array` holds more than `limit` distinct values, found a piece at a time (no sorted copy)."""
-    seen = array.reshape(-1)[:0]
-    for start in range(0, array.size, 1 << 20):
-        seen = np.union1d(seen, np.unique(array.reshape(-1)[start : start + (1 << 20)]))
-        if seen.size > limit:
-            return True
-    return False
 
 
 def checked_header(data: "bytes | memoryview") -> DczHeader:

@@ -31,6 +31,7 @@ from alexcompress.codec.sparse_index import (
     MAX_INDEX_BITS,
     MIN_INDEX_BITS,
     PIECE,
+    distinct_upto,
     flat_nonzero,
     gap_histogram,
     gather,
@@ -62,15 +63,13 @@ def quantized_codes(name: str, nonzero_values: np.ndarray) -> tuple[np.ndarray, 
     pieces = [nonzero_values[start : start + PIECE] for start in range(0, nonzero_values.size, PIECE)]
     if not all(np.isfinite(piece).all() for piece in pieces):
         raise DczError(f"{name}: contains NaN or infinite weights, which cannot be encoded")
-    codebook = nonzero_values[:0]
-    for piece in pieces:  # the distinct values a piece at a time: no sorted copy of them all
-        codebook = np.union1d(codebook, np.unique(piece))
-        if codebook.size > MAX_CODEBOOK:
-            distinct = np.unique(nonzero_values).size  # the message's count
-            raise DczError(
-                f"{name}: {distinct} distinct nonzero values, more than the {MAX_CODEBOOK} a codebook holds; "
-                "the model is not quantized: quantize it first (or store it as it is: encode --lossless-floats)"
-            )
+    codebook = distinct_upto(nonzero_values, MAX_CODEBOOK)
+    if codebook.size > MAX_CODEBOOK:
+        distinct = np.unique(nonzero_values).size  # the message's count
+        raise DczError(
+            f"{name}: {distinct} distinct nonzero values, more than the {MAX_CODEBOOK} a codebook holds; "
+            "the model is not quantized: quantize it first (or store it as it is: encode --lossless-floats)"
+        )
     return codebook, rank(codebook, nonzero_values).astype(np.uint8, copy=False)
 
 
